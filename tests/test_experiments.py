@@ -1,0 +1,67 @@
+"""End-to-end runs of the thin entry points, as a user types them."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from unsupervised_jax import results
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(*args, cwd=ROOT):
+  return subprocess.run([sys.executable, '-m', *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def _check_record(record, method, dataset, seeds):
+  assert record['method'] == method and record['dataset'] == dataset and record['seeds'] == seeds
+  for key in ('protocol', 'command', 'git_commit', 'machine', 'wall_time_s'):
+    assert key in record
+  for name in ('acc', 'nmi', 'ari'):
+    metric = record['metrics'][name]
+    assert 0.0 <= metric['mean'] <= 1.0 and len(metric['per_seed']) == len(seeds)
+
+
+@pytest.mark.parametrize('method,floor', [('kmeans', 0.7), ('gmm', 0.7)])
+def test_no_flag_quick_start_on_digits(tmp_path, method, floor):
+  proc = _run(f'experiments.{method}', f'--workdir={tmp_path / "run"}', f'--results_dir={tmp_path / "results"}',
+              '--seeds=0,1')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'ACC' in proc.stdout and 'NMI' in proc.stdout and 'ARI' in proc.stdout
+  record = json.loads((tmp_path / 'results' / f'{method}_digits.json').read_text())
+  _check_record(record, method, 'digits', [0, 1])
+  assert record['metrics']['acc']['mean'] > floor  # scikit-learn's K-means gets ~0.79 here
+  assert (tmp_path / 'run' / 'centers.png').stat().st_size > 1000
+  assert json.loads((tmp_path / 'run' / 'config.json').read_text())['method'] == method
+
+
+@pytest.mark.parametrize('flag,match', [('--dataset=mnsit', 'unknown dataset'),
+                                        ('--seeds=a', 'seeds'),
+                                        ('--pca_dim=-1', 'pca_dim')])
+def test_bad_flags_fail_clearly_and_write_nothing(tmp_path, flag, match):
+  proc = _run('experiments.kmeans', flag, f'--workdir={tmp_path / "run"}')
+  assert proc.returncode != 0
+  assert match in proc.stderr
+  assert not (tmp_path / 'run').exists()
+
+
+def test_results_schema_helpers():
+  record = results.method_record('kmeans', 'digits', 'p', [0, 1], [{'acc': 0.5}, {'acc': 0.7}], 1.0)
+  assert record['metrics']['acc'] == {'mean': pytest.approx(0.6), 'std': pytest.approx(0.1),
+                                      'per_seed': [0.5, 0.7]}
+  bench = results.benchmark_record('kmeans_iteration', {'iter_per_s': 4.0}, {'iter_per_s': 2.0}, 'iter_per_s')
+  assert bench['speedup'] == 2.0
+  with pytest.raises(ValueError):
+    results.method_record('dec', 'digits', 'p', [0], [{'acc': 0.5}], 1.0)
+
+
+@pytest.mark.parametrize('name', sorted(p.name for p in (ROOT / 'results').glob('*.json')))
+def test_committed_results_follow_the_schema(name):
+  record = json.loads((ROOT / 'results' / name).read_text())
+  if 'benchmark' in record:
+    assert record['benchmark'] in results.BENCHMARKS
+    assert record['speedup'] > 0 and 'ours' in record and 'reference' in record
+  else:
+    _check_record(record, record['method'], record['dataset'], record['seeds'])

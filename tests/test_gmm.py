@@ -1,0 +1,102 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn import datasets
+from sklearn import decomposition
+from sklearn import mixture
+
+from unsupervised_jax.clustering import gmm
+
+
+def _features():
+  x = datasets.load_digits().data / 16
+  return decomposition.PCA(8, random_state=0).fit_transform(x).astype(np.float32)
+
+
+def _reference_start(x, k, covariance_type):
+  """Initial parameters from one EM iteration of sklearn (so both start from the same point)."""
+  start = mixture.GaussianMixture(k, covariance_type=covariance_type, random_state=0, max_iter=1).fit(x)
+  return start.weights_, start.means_, start.covariances_
+
+
+@pytest.mark.filterwarnings('ignore::sklearn.exceptions.ConvergenceWarning')
+@pytest.mark.parametrize('covariance_type', ['full', 'diag', 'spherical'])
+def test_log_likelihood_matches_sklearn_from_same_start(covariance_type):
+  x = _features()
+  weights, means, covariances = _reference_start(x, 6, covariance_type)
+  if covariance_type == 'full':
+    precisions = np.linalg.inv(covariances)
+    precisions = (precisions + np.swapaxes(precisions, 1, 2)) / 2  # sklearn checks exact symmetry
+  else:
+    precisions = 1.0 / covariances
+  ref = mixture.GaussianMixture(6, covariance_type=covariance_type, weights_init=weights, means_init=means,
+                                precisions_init=precisions, max_iter=200, tol=1e-3).fit(x)
+  start = gmm.make_params(*(a.astype(np.float32) for a in (weights, means, covariances)), covariance_type)
+  ours = gmm.fit_gmm(None, x, 6, covariance_type=covariance_type, init_params=start, max_iter=200, tol=1e-3)
+  assert float(gmm.score(x, ours.params, covariance_type)) == pytest.approx(ref.score(x), abs=1e-3)
+  assert float(ours.lower_bound) == pytest.approx(ref.lower_bound_, abs=1e-3)
+  assert int(ours.n_iter) == ref.n_iter_
+  np.testing.assert_array_equal(np.asarray(ours.labels), ref.predict(x))
+
+
+@pytest.mark.parametrize('covariance_type', ['full', 'diag', 'spherical'])
+def test_e_step_matches_sklearn_log_responsibilities(covariance_type):
+  x = _features()
+  weights, means, covariances = _reference_start(x, 4, covariance_type)
+  ref = mixture.GaussianMixture(4, covariance_type=covariance_type).fit(x)  # only for its helpers
+  ref.weights_, ref.means_, ref.covariances_ = weights, means, covariances
+  ref.precisions_cholesky_ = mixture._gaussian_mixture._compute_precision_cholesky(covariances, covariance_type)
+  params = gmm.make_params(*(a.astype(np.float32) for a in (weights, means, covariances)), covariance_type)
+  mean_ll, log_resp = gmm.e_step(jnp.asarray(x), params, covariance_type)
+  ref_mean_ll, ref_log_resp = ref._e_step(x)
+  assert float(mean_ll) == pytest.approx(ref_mean_ll, abs=1e-4)
+  np.testing.assert_allclose(np.exp(log_resp), np.exp(ref_log_resp), atol=1e-4)
+
+
+def test_m_step_on_hard_assignment_gives_cluster_statistics():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(200, 3)).astype(np.float32)
+  labels = rng.integers(0, 3, 200)
+  params = gmm.init_from_labels(jnp.asarray(x), jnp.asarray(labels), 3, 'full', reg_covar=0.0)
+  for k in range(3):
+    members = x[labels == k]
+    np.testing.assert_allclose(params.means[k], members.mean(0), atol=1e-5)
+    np.testing.assert_allclose(params.covariances[k], np.cov(members.T, bias=True), atol=1e-4)
+    assert float(params.weights[k]) == pytest.approx(len(members) / 200, abs=1e-6)
+  # diag and spherical are the diagonal and its mean.
+  diag = gmm.init_from_labels(jnp.asarray(x), jnp.asarray(labels), 3, 'diag', reg_covar=0.0)
+  np.testing.assert_allclose(diag.covariances, np.diagonal(params.covariances, axis1=1, axis2=2), atol=1e-4)
+  sph = gmm.init_from_labels(jnp.asarray(x), jnp.asarray(labels), 3, 'spherical', reg_covar=0.0)
+  np.testing.assert_allclose(sph.covariances, diag.covariances.mean(1), atol=1e-4)
+
+
+def test_fit_from_kmeans_init_improves_monotonically_and_predicts():
+  x = _features()
+  result = gmm.fit_gmm(jax.random.key(0), x, 10, covariance_type='full', n_init=2)
+  history = np.asarray(result.lower_bound_history)[: int(result.n_iter)]
+  assert np.all(np.diff(history) > -1e-4)  # EM never decreases the likelihood
+  assert bool(result.converged)
+  proba = np.asarray(gmm.predict_proba(x, result.params, 'full'))
+  np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)
+  np.testing.assert_array_equal(gmm.predict(x, result.params, 'full'), np.asarray(result.labels))
+  ref = mixture.GaussianMixture(10, covariance_type='full', n_init=2, random_state=0).fit(x)
+  assert float(result.lower_bound) == pytest.approx(ref.lower_bound_, abs=0.1)
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    ({'covariance_type': 'tied'}, 'covariance_type'),
+    ({'reg_covar': -1.0}, 'reg_covar'),
+    ({'max_iter': 0}, 'max_iter'),
+    ({'n_init': 0}, 'n_init'),
+])
+def test_bad_options(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    gmm.fit_gmm(jax.random.key(0), _features(), 3, **kwargs)
+
+
+def test_bad_data():
+  with pytest.raises(ValueError, match='NaN'):
+    gmm.fit_gmm(jax.random.key(0), np.array([[np.nan, 0.0], [1.0, 1.0]], np.float32), 1)
+  with pytest.raises(ValueError, match='larger than'):
+    gmm.fit_gmm(jax.random.key(0), np.zeros((2, 2), np.float32), 3)

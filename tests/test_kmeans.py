@@ -1,0 +1,113 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn import cluster as sk_cluster
+from sklearn import datasets
+
+from unsupervised_jax.clustering import kmeans
+
+
+def _digits():
+  return (datasets.load_digits().data / 16).astype(np.float32)
+
+
+def _blobs(seed=0, n=600, k=5, d=4):
+  x, _ = datasets.make_blobs(n, d, centers=k, cluster_std=1.5, random_state=seed)
+  return x.astype(np.float32)
+
+
+@pytest.mark.parametrize('data,k,seed', [('digits', 10, 0), ('digits', 10, 1), ('digits', 7, 2),
+                                          ('blobs', 5, 0), ('blobs', 8, 3)])
+def test_same_labels_and_inertia_as_sklearn_from_same_centers(data, k, seed):
+  x = _digits() if data == 'digits' else _blobs(seed)
+  init = x[np.random.default_rng(seed).choice(len(x), k, replace=False)]
+  ref = sk_cluster.KMeans(k, init=init, n_init=1, algorithm='lloyd').fit(x)
+  ours = kmeans.kmeans(None, x, k, init=init, n_init=1)
+  np.testing.assert_array_equal(np.asarray(ours.labels), ref.labels_)
+  assert float(ours.inertia) == pytest.approx(ref.inertia_, rel=1e-4)
+  assert int(ours.n_iter) == ref.n_iter_
+  np.testing.assert_allclose(ours.centers, ref.cluster_centers_, atol=1e-4)
+
+
+def test_empty_cluster_relocated_like_sklearn():
+  x = _blobs(0, n=300, k=3, d=2)
+  init = np.array([x[0], x[1], [1e3, 1e3]], np.float32)  # the third centre attracts no point
+  ref = sk_cluster.KMeans(3, init=init, n_init=1, algorithm='lloyd').fit(x)
+  ours = kmeans.kmeans(None, x, 3, init=init, n_init=1)
+  assert len(np.unique(np.asarray(ours.labels))) == 3
+  np.testing.assert_array_equal(np.asarray(ours.labels), ref.labels_)
+  assert float(ours.inertia) == pytest.approx(ref.inertia_, rel=1e-4)
+
+
+def test_relocation_moves_farthest_point_and_fixes_sums():
+  x = jnp.array([[0.], [1.], [10.]])
+  centers, _ = kmeans.lloyd_step(x, jnp.array([[0.5], [100.]]), jnp.sum(x * x, -1))
+  # Cluster 1 was empty: it takes the point farthest from its centre (10), which leaves cluster 0.
+  np.testing.assert_allclose(centers, [[0.5], [10.]])
+
+
+def test_restarts_keep_lowest_inertia_and_match_sklearn_quality():
+  x = _digits()
+  result = kmeans.kmeans(jax.random.key(0), x, 10, n_init=8)
+  singles = [float(kmeans.kmeans(jax.random.fold_in(jax.random.key(0), i), x, 10, n_init=1).inertia)
+             for i in range(3)]
+  ref = sk_cluster.KMeans(10, n_init=8, random_state=0).fit(x)
+  assert float(result.inertia) <= min(singles) + 1e-3
+  assert float(result.inertia) == pytest.approx(ref.inertia_, rel=0.01)
+  assert bool(result.converged)
+
+
+def test_kmeans_plusplus_picks_distinct_data_points_spread_out():
+  blob_centers = np.array([[0, 0], [20, 0], [0, 20], [20, 20]], np.float32)
+  x, _ = datasets.make_blobs(500, 2, centers=blob_centers, cluster_std=1.0, random_state=1)
+  x = x.astype(np.float32)
+  centers = np.asarray(kmeans.kmeans_plusplus(jax.random.key(3), jnp.asarray(x), 4))
+  distances = ((x[None] - centers[:, None]) ** 2).sum(-1)
+  assert (distances.min(axis=1) == 0).all()  # every centre is a data point
+  nearest_blob = ((centers[:, None] - blob_centers[None]) ** 2).sum(-1).argmin(1)
+  assert len(set(nearest_blob)) == 4  # one seed in each well-separated blob
+
+
+def test_jittable_end_to_end_and_deterministic():
+  x = jnp.asarray(_blobs(2))
+  fit = jax.jit(lambda key, x: kmeans._kmeans(key, x, n_clusters=5, n_init=3, init='k-means++',
+                                              max_iter=100, tol=1e-4))
+  a, b = fit(jax.random.key(1), x), fit(jax.random.key(1), x)
+  np.testing.assert_array_equal(a.labels, b.labels)
+  np.testing.assert_array_equal(a.centers, b.centers)
+
+
+def test_predict_and_blocked_assignment_equal_brute_force():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(1000, 6)).astype(np.float32)
+  centers = rng.normal(size=(7, 6)).astype(np.float32)
+  expected = ((x[:, None] - centers[None]) ** 2).sum(-1).argmin(1)
+  np.testing.assert_array_equal(kmeans.predict(x, centers), expected)
+  blocked = kmeans.assign(jnp.asarray(x), jnp.asarray(centers), max_block_elements=7 * 64)  # 16 blocks
+  np.testing.assert_array_equal(blocked.labels, expected)
+  np.testing.assert_allclose(blocked.distances, ((x - centers[expected]) ** 2).sum(-1), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('x,k,match', [
+    (np.array([[0.0, np.nan], [1.0, 2.0]]), 1, 'NaN or inf'),
+    (np.array([[0.0, np.inf], [1.0, 2.0]]), 1, 'NaN or inf'),
+    (np.zeros((3, 2)), 4, 'larger than the number of points'),
+    (np.zeros((3, 2, 2)), 2, '2-D'),
+    (np.zeros((0, 2)), 1, 'empty'),
+    (np.zeros((3, 2), np.int32), 2, 'floating point'),
+    (np.zeros((3, 2)), 0, 'positive integer'),
+])
+def test_bad_input_raises_value_error(x, k, match):
+  with pytest.raises(ValueError, match=match):
+    kmeans.kmeans(jax.random.key(0), x, k)
+
+
+def test_bad_options():
+  x = _blobs()
+  with pytest.raises(ValueError, match='init must be'):
+    kmeans.kmeans(jax.random.key(0), x, 3, init='kmeans||')
+  with pytest.raises(ValueError, match='n_init=1'):
+    kmeans.kmeans(jax.random.key(0), x, 3, init=x[:3], n_init=2)
+  with pytest.raises(ValueError, match='max_iter'):
+    kmeans.kmeans(jax.random.key(0), x, 3, max_iter=0)

@@ -1,0 +1,42 @@
+"""Figures saved as PNG (matplotlib, headless)."""
+from __future__ import annotations
+
+import pathlib
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+def _pyplot():
+  import matplotlib
+  matplotlib.use('Agg')  # no display on servers and CI
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def image_grid(images, path, *, ncols: int = 10, titles: Optional[Sequence[str]] = None,
+               suptitle: str = '') -> pathlib.Path:
+  """Saves ``images [N, H, W, C]`` (uint8, or floats in [0, 1]) as one grid PNG."""
+  images = np.asarray(images)
+  if images.dtype != np.uint8:
+    images = np.clip(images, 0.0, 1.0)
+  n = len(images)
+  ncols = min(ncols, n)
+  nrows = -(-n // ncols)
+  plt = _pyplot()
+  fig, axes = plt.subplots(nrows, ncols, figsize=(1.2 * ncols, 1.3 * nrows), squeeze=False)
+  for i, ax in enumerate(axes.flat):
+    ax.axis('off')
+    if i < n:
+      image = images[i]
+      ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap='gray', interpolation='nearest')
+      if titles is not None:
+        ax.set_title(titles[i], fontsize=8)
+  if suptitle:
+    fig.suptitle(suptitle, fontsize=9)
+  fig.tight_layout()
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

@@ -1,0 +1,112 @@
+"""The one JSON schema for reproduction runs and benchmarks under ``results/``.
+
+Method runs::
+
+  {"method", "dataset", "protocol", "command", "git_commit", "machine",
+   "wall_time_s", "seeds", "metrics": {name: {"mean", "std", "per_seed"}}, ...}
+
+Benchmarks::
+
+  {"benchmark", "command", "git_commit", "machine", "ours", "reference", "speedup"}
+
+Accuracies are fractions in [0, 1]. Records are written by the code that
+measured them, never by hand.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import numpy as np
+
+METHODS = ('kmeans', 'gmm', 'autoencoder', 'infogan', 'moco', 'scae', 'mice')
+BENCHMARKS = ('kmeans_iteration', 'gmm_iteration', 'moco_step')
+
+
+def git_commit() -> str:
+  """``HEAD`` of the repository holding this package, ``+dirty`` with uncommitted changes."""
+  root = pathlib.Path(__file__).resolve().parent.parent
+  try:
+    head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True,
+                          check=True, timeout=10).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root,
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+    return head + ('+dirty' if dirty else '')
+  except (OSError, subprocess.SubprocessError):
+    return 'unknown'
+
+
+def machine() -> str:
+  """A one-line description of the host and the JAX backend."""
+  import jax
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  devices = jax.devices()
+  return (f'{os.cpu_count()} cores {cpu}; jax {jax.__version__} on {len(devices)} x '
+          f'{devices[0].device_kind} ({jax.default_backend()})')
+
+
+def command() -> str:
+  """The command line that is running, as a user would type it."""
+  argv = list(sys.argv)
+  main = sys.modules.get('__main__')
+  spec = getattr(main, '__spec__', None)
+  if spec is not None and spec.name:
+    argv[0] = f'python -m {spec.name.removesuffix(".__main__")}'
+  else:
+    argv[0] = f'python {argv[0]}'
+  return ' '.join(argv)
+
+
+def summarize(per_seed: Sequence[Mapping[str, float]]) -> Dict[str, Dict[str, Any]]:
+  """``[{name: value}]`` over seeds -> ``{name: {"mean", "std", "per_seed"}}`` (population std)."""
+  if not per_seed:
+    raise ValueError('no per-seed metrics to summarise.')
+  out = {}
+  for name in per_seed[0]:
+    values = np.asarray([float(m[name]) for m in per_seed])
+    out[name] = {'mean': float(values.mean()), 'std': float(values.std()), 'per_seed': values.tolist()}
+  return out
+
+
+def method_record(method: str, dataset: str, protocol: str, seeds: Sequence[int],
+                  per_seed_metrics: Sequence[Mapping[str, float]], wall_time_s: float,
+                  config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+  """A reproduction-run record in the schema above."""
+  if method not in METHODS:
+    raise ValueError(f'unknown method {method!r}; known: {METHODS}.')
+  record = {'method': method, 'dataset': dataset, 'protocol': protocol, 'command': command(),
+            'git_commit': git_commit(), 'machine': machine(), 'wall_time_s': float(wall_time_s),
+            'seeds': [int(s) for s in seeds], 'metrics': summarize(per_seed_metrics)}
+  if config is not None:
+    record['config'] = dict(config)
+  return record
+
+
+def benchmark_record(benchmark: str, ours: Mapping[str, Any], reference: Mapping[str, Any],
+                     throughput_key: str) -> Dict[str, Any]:
+  """A benchmark record; ``speedup = ours[throughput_key] / reference[throughput_key]``."""
+  if benchmark not in BENCHMARKS:
+    raise ValueError(f'unknown benchmark {benchmark!r}; known: {BENCHMARKS}.')
+  return {'benchmark': benchmark, 'command': command(), 'git_commit': git_commit(),
+          'machine': machine(), 'ours': dict(ours), 'reference': dict(reference),
+          'speedup': float(ours[throughput_key]) / float(reference[throughput_key])}
+
+
+def write_json(path, record: Mapping[str, Any]) -> pathlib.Path:
+  """Writes ``record`` to ``path`` atomically (a crash never leaves half a file)."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(path.suffix + '.tmp')
+  tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + '\n')
+  os.replace(tmp, path)
+  return path
