@@ -42,9 +42,31 @@ def test_empty_cluster_relocated_like_sklearn():
 
 def test_relocation_moves_farthest_point_and_fixes_sums():
   x = jnp.array([[0.], [1.], [10.]])
-  centers, _ = kmeans.lloyd_step(x, jnp.array([[0.5], [100.]]), jnp.sum(x * x, -1))
+  state = kmeans.init_state(x, jnp.array([[0.5], [100.]]))
+  state = kmeans.lloyd_iteration(x, jnp.sum(x * x, -1), state, 0.0)
   # Cluster 1 was empty: it takes the point farthest from its centre (10), which leaves cluster 0.
-  np.testing.assert_allclose(centers, [[0.5], [10.]])
+  np.testing.assert_allclose(state.centers, [[0.5], [10.]])
+  np.testing.assert_array_equal(state.labels, [0, 0, 1])
+  np.testing.assert_allclose(state.counts, [2, 1])
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_bounded_iterations_equal_plain_lloyd_step_by_step(seed):
+  """Every iteration's labels and centres equal a plain numpy Lloyd step (the bounds skip only safe points)."""
+  rng = np.random.default_rng(seed)
+  x, _ = datasets.make_blobs(3000, 5, centers=12, cluster_std=3.0, random_state=seed)
+  x = x.astype(np.float32)
+  centers = x[rng.choice(len(x), 12, replace=False)]
+  state = kmeans.init_state(jnp.asarray(x), jnp.asarray(centers))
+  sq = jnp.sum(jnp.asarray(x) ** 2, -1)
+  step = jax.jit(kmeans.lloyd_iteration)
+  for _ in range(25):
+    expected_labels = ((x[:, None] - centers[None]) ** 2).sum(-1).argmin(1)
+    expected_centers = np.stack([x[expected_labels == j].mean(0) for j in range(12)])
+    state = step(jnp.asarray(x), sq, state, 0.0)
+    np.testing.assert_array_equal(state.labels, expected_labels)
+    np.testing.assert_allclose(state.centers, expected_centers, rtol=1e-4, atol=1e-4)
+    centers = np.asarray(state.centers)
 
 
 def test_restarts_keep_lowest_inertia_and_match_sklearn_quality():

@@ -53,19 +53,21 @@ def check_points(x, n_clusters: int, *, name: str = 'x', what: str = 'n_clusters
       raise ValueError(f'{name} contains NaN or inf values; clean or impute them before clustering.')
 
 
-def map_blocks(fn: Callable[[Array], Array], x: Array, block_rows: int) -> Array:
-  """Applies a row-wise ``fn`` to ``x [N, ...]`` in blocks of ``block_rows`` rows.
+def map_blocks(fn: Callable, xs, block_rows: int):
+  """Applies a row-wise ``fn`` to the arrays ``xs`` (a pytree, leading dim N) in blocks of rows.
 
-  ``fn`` maps ``[B, ...] -> [B, ...]`` row by row. Padding rows are computed on
-  zeros and dropped, so the result equals ``fn(x)`` while peak memory is that
-  of one block.
+  ``fn`` maps blocks ``[B, ...]`` to outputs with leading dim B. Padding rows
+  are computed on zeros and dropped, so the result equals ``fn(xs)`` while
+  peak memory is that of one block.
   """
-  n = x.shape[0]
+  n = jax.tree.leaves(xs)[0].shape[0]
   if n <= block_rows:
-    return fn(x)
+    return fn(xs)
   n_blocks = math.ceil(n / block_rows)
-  padded = jnp.pad(x, [(0, n_blocks * block_rows - n)] + [(0, 0)] * (x.ndim - 1))
-  out = jax.lax.map(fn, padded.reshape((n_blocks, block_rows) + x.shape[1:]))
+  pad = n_blocks * block_rows - n
+  blocked = jax.tree.map(
+      lambda a: jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)).reshape((n_blocks, block_rows) + a.shape[1:]), xs)
+  out = jax.lax.map(fn, blocked)
   return jax.tree.map(lambda o: o.reshape((n_blocks * block_rows,) + o.shape[2:])[:n], out)
 
 

@@ -200,8 +200,8 @@ def fit_gmm(key: Optional[Array], x: Array, n_components: int, *, covariance_typ
     tol: stop when the mean log-likelihood changes by less than this.
     reg_covar: added to covariance diagonals (keeps them positive definite).
     max_iter: EM iteration cap.
-    n_init: restarts, each initialised by one K-means++ / Lloyd fit, run under
-      ``vmap``; the highest lower bound is kept.
+    n_init: restarts, each initialised by one K-means++ / Lloyd fit, run one
+      after another; the highest lower bound is kept.
     init_params: start from these parameters instead (then ``n_init`` must be 1).
 
   Returns:
@@ -232,7 +232,7 @@ def _fit_gmm(key, x, *, n_components, covariance_type, tol, reg_covar, max_iter,
     return _em(x, params, covariance_type=covariance_type, tol=tol, max_iter=max_iter, reg_covar=reg_covar)
 
   keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(n_init))
-  results = jax.vmap(one_restart)(keys)
+  results = jax.lax.map(one_restart, keys)  # sequential: K-means' bounded passes branch
   best = jnp.argmax(results.lower_bound)
   return jax.tree.map(lambda r: r[best], results)
 

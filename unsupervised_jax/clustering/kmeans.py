@@ -1,12 +1,23 @@
 """K-means: k-means++ seeding and Lloyd iterations, jittable end to end.
 
 The whole fit is one ``lax.while_loop`` over a :class:`LloydState`; restarts
-(``n_init``) run side by side under ``vmap`` and the lowest-inertia one is
-kept. Iteration semantics follow scikit-learn's ``KMeans(algorithm='lloyd')``
+(``n_init``) run one after another under ``lax.map`` and the lowest-inertia
+one is kept. Iteration semantics follow scikit-learn's ``KMeans(algorithm='lloyd')``
 (tolerance scaled by the mean feature variance; stop on unchanged labels or
 when the squared centre shift drops to the tolerance; empty clusters get the
 points farthest from their centres), so from the same initial centres the two
 produce the same labels.
+
+Speed: Lloyd's algorithm re-reads all N x D points every iteration, and on a
+CPU that pass is memory-bound. Each iteration here keeps Hamerly's (2010)
+per-point distance bounds in the loop state and computes exact distances only
+for points whose bounds allow a change, gathered into a fixed-capacity buffer
+(small tiers first, all points when many may change); cluster sums are updated
+from the points that moved. The result is still exactly Lloyd's iteration,
+checked step by step against a plain one in the tests. On MNIST 70k x 784 this
+made an iteration about 2x faster than scikit-learn's (see
+``benchmarks/clustering.py``); restarts run one after another, because under
+``vmap`` the tiers' ``lax.switch`` would run every branch.
 
 Typical use::
 
@@ -45,23 +56,8 @@ class KMeansResult(NamedTuple):
   converged: Array
 
 
-class LloydState(NamedTuple):
-  """Loop state of the Lloyd iterations.
-
-  Attributes:
-    centers: ``[K, D]`` current centres.
-    labels: ``[N]`` int32 labels from the last assignment (-1 before the first).
-    n_iter: ``[]`` int32 iterations done.
-    done: ``[]`` bool, tolerance met.
-  """
-  centers: Array
-  labels: Array
-  n_iter: Array
-  done: Array
-
-
 class Assignment(NamedTuple):
-  """Closest centre of each point: ``labels [N]`` int32, ``distances [N]`` squared distance."""
+  """Closest centre of each point: ``labels [N]`` int32, ``distances [N]`` squared distance to it."""
   labels: Array
   distances: Array
 
@@ -77,19 +73,11 @@ def assign(x: Array, centers: Array, x_sq_norms: Optional[Array] = None, *,
     x_sq_norms = jnp.sum(x * x, axis=-1)
 
   def block(inputs):
-    xb, nb = inputs
-    d = _common.squared_distances(xb, centers, nb)
-    return Assignment(jnp.argmin(d, axis=-1).astype(jnp.int32), jnp.min(d, axis=-1))
+    d = _common.squared_distances(*inputs[:1], centers, inputs[1])
+    labels = jnp.argmin(d, axis=-1).astype(jnp.int32)
+    return Assignment(labels, jnp.take_along_axis(d, labels[:, None], axis=-1)[:, 0])
 
-  rows = _common.block_rows_for(centers.shape[0], max_block_elements)
-  if x.shape[0] <= rows:
-    return block((x, x_sq_norms))
-  n_blocks = math.ceil(x.shape[0] / rows)
-  pad = n_blocks * rows - x.shape[0]
-  xs = jnp.pad(x, ((0, pad), (0, 0))).reshape(n_blocks, rows, -1)
-  ns = jnp.pad(x_sq_norms, (0, pad)).reshape(n_blocks, rows)
-  out = jax.lax.map(block, (xs, ns))
-  return jax.tree.map(lambda o: o.reshape(-1)[:x.shape[0]], out)
+  return _common.map_blocks(block, (x, x_sq_norms), _common.block_rows_for(centers.shape[0], max_block_elements))
 
 
 def predict(x: Array, centers: Array) -> Array:
@@ -169,18 +157,171 @@ def _relocate_empty(x, sums, counts, assignment: Assignment):
   counts = counts - jax.ops.segment_sum(empty.astype(counts.dtype), old, k)
   sums = jnp.where(empty[:, None], moved_x, sums)
   counts = jnp.where(empty, 1.0, counts)
-  return sums, counts
+  return sums, counts, moved, empty
 
 
-def lloyd_step(x: Array, centers: Array, x_sq_norms: Array) -> tuple[Array, Assignment]:
-  """One Lloyd iteration: assign points to ``centers [K, D]``, return the new centres and the assignment."""
-  k = centers.shape[0]
-  assignment = assign(x, centers, x_sq_norms)
-  sums = jax.ops.segment_sum(x, assignment.labels, k)
-  counts = jax.ops.segment_sum(jnp.ones(x.shape[0], x.dtype), assignment.labels, k)
-  sums, counts = jax.lax.cond(jnp.any(counts == 0), _relocate_empty, lambda x, s, c, a: (s, c),
-                              x, sums, counts, assignment)
-  return sums / counts[:, None], assignment
+class LloydState(NamedTuple):
+  """Loop state of the Lloyd iterations, with Hamerly's distance bounds.
+
+  Attributes:
+    centers: ``[K, D]`` current centres.
+    labels: ``[N]`` int32 assignment of the points.
+    upper: ``[N]`` upper bound on each point's distance to its centre.
+    lower: ``[N]`` lower bound on each point's distance to any other centre.
+    sums: ``[K, D]`` sum of the points of each cluster (kept up to date incrementally).
+    counts: ``[K]`` points per cluster.
+    n_iter: ``[]`` int32 iterations done.
+    done: ``[]`` bool, tolerance met.
+  """
+  centers: Array
+  labels: Array
+  upper: Array
+  lower: Array
+  sums: Array
+  counts: Array
+  n_iter: Array
+  done: Array
+
+
+# Relative slack on the skip test, so float round-off can never skip a point
+# whose assignment might change (it only costs a few recomputations).
+_BOUND_SLACK = 1e-5
+# Capacities (fractions of N) of the gathered re-assignment passes tried before a full pass.
+_PARTIAL_FRACTIONS = (1 / 64, 1 / 32, 1 / 16, 1 / 8)
+# Above this many moved points a full pass recomputes the sums from scratch.
+_MOVED_FRACTION = 1 / 8
+
+
+def _exact_bounds(d: Array) -> tuple[Array, Array, Array]:
+  """Labels ``[M]``, distance to the closest centre ``[M]`` and to the second closest ``[M]``
+  (inf when K = 1) from exact squared distances ``d [M, K]``."""
+  labels = jnp.argmin(d, axis=-1).astype(jnp.int32)
+  closest = jnp.take_along_axis(d, labels[:, None], axis=-1)[:, 0]
+  others = jnp.where(jnp.arange(d.shape[-1])[None] == labels[:, None], jnp.inf, d)
+  return labels, jnp.sqrt(closest), jnp.sqrt(jnp.min(others, axis=-1))
+
+
+def _full_pass(x, x_sq_norms, state: LloydState) -> LloydState:
+  """Exact assignment of every point; sums recomputed from scratch; empty clusters relocated."""
+  k = state.centers.shape[0]
+  labels, upper, lower = _common.map_blocks(
+      lambda inputs: _exact_bounds(_common.squared_distances(inputs[0], state.centers, inputs[1])),
+      (x, x_sq_norms), _common.block_rows_for(k))
+  n_moved = jnp.sum(labels != state.labels)
+  capacity = max(1, int(x.shape[0] * _MOVED_FRACTION))
+
+  def from_scratch():
+    return jax.ops.segment_sum(x, labels, k), jax.ops.segment_sum(jnp.ones(x.shape[0], x.dtype), labels, k)
+
+  def moves_only():
+    idx = jnp.nonzero(labels != state.labels, size=capacity, fill_value=x.shape[0])[0]
+    valid = jnp.arange(capacity) < n_moved
+    d_sums, d_counts = _transfer(x[idx], labels[idx], state.labels[idx], valid, k)
+    return state.sums + d_sums, state.counts + d_counts
+
+  # Labels of -1 (before the first pass) force the from-scratch sums.
+  incremental = (n_moved <= capacity) & jnp.all(state.labels >= 0)
+  sums, counts = jax.lax.cond(incremental, moves_only, from_scratch)
+
+  def relocate(sums, counts, labels, upper, lower):
+    sums, counts, moved, empty = _relocate_empty(x, sums, counts, Assignment(labels, upper ** 2))
+    moved = jnp.where(empty, moved, x.shape[0])  # only the relocated points; the rest dropped
+    labels = labels.at[moved].set(jnp.arange(k, dtype=labels.dtype), mode='drop')
+    # Relocated points sit on their new centre; zero lower bounds force exact
+    # distances for everything at the next iteration.
+    return sums, counts, labels, upper.at[moved].set(0.0, mode='drop'), jnp.zeros_like(lower)
+
+  sums, counts, labels, upper, lower = jax.lax.cond(
+      jnp.any(counts == 0), relocate, lambda *a: a, sums, counts, labels, upper, lower)
+  return state._replace(labels=labels, upper=upper, lower=lower, sums=sums, counts=counts)
+
+
+def _transfer(xs, new, old, valid, k):
+  """Change of cluster sums ``[K, D]`` and counts ``[K]`` when points ``xs [M, D]`` move ``old -> new``.
+
+  One small ``[K, M] x [M, D]`` matmul (two scatters of the rows were slower on CPU).
+  """
+  moved = (valid & (new != old)).astype(xs.dtype)
+  transfer = (jax.nn.one_hot(new, k, dtype=xs.dtype) - jax.nn.one_hot(old, k, dtype=xs.dtype)) * moved[:, None]
+  return jnp.dot(transfer.T, xs, precision=jax.lax.Precision.HIGHEST), jnp.sum(transfer, axis=0)
+
+
+def _partial_pass(capacity, x, x_sq_norms, state: LloydState, needs_update) -> LloydState:
+  """Exact distances for the (at most ``capacity``) points whose bounds allow a change."""
+  k = state.centers.shape[0]
+  n = x.shape[0]
+  n_needed = jnp.sum(needs_update)
+  # Padding slots point past the end: gathers clamp, scatters drop them.
+  idx = jnp.nonzero(needs_update, size=capacity, fill_value=n)[0]
+  valid = jnp.arange(capacity) < n_needed
+  xs = jax.lax.optimization_barrier(x[idx])  # gather once, not once per consumer
+  labels, upper, lower = _exact_bounds(_common.squared_distances(xs, state.centers, x_sq_norms[idx]))
+  d_sums, d_counts = _transfer(xs, labels, state.labels[idx], valid, k)
+  return state._replace(labels=state.labels.at[idx].set(labels, mode='drop'),
+                        upper=state.upper.at[idx].set(upper, mode='drop'),
+                        lower=state.lower.at[idx].set(lower, mode='drop'),
+                        sums=state.sums + d_sums, counts=state.counts + d_counts)
+
+
+def _may_change(state: LloydState) -> Array:
+  """``[N]`` bool: the points whose bounds do not rule out a better centre.
+
+  Hamerly (2010): a point keeps its centre while its upper bound is below both
+  its lower bound and half the distance from its centre to the nearest other.
+  """
+  k = state.centers.shape[0]
+  center_distances = jnp.sqrt(_common.squared_distances(state.centers, state.centers))
+  half_gap = 0.5 * jnp.min(jnp.where(jnp.eye(k, dtype=bool), jnp.inf, center_distances), axis=1)  # [K]
+  return state.upper >= jnp.maximum(half_gap[state.labels], state.lower) * (1.0 - _BOUND_SLACK)
+
+
+def _reassign(x, x_sq_norms, state: LloydState) -> LloydState:
+  """Brings labels, sums and counts up to date with ``state.centers`` (exactly Lloyd's assignment).
+
+  Only the points whose bounds allow a change (:func:`_may_change`) get exact
+  distances, in a fixed-capacity gathered pass (the smallest tier that holds
+  them, or all the data).
+  """
+  needs_update = _may_change(state)
+  capacities = [c for c in (int(x.shape[0] * f) for f in _PARTIAL_FRACTIONS) if c >= 1]
+  branches = [functools.partial(_partial_pass, c, x, x_sq_norms) for c in capacities]
+  branches.append(lambda state, needs_update: _full_pass(x, x_sq_norms, state))
+  n_needed = jnp.sum(needs_update)
+  tier = jnp.sum(n_needed > jnp.asarray(capacities, n_needed.dtype)) if capacities else 0
+  state = jax.lax.switch(tier, branches, state, needs_update)
+  return jax.lax.cond(jnp.any(state.counts == 0), lambda s: _full_pass(x, x_sq_norms, s), lambda s: s, state)
+
+
+def lloyd_iteration(x: Array, x_sq_norms: Array, state: LloydState, abs_tol: Array) -> LloydState:
+  """One Lloyd iteration: assign the points to ``state.centers``, move the centres to the means.
+
+  Exactly Lloyd's update (same labels and centres), with the distance bounds
+  of :class:`LloydState` sparing the points that cannot change cluster.
+  """
+  old_labels = state.labels
+  state = _reassign(x, x_sq_norms, state)
+  new_centers = state.sums / state.counts[:, None]
+  shift = jnp.sqrt(jnp.sum((new_centers - state.centers) ** 2, axis=1))  # [K]
+  unchanged = jnp.all(state.labels == old_labels)
+  # Bounds follow the centres (triangle inequality): the own centre moved by
+  # shift[label], any other by at most the largest shift among the others.
+  if shift.shape[0] > 1:
+    top2, top2_idx = jax.lax.top_k(shift, 2)
+    other_shift = jnp.where(state.labels == top2_idx[0], top2[1], top2[0])
+  else:
+    other_shift = jnp.zeros_like(state.lower)
+  return state._replace(centers=new_centers, upper=state.upper + shift[state.labels],
+                        lower=state.lower - other_shift, n_iter=state.n_iter + 1,
+                        done=unchanged | (jnp.sum(shift ** 2) <= abs_tol))
+
+
+def init_state(x: Array, initial_centers: Array) -> LloydState:
+  """Loop state before the first iteration (no labels yet: the first pass is exact)."""
+  n = x.shape[0]
+  k = initial_centers.shape[0]
+  return LloydState(initial_centers, jnp.full(n, -1, jnp.int32), jnp.full(n, jnp.inf, x.dtype),
+                    jnp.zeros(n, x.dtype), jnp.zeros_like(initial_centers),
+                    jnp.zeros(initial_centers.shape[0], x.dtype), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
 
 
 def lloyd(x: Array, initial_centers: Array, *, max_iter: int = 300, tol: float = 1e-4) -> KMeansResult:
@@ -206,19 +347,10 @@ def lloyd(x: Array, initial_centers: Array, *, max_iter: int = 300, tol: float =
 def _lloyd(x, initial_centers, *, max_iter, tol):
   x_sq_norms = jnp.sum(x * x, axis=-1)
   abs_tol = tolerance(x, tol)
-
-  def cond(state: LloydState):
-    return (state.n_iter < max_iter) & ~state.done
-
-  def body(state: LloydState) -> LloydState:
-    new_centers, assignment = lloyd_step(x, state.centers, x_sq_norms)
-    unchanged = jnp.all(assignment.labels == state.labels)
-    shift = jnp.sum((new_centers - state.centers) ** 2)
-    return LloydState(new_centers, assignment.labels, state.n_iter + 1, unchanged | (shift <= abs_tol))
-
-  init = LloydState(initial_centers, jnp.full(x.shape[0], -1, jnp.int32), jnp.zeros((), jnp.int32),
-                    jnp.zeros((), bool))
-  final = jax.lax.while_loop(cond, body, init)
+  final = jax.lax.while_loop(
+      lambda state: (state.n_iter < max_iter) & ~state.done,
+      lambda state: lloyd_iteration(x, x_sq_norms, state, abs_tol),
+      init_state(x, initial_centers))
   # Labels for the final centres (sklearn's closing E-step).
   assignment = assign(x, final.centers, x_sq_norms)
   return KMeansResult(final.centers, assignment.labels, jnp.sum(assignment.distances), final.n_iter,
@@ -234,7 +366,7 @@ def _check_iter(max_iter, tol):
 
 def kmeans(key: Array, x: Array, n_clusters: int, *, n_init: int = 10,
            init: Union[str, Array] = 'k-means++', max_iter: int = 300, tol: float = 1e-4) -> KMeansResult:
-  """Fits K-means with ``n_init`` restarts run in parallel (``vmap``); keeps the lowest inertia.
+  """Fits K-means with ``n_init`` restarts; keeps the lowest inertia.
 
   Args:
     key: PRNG key; restart ``i`` seeds from ``fold_in(key, i)``.
@@ -276,6 +408,8 @@ def _kmeans(key, x, *, n_clusters, n_init, init, max_iter, tol):
     return _lloyd(x, seed(restart_key, x, n_clusters), max_iter=max_iter, tol=tol)
 
   keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(n_init))
-  results = jax.vmap(one_restart)(keys)
+  # Restarts one after another (lax.map), not vmapped: under vmap the bounded
+  # passes' lax.switch would run every branch.
+  results = jax.lax.map(one_restart, keys)
   best = jnp.argmin(results.inertia)
   return jax.tree.map(lambda r: r[best], results)
