@@ -29,6 +29,8 @@ def run(main):
   from absl import app
 
   def guarded(argv):
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)  # orbax and XLA chatter would bury the progress bar
     try:
       return main(argv)
     except ValueError as error:

@@ -58,3 +58,83 @@ def cluster_and_score(key: jax.Array, fit_features, fit_labels, n_clusters: int,
   else:
     predictions, truth = predict_clusters(model, eval_features, method, options), np.asarray(eval_labels)
   return ClusteringOutcome(metrics.clustering_scores(truth, predictions), predictions, model)
+
+
+# ---------------------------------------------------------------------------
+# Representations: kNN and linear-probe accuracy, the embedding figure.
+
+
+def knn_accuracy(train_features, train_labels, test_features, test_labels, *, k: int = 200,
+                 temperature: float = 0.07, num_classes: Optional[int] = None, block_size: int = 1024) -> float:
+  """Weighted kNN accuracy on cosine similarity (the MoCo / InstDisc CIFAR protocol).
+
+  Each test point votes with its ``k`` most similar training points, weighted
+  by ``exp(similarity / temperature)``.
+  """
+  import jax.numpy as jnp
+
+  train = jnp.asarray(train_features, jnp.float32)
+  train = train / jnp.linalg.norm(train, axis=1, keepdims=True).clip(1e-12)
+  train_labels = jnp.asarray(train_labels)
+  num_classes = int(num_classes or int(np.max(train_labels)) + 1)
+  k = min(k, train.shape[0])
+
+  @jax.jit
+  def predict(block):
+    block = block / jnp.linalg.norm(block, axis=1, keepdims=True).clip(1e-12)
+    similarity, neighbours = jax.lax.top_k(block @ train.T, k)
+    votes = jax.nn.one_hot(train_labels[neighbours], num_classes) * jnp.exp(similarity / temperature)[..., None]
+    return jnp.argmax(votes.sum(axis=1), axis=1)
+
+  test = np.asarray(test_features, np.float32)
+  predictions = np.concatenate([np.asarray(predict(test[i:i + block_size]))
+                                for i in range(0, len(test), block_size)])
+  return float(np.mean(predictions == np.asarray(test_labels)))
+
+
+def linear_probe_accuracy(train_features, train_labels, test_features, test_labels, *, steps: int = 500,
+                          learning_rate: float = 0.05, weight_decay: float = 1e-4, seed: int = 0) -> float:
+  """Accuracy of a softmax regression trained (full batch, Adam) on frozen, standardised features."""
+  import jax.numpy as jnp
+  import optax
+
+  train = np.asarray(train_features, np.float32)
+  mean, std = train.mean(0), train.std(0) + 1e-6
+  train = jnp.asarray((train - mean) / std)
+  test = jnp.asarray((np.asarray(test_features, np.float32) - mean) / std)
+  labels = jnp.asarray(train_labels)
+  num_classes = int(max(np.max(train_labels), np.max(test_labels))) + 1
+  optimizer = optax.adamw(learning_rate, weight_decay=weight_decay)
+  params = (jnp.zeros((train.shape[1], num_classes)), jnp.zeros(num_classes))
+
+  def loss(params):
+    logits = train @ params[0] + params[1]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+  @jax.jit
+  def fit(params):
+    def step(carry, _):
+      params, opt_state = carry
+      grads = jax.grad(loss)(params)
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), None
+    (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), None, length=steps)
+    return params
+
+  del seed  # full-batch training from zeros is deterministic
+  params = fit(params)
+  predictions = np.asarray(jnp.argmax(test @ params[0] + params[1], axis=1))
+  return float(np.mean(predictions == np.asarray(test_labels)))
+
+
+def tsne_figure(features, labels, path, *, max_points: int = 5000, seed: int = 0, title: str = ''):
+  """2-D t-SNE (scikit-learn) of up to ``max_points`` features coloured by label, saved as PNG."""
+  from sklearn import manifold
+
+  from unsupervised_jax import plots
+
+  rng = np.random.default_rng(seed)
+  features = np.asarray(features)
+  keep = rng.choice(len(features), min(max_points, len(features)), replace=False)
+  points = manifold.TSNE(2, init='pca', random_state=seed).fit_transform(features[keep])
+  return plots.scatter(points, np.asarray(labels)[keep], path, title=title)

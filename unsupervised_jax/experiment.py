@@ -133,3 +133,134 @@ def _save_centers(outcome, config, split, pca, path):
   sizes = np.bincount(outcome.predictions, minlength=len(images))
   plots.image_grid(images, path, titles=[f'#{i} n={sizes[i]}' for i in range(len(images))],
                    suptitle=f'{config.method} cluster means, {dataset_label(config.dataset)}')
+
+
+# ---------------------------------------------------------------------------
+# Learned methods: train on the core, then the shared evaluation protocol.
+
+
+@dataclasses.dataclass
+class LearnedRunConfig:
+  """A learned method trained over seeds and evaluated with the shared protocol.
+
+  Protocol ``'all'``: train on train+test, cluster all of it (as MiCE);
+  ``'train->test'``: train on train, fit the clustering on train codes and
+  score test. kNN and linear probe always go train -> test.
+  """
+  method: str
+  dataset: str = 'digits'
+  data_dir: Optional[str] = None
+  protocol: str = 'all'
+  seeds: Sequence[int] = (0,)
+  num_steps: int = 1000
+  batch_size: int = 256
+  log_every: int = 100
+  eval_every: int = 0
+  checkpoint_every: int = 1000
+  keep_checkpoints: int = 3
+  num_devices: Optional[int] = None
+  cluster_method: str = 'gmm'
+  cluster_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  n_clusters: int = 0
+  knn_k: int = 200
+  workdir: Optional[str] = None
+  results_dir: Optional[str] = None
+  progress: bool = True
+
+  def loop_config(self, seed: int):
+    from unsupervised_jax.training import loop
+    return loop.LoopConfig(num_steps=self.num_steps, batch_size=self.batch_size, seed=seed,
+                           log_every=self.log_every, eval_every=self.eval_every,
+                           checkpoint_every=self.checkpoint_every, keep_checkpoints=self.keep_checkpoints,
+                           num_devices=self.num_devices, progress=self.progress)
+
+  def validate(self):
+    if self.protocol not in PROTOCOLS:
+      raise ValueError(f'protocol must be one of {PROTOCOLS}, got {self.protocol!r}.')
+    if self.cluster_method not in evaluation.CLUSTERING_METHODS:
+      raise ValueError(f'cluster_method must be one of {evaluation.CLUSTERING_METHODS}, got {self.cluster_method!r}.')
+    if not self.seeds:
+      raise ValueError('give at least one seed.')
+    if not self.dataset.endswith('.npz'):
+      data.info(self.dataset)
+    self.loop_config(0).validate()
+    from unsupervised_jax.training import parallel
+    parallel.check_batch_size(self.batch_size, parallel.make_mesh(self.num_devices))
+
+
+def evaluate_codes(fit_codes, fit_labels, test_codes, test_labels, n_clusters, config: LearnedRunConfig,
+                   seed: int, cluster_codes=None, cluster_labels=None) -> Dict[str, float]:
+  """ACC/NMI/ARI of clustering the codes, kNN and linear-probe accuracy (train -> test)."""
+  if cluster_codes is None:
+    cluster_codes, cluster_labels = fit_codes, fit_labels
+  eval_codes = None if config.protocol == 'all' else test_codes
+  outcome = evaluation.cluster_and_score(
+      jax.random.key(seed), cluster_codes, cluster_labels, n_clusters, config.cluster_method,
+      config.cluster_options, eval_codes, None if eval_codes is None else test_labels)
+  scores = dict(outcome.scores)
+  scores['knn_acc'] = evaluation.knn_accuracy(fit_codes, fit_labels, test_codes, test_labels, k=config.knn_k)
+  scores['linear_acc'] = evaluation.linear_probe_accuracy(fit_codes, fit_labels, test_codes, test_labels)
+  return scores
+
+
+def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
+  """Trains ``make_learner(image_shape)`` per seed on the core and evaluates it.
+
+  The learner provides ``init(key) -> state``, ``method() -> training.loop.Method``,
+  ``embed(params, images) -> codes`` and optionally ``figures(state, images, workdir)``.
+  Writes per seed ``<workdir>/seed_<s>/`` (checkpoints, metrics.jsonl,
+  figures), and the record to ``<workdir>/metrics.json`` and ``results_dir``.
+  """
+  from unsupervised_jax.training import loop
+  from unsupervised_jax.training import parallel
+
+  config.validate()
+  train_split = data.load(config.dataset, 'train', config.data_dir)
+  test_split = data.load(config.dataset, 'test', config.data_dir)
+  learner = make_learner(train_split.images.shape[1:])  # validates the method's own config
+  train_images = (np.concatenate([train_split.images, test_split.images]) if config.protocol == 'all'
+                  else train_split.images)
+  n_clusters = config.n_clusters or data.info(config.dataset).num_classes
+  workdir = prepare_workdir(config.workdir, config.method, config.dataset, dataclasses.asdict(config))
+  mesh = parallel.make_mesh(config.num_devices)
+  embed = parallel.data_parallel_map(learner.embed, mesh, batch_size=max(1, 1024 // mesh.size))
+
+  start = time.perf_counter()
+  per_seed = []
+  for seed in config.seeds:
+    seed_dir = workdir / f'seed_{seed}'
+    state = learner.init(jax.random.key(seed))
+    state = loop.train(learner.method(), state, train_images, config.loop_config(seed), seed_dir)
+    params = state.params
+    fit_codes = np.asarray(embed(params, train_split.images))
+    test_codes = np.asarray(embed(params, test_split.images))
+    cluster_codes, cluster_labels = fit_codes, train_split.labels
+    if config.protocol == 'all':
+      cluster_codes = np.concatenate([fit_codes, test_codes])
+      cluster_labels = np.concatenate([train_split.labels, test_split.labels])
+    scores = evaluate_codes(fit_codes, train_split.labels, test_codes, test_split.labels, n_clusters, config,
+                            seed, cluster_codes, cluster_labels)
+    per_seed.append(scores)
+    results.write_json(seed_dir / 'eval.json', scores)
+    print(f'seed {seed}: ' + '  '.join(f'{k} {v:.4f}' for k, v in scores.items()), flush=True)
+    if seed == config.seeds[0]:
+      evaluation.tsne_figure(cluster_codes, cluster_labels, workdir / 'tsne.png',
+                             title=f'{config.method} codes, {dataset_label(config.dataset)} (t-SNE)')
+      if hasattr(learner, 'figures'):
+        learner.figures(state, test_split.images, workdir)
+  wall = time.perf_counter() - start
+
+  protocol = (f'{config.method} trained {config.num_steps} steps x batch {config.batch_size} on '
+              f'{"train+test" if config.protocol == "all" else "train"}; {config.cluster_method} '
+              f'(K={n_clusters}, {json.dumps(config.cluster_options, sort_keys=True)}) on the codes of '
+              f'{"train+test" if config.protocol == "all" else "train, scored on test"}; kNN (cosine, '
+              f'k={config.knn_k}) and linear probe train -> test')
+  record = results.method_record(config.method, dataset_label(config.dataset), protocol, config.seeds, per_seed,
+                                 wall, config=dataclasses.asdict(config))
+  results.write_json(workdir / 'metrics.json', record)
+  if config.results_dir:
+    path = results.write_json(pathlib.Path(config.results_dir) / f'{config.method}_{dataset_label(config.dataset)}.json', record)
+    print(f'wrote {path}')
+  print(f'{config.method} on {dataset_label(config.dataset)} over seeds {list(config.seeds)}: ' + '  '.join(
+      f'{k} {v["mean"]:.4f} ± {v["std"]:.4f}' for k, v in record['metrics'].items()) + f'  ({wall:.0f} s)')
+  return record

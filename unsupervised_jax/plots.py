@@ -40,3 +40,23 @@ def image_grid(images, path, *, ncols: int = 10, titles: Optional[Sequence[str]]
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
+
+
+def scatter(points, labels, path, *, title: str = '') -> pathlib.Path:
+  """2-D points ``[N, 2]`` coloured by integer label, with a legend; saved as PNG."""
+  points, labels = np.asarray(points), np.asarray(labels)
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6, 6))
+  cmap = plt.get_cmap('tab10' if labels.max() < 10 else 'tab20')
+  for value in np.unique(labels):
+    mask = labels == value
+    ax.scatter(points[mask, 0], points[mask, 1], s=2, color=cmap(int(value) % cmap.N), label=str(value))
+  ax.legend(markerscale=5, fontsize=7, loc='best', ncol=2)
+  ax.set_xticks([]), ax.set_yticks([])
+  ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

@@ -34,7 +34,8 @@ def git_commit() -> str:
   try:
     head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True,
                           check=True, timeout=10).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root,
+    # results/ itself changes as runs write into it: not a change of the code.
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--', '.', ':!results'], cwd=root,
                            capture_output=True, text=True, timeout=10).stdout.strip()
     return head + ('+dirty' if dirty else '')
   except (OSError, subprocess.SubprocessError):

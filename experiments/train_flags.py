@@ -1,0 +1,36 @@
+"""Flags shared by the learned methods (training loop and evaluation)."""
+from absl import flags
+
+from experiments import common
+from unsupervised_jax import experiment
+
+flags.DEFINE_integer('num_steps', 1000, 'Training steps.')
+flags.DEFINE_integer('batch_size', 256, 'Global batch size (a multiple of the device count).')
+flags.DEFINE_integer('log_every', 100, 'Steps between metric lines in metrics.jsonl.')
+flags.DEFINE_integer('eval_every', 0, 'Steps between evaluations during training; 0 = at the end only.')
+flags.DEFINE_integer('checkpoint_every', 1000, 'Steps between checkpoints (the run resumes from the latest).')
+flags.DEFINE_integer('keep_checkpoints', 3, 'Checkpoints kept.')
+flags.DEFINE_integer('num_devices', 0, 'Devices to use; 0 = all.')
+flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first (TPU pods, multi-node GPU).')
+flags.DEFINE_enum('cluster_method', 'gmm', ['gmm', 'kmeans'], 'Clustering of the learned codes.')
+flags.DEFINE_string('covariance_type', 'full', 'GMM covariance type on the codes.')
+flags.DEFINE_integer('cluster_n_init', 1, 'Clustering restarts.')
+flags.DEFINE_integer('n_clusters', 0, 'Clusters; 0 = number of classes.')
+flags.DEFINE_integer('knn_k', 200, 'Neighbours of the kNN accuracy.')
+FLAGS = flags.FLAGS
+
+
+def run_config(method: str) -> experiment.LearnedRunConfig:
+  if FLAGS.multihost:
+    import jax
+    jax.distributed.initialize()
+  options = {'n_init': FLAGS.cluster_n_init}
+  if FLAGS.cluster_method == 'gmm':
+    options['covariance_type'] = FLAGS.covariance_type
+  return experiment.LearnedRunConfig(
+      method=method, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, protocol=FLAGS.protocol,
+      seeds=common.seeds(), num_steps=FLAGS.num_steps, batch_size=FLAGS.batch_size, log_every=FLAGS.log_every,
+      eval_every=FLAGS.eval_every, checkpoint_every=FLAGS.checkpoint_every,
+      keep_checkpoints=FLAGS.keep_checkpoints, num_devices=FLAGS.num_devices or None,
+      cluster_method=FLAGS.cluster_method, cluster_options=options, n_clusters=FLAGS.n_clusters,
+      knn_k=FLAGS.knn_k, workdir=FLAGS.workdir, results_dir=FLAGS.results_dir)

@@ -1,0 +1,167 @@
+"""The training core: data-parallel step, resume, non-finite guard, single compilation."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import chex
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from unsupervised_jax import data
+from unsupervised_jax.methods import autoencoder
+from unsupervised_jax.training import checkpoints
+from unsupervised_jax.training import loop
+from unsupervised_jax.training import parallel
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DRIVER = ROOT / 'tests' / '_train_driver.py'
+
+
+def _learner(images):
+  return autoencoder.Autoencoder(autoencoder.AEConfig(hidden=(32,), latent_dim=4, noise_std=0.1),
+                                 images.shape[1:])
+
+
+def _final_params(workdir, images):
+  learner = _learner(images)
+  like = learner.init(jax.random.key(0))
+  return checkpoints.restore_latest(checkpoints.manager(workdir), like)
+
+
+MULTI_DEVICE_SCRIPT = r'''
+import jax, numpy as np
+jax.config.update('jax_num_cpu_devices', 4)
+from unsupervised_jax import data
+from unsupervised_jax.methods import autoencoder
+from unsupervised_jax.training import parallel
+images = data.load('digits', 'all').images
+learner = autoencoder.Autoencoder(autoencoder.AEConfig(hidden=(32,), latent_dim=4, noise_std=0.1), images.shape[1:])
+key = jax.random.key(0)
+finals = []
+for n in (1, 4):
+    mesh = parallel.make_mesh(n)
+    state = parallel.replicate(learner.init(jax.random.key(1)), mesh)
+    step = parallel.data_parallel_step(learner.train_step, mesh, 64)
+    dataset = parallel.replicate(images, mesh)
+    for _ in range(3):
+        state, metrics = step(state, dataset, key)
+        jax.block_until_ready(state)  # XLA:CPU collectives: see training.loop._needs_step_sync
+    finals.append(jax.device_get(state))
+diff = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(finals[0].params), jax.tree.leaves(finals[1].params)))
+moved = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(finals[0].params), jax.tree.leaves(jax.device_get(learner.init(jax.random.key(1)).params))))
+print('MAXDIFF', diff, 'MOVED', moved, 'STEP', int(finals[1].step))
+'''
+
+
+def test_four_devices_equal_one_device_on_the_same_global_batch():
+  proc = subprocess.run([sys.executable, '-c', MULTI_DEVICE_SCRIPT], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = next(l for l in proc.stdout.splitlines() if l.startswith('MAXDIFF'))
+  _, diff, _, moved, _, step = line.split()
+  assert float(moved) > 1e-3  # the steps really changed the parameters
+  assert float(diff) < 1e-5
+  assert int(step) == 3
+
+
+def test_kill_9_and_resume_is_bitwise_equal_to_one_run(tmp_path):
+  images = data.load('digits', 'all').images
+  straight, crashed = tmp_path / 'straight', tmp_path / 'crashed'
+  run = lambda workdir, steps, env=None: subprocess.run(
+      [sys.executable, str(DRIVER), str(workdir), str(steps)], cwd=ROOT, capture_output=True, text=True,
+      timeout=300, env=env)
+  assert run(straight, 40).returncode == 0
+  env = dict(os.environ, **{loop.CRASH_ENV: '25'})  # SIGKILL after step 25; last checkpoint: 20
+  killed = run(crashed, 40, env)
+  assert killed.returncode == -9, killed.stderr[-2000:]
+  assert checkpoints.manager(crashed).latest_step() == 20
+  assert run(crashed, 40).returncode == 0  # resumes from step 20
+  a, b = _final_params(straight, images), _final_params(crashed, images)
+  assert int(a.step) == int(b.step) == 40
+  for x, y in zip(jax.tree.leaves((a.params, a.opt_state)), jax.tree.leaves((b.params, b.opt_state))):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@flax.struct.dataclass
+class _ToyState:
+  step: jax.Array
+  params: jax.Array
+
+
+def _toy_method(nan_from_step):
+  def train_step(state, images, keys):
+    del keys
+    loss = jnp.mean(images.astype(jnp.float32)) * 0 + jnp.where(state.step >= nan_from_step, jnp.nan, 1.0)
+    return state.replace(params=state.params + loss), {'loss': loss}
+  return loop.Method(train_step=train_step)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  images = np.zeros((16, 2, 2, 1), np.uint8)
+  config = loop.LoopConfig(num_steps=10, batch_size=4, log_every=1, checkpoint_every=2, progress=False)
+  state = _ToyState(jnp.zeros((), jnp.int32), jnp.zeros(()))
+  with pytest.raises(loop.NonFiniteLossError, match='last good checkpoint'):
+    loop.train(_toy_method(nan_from_step=5), state, images, config, tmp_path)
+  mngr = checkpoints.manager(tmp_path)
+  assert mngr.latest_step() == 4
+  restored = checkpoints.restore_latest(mngr, state)
+  assert float(restored.params) == 4.0  # four good steps, nothing after
+
+
+def test_step_compiles_once(tmp_path):
+  images = data.load('digits', 'train').images
+  learner = _learner(images)
+  traced = chex.assert_max_traces(learner.train_step, n=1)
+  method = loop.Method(train_step=traced)
+  config = loop.LoopConfig(num_steps=6, batch_size=16, log_every=2, checkpoint_every=3, progress=False)
+  state = loop.train(method, learner.init(jax.random.key(0)), images, config, tmp_path)
+  assert int(state.step) == 6
+
+
+def test_metrics_jsonl_and_resume_noop(tmp_path):
+  images = data.load('digits', 'train').images
+  learner = _learner(images)
+  config = loop.LoopConfig(num_steps=4, batch_size=16, log_every=2, checkpoint_every=2, progress=False)
+  loop.train(learner.method(), learner.init(jax.random.key(0)), images, config, tmp_path)
+  lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
+  assert len(lines) == 2 and '"loss"' in lines[0] and '"images_per_s"' in lines[0]
+  state = loop.train(learner.method(), learner.init(jax.random.key(0)), images, config, tmp_path)
+  assert int(state.step) == 4  # already done: restored, no new step
+  assert len((tmp_path / 'metrics.jsonl').read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize('kwargs,match', [({'num_steps': 0}, 'num_steps'), ({'batch_size': 0}, 'batch_size'),
+                                          ({'checkpoint_every': 0}, 'checkpoint_every')])
+def test_bad_loop_config(tmp_path, kwargs, match):
+  config = loop.LoopConfig(**{'num_steps': 2, 'batch_size': 2, **kwargs})
+  with pytest.raises(ValueError, match=match):
+    loop.train(_toy_method(99), _ToyState(jnp.zeros((), jnp.int32), jnp.zeros(())), np.zeros((4, 1, 1, 1), np.uint8),
+               config, tmp_path / 'run')
+  assert not (tmp_path / 'run').exists()
+
+
+def test_batch_not_divisible_by_devices_is_a_clear_error():
+  mesh = parallel.make_mesh(1)
+  with pytest.raises(ValueError, match='multiple'):
+    parallel.check_batch_size(0, mesh)
+  script = ('import jax; jax.config.update("jax_num_cpu_devices", 2)\n'
+            'from unsupervised_jax.training import parallel\n'
+            'parallel.check_batch_size(7, parallel.make_mesh())')
+  proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0 and 'batch size 7 must be a positive multiple of the 2 devices' in proc.stderr
+
+
+def test_sample_batch_is_independent_of_device_split():
+  images = jnp.arange(100, dtype=jnp.uint8).reshape(100, 1, 1, 1)
+  mesh = parallel.make_mesh(1)
+  fn = jax.jit(jax.shard_map(lambda im, k: parallel.sample_batch(im, k, jnp.int32(3), 8)[0], mesh=mesh,
+                             in_specs=(jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec()),
+                             out_specs=jax.sharding.PartitionSpec(parallel.AXIS), check_vma=False))
+  a = np.asarray(fn(images, jax.random.key(0))).ravel()
+  b = np.asarray(fn(images, jax.random.key(0))).ravel()
+  np.testing.assert_array_equal(a, b)
+  assert len(set(a.tolist())) > 4  # actually random indices
