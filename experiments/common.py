@@ -10,7 +10,8 @@ flags.DEFINE_enum('protocol', 'all', ['all', 'train->test'],
                   "'all': fit and score on train+test (as MiCE); 'train->test': fit on train, score test.")
 flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds; metrics are reported as mean ± std over them.')
 flags.DEFINE_string('workdir', None, 'Output directory; default runs/<method>_<dataset>.')
-flags.DEFINE_string('results_dir', None, 'If set, also write <results_dir>/<method>_<dataset>.json.')
+flags.DEFINE_string('results_dir', None, 'If set, also write <results_dir>/<results_name>.json.')
+flags.DEFINE_string('results_name', None, 'Name of the results record; default <method>_<dataset>.')
 
 FLAGS = flags.FLAGS
 

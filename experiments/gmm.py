@@ -21,7 +21,7 @@ def main(argv):
   experiment.run_pixel_clustering(experiment.PixelClusteringConfig(
       method='gmm', dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, protocol=FLAGS.protocol,
       n_clusters=FLAGS.n_clusters, pca_dim=FLAGS.pca_dim, pca_whiten=FLAGS.pca_whiten,
-      seeds=common.seeds(), workdir=FLAGS.workdir, results_dir=FLAGS.results_dir,
+      seeds=common.seeds(), workdir=FLAGS.workdir, results_dir=FLAGS.results_dir, results_name=FLAGS.results_name,
       options={'covariance_type': FLAGS.covariance_type, 'reg_covar': FLAGS.reg_covar,
                'n_init': FLAGS.n_init, 'max_iter': FLAGS.max_iter, 'tol': FLAGS.tol}))
 

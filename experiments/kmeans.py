@@ -18,7 +18,7 @@ def main(argv):
       method='kmeans', dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, protocol=FLAGS.protocol,
       n_clusters=FLAGS.n_clusters, pca_dim=FLAGS.pca_dim, seeds=common.seeds(),
       options={'n_init': FLAGS.n_init, 'max_iter': FLAGS.max_iter, 'tol': FLAGS.tol},
-      workdir=FLAGS.workdir, results_dir=FLAGS.results_dir))
+      workdir=FLAGS.workdir, results_dir=FLAGS.results_dir, results_name=FLAGS.results_name))
 
 
 if __name__ == '__main__':

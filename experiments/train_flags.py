@@ -15,6 +15,8 @@ flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first (
 flags.DEFINE_enum('cluster_method', 'gmm', ['gmm', 'kmeans'], 'Clustering of the learned codes.')
 flags.DEFINE_string('covariance_type', 'full', 'GMM covariance type on the codes.')
 flags.DEFINE_integer('cluster_n_init', 1, 'Clustering restarts.')
+flags.DEFINE_enum('manifold', 'none', ['none', 'umap'], "Manifold step on the codes before clustering ('umap': N2D).")
+flags.DEFINE_integer('manifold_neighbors', 20, 'UMAP neighbours.')
 flags.DEFINE_integer('n_clusters', 0, 'Clusters; 0 = number of classes.')
 flags.DEFINE_integer('knn_k', 200, 'Neighbours of the kNN accuracy.')
 FLAGS = flags.FLAGS
@@ -32,5 +34,7 @@ def run_config(method: str) -> experiment.LearnedRunConfig:
       seeds=common.seeds(), num_steps=FLAGS.num_steps, batch_size=FLAGS.batch_size, log_every=FLAGS.log_every,
       eval_every=FLAGS.eval_every, checkpoint_every=FLAGS.checkpoint_every,
       keep_checkpoints=FLAGS.keep_checkpoints, num_devices=FLAGS.num_devices or None,
-      cluster_method=FLAGS.cluster_method, cluster_options=options, n_clusters=FLAGS.n_clusters,
-      knn_k=FLAGS.knn_k, workdir=FLAGS.workdir, results_dir=FLAGS.results_dir)
+      cluster_method=FLAGS.cluster_method, cluster_options=options, manifold=FLAGS.manifold,
+      manifold_neighbors=FLAGS.manifold_neighbors, n_clusters=FLAGS.n_clusters,
+      knn_k=FLAGS.knn_k, workdir=FLAGS.workdir, results_dir=FLAGS.results_dir,
+      results_name=FLAGS.results_name)

@@ -65,3 +65,26 @@ def test_committed_results_follow_the_schema(name):
     assert record['speedup'] > 0 and 'ours' in record and 'reference' in record
   else:
     _check_record(record, record['method'], record['dataset'], record['seeds'])
+
+
+@pytest.mark.parametrize('flag,match', [('--learning_rate=-1', 'learning_rate'),
+                                        ('--dataset=nope', 'unknown dataset'),
+                                        ('--batch_size=0', 'batch_size'),
+                                        ('--manifold=tsne', 'manifold')])
+def test_autoencoder_bad_flags_fail_before_anything_is_written(tmp_path, flag, match):
+  proc = _run('experiments.autoencoder', flag, f'--workdir={tmp_path / "run"}', '--num_steps=5')
+  assert proc.returncode != 0
+  assert match in proc.stderr
+  assert not (tmp_path / 'run').exists()
+
+
+def test_autoencoder_quick_start_on_digits(tmp_path):
+  proc = _run('experiments.autoencoder', '--num_steps=200', '--seeds=0', f'--workdir={tmp_path / "run"}',
+              f'--results_dir={tmp_path / "results"}', '--log_every=50', '--checkpoint_every=100')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  record = json.loads((tmp_path / 'results' / 'autoencoder_digits.json').read_text())
+  _check_record(record, 'autoencoder', 'digits', [0])
+  assert record['metrics']['knn_acc']['mean'] > 0.7 and record['metrics']['acc']['mean'] > 0.4
+  for figure in ('tsne.png', 'reconstructions.png'):
+    assert (tmp_path / 'run' / figure).stat().st_size > 1000
+  assert len((tmp_path / 'run' / 'seed_0' / 'metrics.jsonl').read_text().splitlines()) == 4

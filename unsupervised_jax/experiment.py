@@ -16,6 +16,7 @@ import numpy as np
 
 from unsupervised_jax import data
 from unsupervised_jax import evaluation
+from unsupervised_jax import manifold
 from unsupervised_jax import plots
 from unsupervised_jax import preprocessing
 from unsupervised_jax import results
@@ -59,6 +60,7 @@ class PixelClusteringConfig:
   options: Dict[str, Any] = dataclasses.field(default_factory=dict)
   workdir: Optional[str] = None
   results_dir: Optional[str] = None
+  results_name: Optional[str] = None  # default <method>_<dataset>
 
   def validate(self):
     if self.method not in evaluation.CLUSTERING_METHODS:
@@ -71,6 +73,12 @@ class PixelClusteringConfig:
       raise ValueError('give at least one seed.')
     if not self.dataset.endswith('.npz'):
       data.info(self.dataset)
+
+
+def write_result(config, record) -> pathlib.Path:
+  """Writes a run's record to ``<results_dir>/<results_name or method_dataset>.json``."""
+  name = config.results_name or f'{config.method}_{dataset_label(config.dataset)}'
+  return results.write_json(pathlib.Path(config.results_dir) / f'{name}.json', record)
 
 
 def _features(images, pca, whiten):
@@ -114,7 +122,7 @@ def run_pixel_clustering(config: PixelClusteringConfig) -> Dict[str, Any]:
   results.write_json(workdir / 'metrics.json', record)
   _save_centers(outcome, config, fit_split, pca, workdir / 'centers.png')
   if config.results_dir:
-    path = results.write_json(pathlib.Path(config.results_dir) / f'{config.method}_{dataset_label(config.dataset)}.json', record)
+    path = write_result(config, record)
     print(f'wrote {path}')
   summary = record['metrics']
   print(f'{config.method} on {dataset_label(config.dataset)} over seeds {list(config.seeds)}: ' + '  '.join(
@@ -161,10 +169,13 @@ class LearnedRunConfig:
   num_devices: Optional[int] = None
   cluster_method: str = 'gmm'
   cluster_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  manifold: str = 'none'  # 'umap': N2D's manifold step on the codes before clustering
+  manifold_neighbors: int = 20
   n_clusters: int = 0
   knn_k: int = 200
   workdir: Optional[str] = None
   results_dir: Optional[str] = None
+  results_name: Optional[str] = None  # default <method>_<dataset>
   progress: bool = True
 
   def loop_config(self, seed: int):
@@ -181,6 +192,8 @@ class LearnedRunConfig:
       raise ValueError(f'cluster_method must be one of {evaluation.CLUSTERING_METHODS}, got {self.cluster_method!r}.')
     if not self.seeds:
       raise ValueError('give at least one seed.')
+    if self.manifold not in manifold.MANIFOLDS:
+      raise ValueError(f'manifold must be one of {manifold.MANIFOLDS}, got {self.manifold!r}.')
     if not self.dataset.endswith('.npz'):
       data.info(self.dataset)
     self.loop_config(0).validate()
@@ -194,6 +207,11 @@ def evaluate_codes(fit_codes, fit_labels, test_codes, test_labels, n_clusters, c
   if cluster_codes is None:
     cluster_codes, cluster_labels = fit_codes, fit_labels
   eval_codes = None if config.protocol == 'all' else test_codes
+  mapping = manifold.fit(config.manifold, cluster_codes, n_clusters, n_neighbors=config.manifold_neighbors,
+                         seed=seed)
+  if mapping is not None:
+    cluster_codes = mapping.fit_codes
+    eval_codes = None if eval_codes is None else mapping.transform(eval_codes)
   outcome = evaluation.cluster_and_score(
       jax.random.key(seed), cluster_codes, cluster_labels, n_clusters, config.cluster_method,
       config.cluster_options, eval_codes, None if eval_codes is None else test_labels)
@@ -252,14 +270,15 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
 
   protocol = (f'{config.method} trained {config.num_steps} steps x batch {config.batch_size} on '
               f'{"train+test" if config.protocol == "all" else "train"}; {config.cluster_method} '
-              f'(K={n_clusters}, {json.dumps(config.cluster_options, sort_keys=True)}) on the codes of '
+              f'(K={n_clusters}, {json.dumps(config.cluster_options, sort_keys=True)}) on the '
+              f'{"UMAP(%d neighbours, min_dist 0, %d dims) of the " % (config.manifold_neighbors, n_clusters) if config.manifold == "umap" else ""}codes of '
               f'{"train+test" if config.protocol == "all" else "train, scored on test"}; kNN (cosine, '
               f'k={config.knn_k}) and linear probe train -> test')
   record = results.method_record(config.method, dataset_label(config.dataset), protocol, config.seeds, per_seed,
                                  wall, config=dataclasses.asdict(config))
   results.write_json(workdir / 'metrics.json', record)
   if config.results_dir:
-    path = results.write_json(pathlib.Path(config.results_dir) / f'{config.method}_{dataset_label(config.dataset)}.json', record)
+    path = write_result(config, record)
     print(f'wrote {path}')
   print(f'{config.method} on {dataset_label(config.dataset)} over seeds {list(config.seeds)}: ' + '  '.join(
       f'{k} {v["mean"]:.4f} ± {v["std"]:.4f}' for k, v in record['metrics'].items()) + f'  ({wall:.0f} s)')
