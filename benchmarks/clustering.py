@@ -124,6 +124,7 @@ def main():
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--only', choices=['kmeans', 'gmm'], default=None)
   args = parser.parse_args()
+  results.git_commit()  # pin the commit of the code that runs
   x = data.as_float_features(data.load('mnist', 'all', args.data_dir).images)
   for name, bench in (('kmeans', bench_kmeans), ('gmm', bench_gmm)):
     if args.only in (None, name):

@@ -17,6 +17,7 @@ import numpy as np
 from unsupervised_jax import data
 from unsupervised_jax import evaluation
 from unsupervised_jax import manifold
+from unsupervised_jax import metrics
 from unsupervised_jax import plots
 from unsupervised_jax import preprocessing
 from unsupervised_jax import results
@@ -92,6 +93,7 @@ def run_pixel_clustering(config: PixelClusteringConfig) -> Dict[str, Any]:
   Returns the record (also written to ``<results_dir>/<method>_<dataset>.json``
   when ``results_dir`` is set).
   """
+  results.git_commit()  # pin the commit of the code that runs
   config.validate()
   fit_split, eval_split = load_protocol_splits(config.dataset, config.protocol, config.data_dir)
   if config.pca_dim > fit_split.images[0].size:
@@ -232,6 +234,7 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
   from unsupervised_jax.training import loop
   from unsupervised_jax.training import parallel
 
+  results.git_commit()  # pin the commit of the code that runs
   config.validate()
   train_split = data.load(config.dataset, 'train', config.data_dir)
   test_split = data.load(config.dataset, 'test', config.data_dir)
@@ -248,7 +251,17 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
   for seed in config.seeds:
     seed_dir = workdir / f'seed_{seed}'
     state = learner.init(jax.random.key(seed))
-    state = loop.train(learner.method(), state, train_images, config.loop_config(seed), seed_dir)
+
+    def evaluate_during_training(state):
+      # Cheap progress signal (no manifold step): kNN accuracy and K-means on the test codes.
+      codes = np.asarray(embed(state.params, test_split.images))
+      model = evaluation.fit_clustering(jax.random.key(seed), codes, n_clusters, 'kmeans', {'n_init': 1})
+      return {'kmeans_acc_test': metrics.cluster_accuracy(test_split.labels, np.asarray(model.labels)),
+              'knn_acc': evaluation.knn_accuracy(np.asarray(embed(state.params, train_split.images)),
+                                                 train_split.labels, codes, test_split.labels, k=config.knn_k)}
+
+    state = loop.train(learner.method(), state, train_images, config.loop_config(seed), seed_dir,
+                       evaluate=evaluate_during_training if config.eval_every else None)
     params = state.params
     fit_codes = np.asarray(embed(params, train_split.images))
     test_codes = np.asarray(embed(params, test_split.images))

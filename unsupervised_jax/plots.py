@@ -14,6 +14,15 @@ def _pyplot():
   return plt
 
 
+def _save(fig, path) -> pathlib.Path:
+  fig.tight_layout()
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=100)
+  _pyplot().close(fig)
+  return path
+
+
 def image_grid(images, path, *, ncols: int = 10, titles: Optional[Sequence[str]] = None,
                suptitle: str = '') -> pathlib.Path:
   """Saves ``images [N, H, W, C]`` (uint8, or floats in [0, 1]) as one grid PNG."""
@@ -34,12 +43,7 @@ def image_grid(images, path, *, ncols: int = 10, titles: Optional[Sequence[str]]
         ax.set_title(titles[i], fontsize=8)
   if suptitle:
     fig.suptitle(suptitle, fontsize=9)
-  fig.tight_layout()
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return _save(fig, path)
 
 
 def scatter(points, labels, path, *, title: str = '') -> pathlib.Path:
@@ -54,9 +58,4 @@ def scatter(points, labels, path, *, title: str = '') -> pathlib.Path:
   ax.legend(markerscale=5, fontsize=7, loc='best', ncol=2)
   ax.set_xticks([]), ax.set_yticks([])
   ax.set_title(title, fontsize=9)
-  fig.tight_layout()
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return _save(fig, path)

@@ -14,6 +14,7 @@ measured them, never by hand.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -28,8 +29,13 @@ METHODS = ('kmeans', 'gmm', 'autoencoder', 'infogan', 'moco', 'scae', 'mice')
 BENCHMARKS = ('kmeans_iteration', 'gmm_iteration', 'moco_step')
 
 
+@functools.lru_cache(maxsize=None)
 def git_commit() -> str:
-  """``HEAD`` of the repository holding this package, ``+dirty`` with uncommitted changes."""
+  """``HEAD`` of the repository holding this package, ``+dirty`` with uncommitted code changes.
+
+  Read once per process (entry points call it as they start), so a record names
+  the code that ran even if the tree changes while it runs.
+  """
   root = pathlib.Path(__file__).resolve().parent.parent
   try:
     head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True,
@@ -111,3 +117,28 @@ def write_json(path, record: Mapping[str, Any]) -> pathlib.Path:
   tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + '\n')
   os.replace(tmp, path)
   return path
+
+
+def markdown_table(directory) -> str:
+  """The method runs and benchmarks in ``directory`` as two markdown tables."""
+  records = [json.loads(p.read_text()) for p in sorted(pathlib.Path(directory).glob('*.json'))]
+  fmt = lambda m: f'{m["mean"]:.3f} ± {m["std"]:.3f}' if m else ''
+  lines = ['| method | dataset | ACC | NMI | ARI | kNN | linear | seeds | wall (s) | command |',
+           '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+  for r in records:
+    if 'method' in r:
+      m = r['metrics']
+      lines.append(f'| {r["method"]} | {r["dataset"]} | {fmt(m.get("acc"))} | {fmt(m.get("nmi"))} | '
+                   f'{fmt(m.get("ari"))} | {fmt(m.get("knn_acc"))} | {fmt(m.get("linear_acc"))} | '
+                   f'{len(r["seeds"])} | {r["wall_time_s"]:.0f} | `{r["command"]}` |')
+  lines += ['', '| benchmark | ours (ms/iter) | reference (ms/iter) | speedup | command |', '| --- | --- | --- | --- | --- |']
+  for r in records:
+    if 'benchmark' in r:
+      lines.append(f'| {r["benchmark"]} | {r["ours"].get("ms_per_iteration", float("nan")):.1f} | '
+                   f'{r["reference"].get("ms_per_iteration", float("nan")):.1f} | {r["speedup"]:.2f}x | '
+                   f'`{r["command"]}` |')
+  return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+  print(markdown_table(sys.argv[1] if len(sys.argv) > 1 else 'results'))
