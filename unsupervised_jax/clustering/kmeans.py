@@ -19,6 +19,10 @@ made an iteration about 2x faster than scikit-learn's (see
 ``benchmarks/clustering.py``); restarts run one after another, because under
 ``vmap`` the tiers' ``lax.switch`` would run every branch.
 
+Multiple devices: put ``x`` with a ``NamedSharding`` over its rows; ``jit``
+partitions the passes over the devices and all-reduces the cluster sums
+(tested with 2 CPU devices: same labels as unsharded).
+
 Typical use::
 
   result = kmeans(jax.random.key(0), x, n_clusters=10, n_init=10)
