@@ -121,14 +121,14 @@ def write_json(path, record: Mapping[str, Any]) -> pathlib.Path:
 
 def markdown_table(directory) -> str:
   """The method runs and benchmarks in ``directory`` as two markdown tables."""
-  records = [json.loads(p.read_text()) for p in sorted(pathlib.Path(directory).glob('*.json'))]
+  records = [dict(json.loads(p.read_text()), record=p.stem) for p in sorted(pathlib.Path(directory).glob('*.json'))]
   fmt = lambda m: f'{m["mean"]:.3f} ± {m["std"]:.3f}' if m else ''
-  lines = ['| method | dataset | ACC | NMI | ARI | kNN | linear | seeds | wall (s) | command |',
-           '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+  lines = ['| record | method | dataset | ACC | NMI | ARI | kNN | linear | seeds | wall (s) | command |',
+           '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
   for r in records:
     if 'method' in r:
       m = r['metrics']
-      lines.append(f'| {r["method"]} | {r["dataset"]} | {fmt(m.get("acc"))} | {fmt(m.get("nmi"))} | '
+      lines.append(f'| `{r["record"]}` | {r["method"]} | {r["dataset"]} | {fmt(m.get("acc"))} | {fmt(m.get("nmi"))} | '
                    f'{fmt(m.get("ari"))} | {fmt(m.get("knn_acc"))} | {fmt(m.get("linear_acc"))} | '
                    f'{len(r["seeds"])} | {r["wall_time_s"]:.0f} | `{r["command"]}` |')
   lines += ['', '| benchmark | ours (ms/iter) | reference (ms/iter) | speedup | command |', '| --- | --- | --- | --- | --- |']
