@@ -1,0 +1,106 @@
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from unsupervised_jax import losses
+from unsupervised_jax.methods import moco
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _numpy_info_nce(q, k, negatives, t):
+  logits = np.concatenate([(q * k).sum(1, keepdims=True), q @ negatives.T], axis=1) / t
+  logits = logits - logits.max(1, keepdims=True)
+  return float(np.mean(-logits[:, 0] + np.log(np.exp(logits).sum(1))))
+
+
+def test_info_nce_matches_numpy():
+  rng = np.random.default_rng(0)
+  q, k, negatives = rng.normal(size=(8, 5)), rng.normal(size=(8, 5)), rng.normal(size=(13, 5))
+  assert float(losses.info_nce(q, k, negatives, 0.2)) == pytest.approx(_numpy_info_nce(q, k, negatives, 0.2),
+                                                                     rel=1e-5)
+
+
+def test_info_nce_gradients():
+  rng = np.random.default_rng(1)
+  q, k, negatives = (jnp.asarray(rng.normal(size=s)) for s in ((4, 3), (4, 3), (6, 3)))
+  check_grads(lambda q, k, n: losses.info_nce(q, k, n, 0.5), (q, k, negatives), order=1, modes=['rev'],
+              atol=1e-2, rtol=1e-2)
+
+
+def test_moco_loss_is_the_normalised_info_nce_and_stops_key_gradients():
+  rng = np.random.default_rng(2)
+  q, k, queue = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), rng.normal(size=(6, 3))
+  unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+  assert float(losses.moco_loss(q, k, queue, 0.1)) == pytest.approx(
+      _numpy_info_nce(unit(q), unit(k), queue, 0.1), rel=1e-5)
+  assert np.all(np.asarray(jax.grad(lambda k: losses.moco_loss(q, k, queue, 0.1))(jnp.asarray(k))) == 0)
+
+
+def test_queue_wraps_around_the_end():
+  queue = jnp.zeros((6, 2))
+  ptr = jnp.int32(0)
+  for value in (1.0, 2.0, 3.0, 4.0):
+    queue, ptr = moco.enqueue(queue, ptr, jnp.full((2, 2), value))
+  np.testing.assert_array_equal(queue[:, 0], [4, 4, 2, 2, 3, 3])  # the 4th batch overwrote the 1st
+  assert int(ptr) == 2
+
+
+def test_ema_update_is_exact():
+  teacher = {'w': jnp.array([1.0, 2.0])}
+  student = {'w': jnp.array([3.0, -2.0])}
+  out = moco.ema(teacher, student, 0.9)
+  np.testing.assert_allclose(out['w'], 0.9 * teacher['w'] + 0.1 * student['w'], rtol=1e-7)
+
+
+ENQUEUE_SCRIPT = r'''
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update('jax_num_cpu_devices', 2)
+from jax.sharding import PartitionSpec as P
+from unsupervised_jax.methods import moco
+from unsupervised_jax.training import parallel
+mesh = parallel.make_mesh(2)
+keys = jnp.arange(8 * 3, dtype=jnp.float32).reshape(8, 3)
+queue, ptr = jnp.zeros((16, 3)), jnp.int32(12)
+def per_device(queue, ptr, local_keys):
+    gathered = jax.lax.all_gather(local_keys, parallel.AXIS, tiled=True)
+    return moco.enqueue(queue, ptr, gathered)
+f = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(parallel.AXIS)), out_specs=(P(), P()), check_vma=False))
+q2, p2 = f(queue, ptr, keys)
+q1, p1 = moco.enqueue(queue, ptr, keys)
+np.testing.assert_array_equal(np.asarray(q2), np.asarray(q1)); assert int(p2) == int(p1) == 4
+print('OK')
+'''
+
+
+def test_enqueue_on_two_devices_equals_single_device_enqueue_of_gathered_keys():
+  proc = subprocess.run([sys.executable, '-c', ENQUEUE_SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0 and 'OK' in proc.stdout, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize('kwargs,match', [({'queue_size': 100}, 'multiple of the global batch'),
+                                          ({'temperature': 0.0}, 'temperature'),
+                                          ({'momentum': 1.0}, 'momentum'),
+                                          ({'momentum': -0.1}, 'momentum')])
+def test_bad_config(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    moco.MoCoConfig(**kwargs).validate(64)
+
+
+def test_train_step_learns_on_digits(tmp_path):
+  from unsupervised_jax import data
+  from unsupervised_jax.training import loop
+  images = data.load('digits', 'all').images
+  learner = moco.MoCo(moco.MoCoConfig(queue_size=256), images.shape[1:], 64)
+  state = loop.train(learner.method(), learner.init(jax.random.key(0)), images,
+                     loop.LoopConfig(num_steps=60, batch_size=64, log_every=10, checkpoint_every=60, progress=False),
+                     tmp_path)
+  lines = [__import__('json').loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert lines[-1]['loss'] < lines[0]['loss'] - 0.3  # the contrastive loss goes down
+  assert int(state.queue_ptr) == (60 * 64) % 256

@@ -1,0 +1,20 @@
+"""Small ConvNets (Flax Linen)."""
+from __future__ import annotations
+
+import flax.linen as nn
+
+
+class SmallConvNet(nn.Module):
+  """The poster's MNIST encoder: 2 conv, 1 max-pool, FC; no BatchNorm (so no batch-statistics leak
+  between MoCo's queries and keys). ``[B, H, W, C]`` in [0, 1] -> ``[B, features]``."""
+  channels: tuple = (32, 64)
+  hidden: int = 128
+  features: int = 128
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Conv(self.channels[0], (3, 3))(x))
+    x = nn.relu(nn.Conv(self.channels[1], (3, 3))(x))
+    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = nn.relu(nn.Dense(self.hidden)(x.reshape(x.shape[0], -1)))
+    return nn.Dense(self.features)(x)
