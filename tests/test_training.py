@@ -165,3 +165,27 @@ def test_sample_batch_is_independent_of_device_split():
   b = np.asarray(fn(images, jax.random.key(0))).ravel()
   np.testing.assert_array_equal(a, b)
   assert len(set(a.tolist())) > 4  # actually random indices
+
+
+@flax.struct.dataclass
+class _CountingState:
+  step: jax.Array
+  params: jax.Array
+  epochs_seen: jax.Array
+
+
+def test_epoch_end_update_runs_once_per_epoch_over_the_whole_data_set(tmp_path):
+  """MiCE's analytic prototype update: a whole-data-set pass inside the same loop."""
+  images = np.arange(12, dtype=np.uint8).reshape(12, 1, 1, 1)
+
+  def train_step(state, batch, keys):
+    return state, {'loss': jnp.float32(0.0)}
+
+  def epoch_end(state, all_images, key):
+    del key
+    return state.replace(params=jnp.sum(all_images.astype(jnp.float32)), epochs_seen=state.epochs_seen + 1)
+
+  state = _CountingState(jnp.zeros((), jnp.int32), jnp.zeros(()), jnp.zeros((), jnp.int32))
+  config = loop.LoopConfig(num_steps=9, batch_size=4, log_every=3, checkpoint_every=9, progress=False)
+  state = loop.train(loop.Method(train_step, epoch_end), state, images, config, tmp_path, steps_per_epoch=3)
+  assert int(state.epochs_seen) == 3 and float(state.params) == float(np.arange(12).sum())

@@ -122,6 +122,7 @@ def train(method: Method, state: Any, images: np.ndarray, config: LoopConfig, wo
     return state
   images = parallel.replicate(np.asarray(images), mesh)
   key = jax.random.key(config.seed)
+  epoch_key = jax.random.split(key)[1]  # a stream apart from the steps' fold_in(key, step)
   step_fn = parallel.data_parallel_step(method.train_step, mesh, config.batch_size)
   epoch_end = jax.jit(method.epoch_end, donate_argnums=0) if method.epoch_end and steps_per_epoch else None
   sync_every_step = _needs_step_sync(mesh)
@@ -139,7 +140,7 @@ def train(method: Method, state: Any, images: np.ndarray, config: LoopConfig, wo
       jax.block_until_ready(state)
     window_steps += 1
     if epoch_end is not None and step % steps_per_epoch == 0:
-      state = epoch_end(state, images, jax.random.fold_in(key, -step))
+      state = epoch_end(state, images, jax.random.fold_in(epoch_key, step))
     last = step == config.num_steps
     if step % config.log_every == 0 or step % config.checkpoint_every == 0 or last:
       if not bool(all_finite):
