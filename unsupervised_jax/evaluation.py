@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any, Dict, NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 from unsupervised_jax import metrics
 from unsupervised_jax.clustering import gmm as gmm_lib
@@ -71,8 +73,6 @@ def knn_accuracy(train_features, train_labels, test_features, test_labels, *, k:
   Each test point votes with its ``k`` most similar training points, weighted
   by ``exp(similarity / temperature)``.
   """
-  import jax.numpy as jnp
-
   train = jnp.asarray(train_features, jnp.float32)
   train = train / jnp.linalg.norm(train, axis=1, keepdims=True).clip(1e-12)
   train_labels = jnp.asarray(train_labels)
@@ -93,11 +93,8 @@ def knn_accuracy(train_features, train_labels, test_features, test_labels, *, k:
 
 
 def linear_probe_accuracy(train_features, train_labels, test_features, test_labels, *, steps: int = 500,
-                          learning_rate: float = 0.05, weight_decay: float = 1e-4, seed: int = 0) -> float:
+                          learning_rate: float = 0.05, weight_decay: float = 1e-4) -> float:
   """Accuracy of a softmax regression trained (full batch, Adam) on frozen, standardised features."""
-  import jax.numpy as jnp
-  import optax
-
   train = np.asarray(train_features, np.float32)
   mean, std = train.mean(0), train.std(0) + 1e-6
   train = jnp.asarray((train - mean) / std)
@@ -121,7 +118,6 @@ def linear_probe_accuracy(train_features, train_labels, test_features, test_labe
     (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), None, length=steps)
     return params
 
-  del seed  # full-batch training from zeros is deterministic
   params = fit(params)
   predictions = np.asarray(jnp.argmax(test @ params[0] + params[1], axis=1))
   return float(np.mean(predictions == np.asarray(test_labels)))

@@ -1,0 +1,116 @@
+"""Images/s of the MoCo train step: this library vs a PyTorch implementation of the same step, one process.
+
+  pip install torch==2.13.0   # benchmark-only dependency (CPU build)
+  python benchmarks/moco_step.py [--batch_size=256] [--queue_size=4096] [--steps=20]
+
+Same model (the poster's small ConvNet: conv3x3-32, conv3x3-64, max-pool, FC-128, FC-128; no BN), batch,
+queue, temperature, Adam and EMA. Ours is the jitted step of the training core: it also draws the batch
+and both augmented views on device. PyTorch gets its two views ready-made (its augmentation is not
+timed), so the comparison leans towards PyTorch. Both use the same number of threads.
+Writes ``results/moco_step.json``.
+"""
+import argparse
+import os
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unsupervised_jax import data
+from unsupervised_jax import results
+from unsupervised_jax.methods import moco
+from unsupervised_jax.training import parallel
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def ours(images, batch, queue_size, steps):
+  learner = moco.MoCo(moco.MoCoConfig(queue_size=queue_size), images.shape[1:], batch)
+  mesh = parallel.make_mesh(1)
+  step = parallel.data_parallel_step(learner.train_step, mesh, batch)
+  state = parallel.replicate(learner.init(jax.random.key(0)), mesh)
+  dataset = parallel.replicate(images, mesh)
+  key = jax.random.key(0)
+  for _ in range(3):  # compile + warm up
+    state, metrics = step(state, dataset, key)
+  jax.block_until_ready(state)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = step(state, dataset, key)
+  jax.block_until_ready(state)
+  return batch * steps / (time.perf_counter() - start)
+
+
+def reference(images, batch, queue_size, steps):
+  import torch
+  from torch import nn
+
+  torch.manual_seed(0)
+
+  def encoder():
+    return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * 14 * 14, 128), nn.ReLU(), nn.Linear(128, 128))
+
+  query_encoder, key_encoder = encoder(), encoder()
+  key_encoder.load_state_dict(query_encoder.state_dict())
+  for p in key_encoder.parameters():
+    p.requires_grad = False
+  optimizer = torch.optim.Adam(query_encoder.parameters(), lr=1e-3)
+  queue = nn.functional.normalize(torch.randn(queue_size, 128), dim=1)
+  ptr = 0
+  x = torch.from_numpy(images[:batch].astype(np.float32) / 255).permute(0, 3, 1, 2).contiguous()
+  views_q, views_k = x, torch.flip(x, dims=[3])
+
+  def step():
+    nonlocal queue, ptr
+    with torch.no_grad():
+      for pk, pq in zip(key_encoder.parameters(), query_encoder.parameters()):
+        pk.mul_(0.99).add_(pq.detach(), alpha=0.01)
+      k = nn.functional.normalize(key_encoder(views_k), dim=1)
+    q = nn.functional.normalize(query_encoder(views_q), dim=1)
+    logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], dim=1) / 0.1
+    loss = nn.functional.cross_entropy(logits, torch.zeros(batch, dtype=torch.long))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    queue[ptr:ptr + batch] = k
+    ptr = (ptr + batch) % queue_size
+
+  for _ in range(3):
+    step()
+  start = time.perf_counter()
+  for _ in range(steps):
+    step()
+  return batch * steps / (time.perf_counter() - start), torch.__version__, torch.get_num_threads()
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--data_dir', default=str(ROOT.parent / 'shared' / 'data'))
+  parser.add_argument('--results_dir', default=str(ROOT / 'results'))
+  parser.add_argument('--batch_size', type=int, default=256)
+  parser.add_argument('--queue_size', type=int, default=4096)
+  parser.add_argument('--steps', type=int, default=20)
+  args = parser.parse_args()
+  results.git_commit()
+  images = data.load('mnist', 'train', args.data_dir).images
+  ours_rate = ours(images, args.batch_size, args.queue_size, args.steps)
+  ref_rate, torch_version, threads = reference(images, args.batch_size, args.queue_size, args.steps)
+  record = results.benchmark_record(
+      'moco_step',
+      ours={'images_per_s': ours_rate, 'implementation': 'unsupervised_jax.methods.moco step (jit, incl. '
+            'on-device batch sampling and two augmented views)'},
+      reference={'images_per_s': ref_rate, 'implementation': f'PyTorch {torch_version}, {threads} threads, '
+                 'views given'},
+      throughput_key='images_per_s') | {
+          'setup': f'MNIST 28x28, batch {args.batch_size}, queue {args.queue_size}, {args.steps} timed steps '
+                   f'after 3 warm-up, cpu_count {os.cpu_count()}'}
+  path = results.write_json(pathlib.Path(args.results_dir) / 'moco_step.json', record)
+  print(f'moco_step: ours {ours_rate:.0f} img/s, PyTorch {ref_rate:.0f} img/s, '
+        f'speedup {record["speedup"]:.2f}x -> {path}')
+
+
+if __name__ == '__main__':
+  main()
