@@ -322,7 +322,6 @@ def lloyd_iteration(x: Array, x_sq_norms: Array, state: LloydState, abs_tol: Arr
 def init_state(x: Array, initial_centers: Array) -> LloydState:
   """Loop state before the first iteration (no labels yet: the first pass is exact)."""
   n = x.shape[0]
-  k = initial_centers.shape[0]
   return LloydState(initial_centers, jnp.full(n, -1, jnp.int32), jnp.full(n, jnp.inf, x.dtype),
                     jnp.zeros(n, x.dtype), jnp.zeros_like(initial_centers),
                     jnp.zeros(initial_centers.shape[0], x.dtype), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
