@@ -88,3 +88,26 @@ def test_autoencoder_quick_start_on_digits(tmp_path):
   for figure in ('tsne.png', 'reconstructions.png'):
     assert (tmp_path / 'run' / figure).stat().st_size > 1000
   assert len((tmp_path / 'run' / 'seed_0' / 'metrics.jsonl').read_text().splitlines()) == 4
+
+
+def test_moco_ablation_runs_the_grid_and_reuses_finished_cells(tmp_path):
+  args = ('experiments.moco_ablation', '--dataset=digits', '--num_steps=20', '--batch_size=32',
+          '--queue_batches=2', '--momenta=0.9,0.99', '--seeds=0', '--cluster_method=kmeans', '--knn_k=20',
+          f'--workdir={tmp_path / "grid"}', '--log_every=10', '--checkpoint_every=20')
+  proc = _run(*args)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  table = json.loads((tmp_path / 'grid' / 'ablation.json').read_text())
+  assert [c['settings']['momentum'] for c in table['cells']] == [0.9, 0.99]
+  assert all(c['settings']['queue_keys'] == 64 for c in table['cells'])
+  assert (tmp_path / 'grid' / 'ablation.md').read_text().count('\n| 2 | 64 |') == 2
+  stamp = (tmp_path / 'grid' / 'queue2_momentum0.9' / 'metrics.json').stat().st_mtime
+  assert _run(*args).returncode == 0
+  assert (tmp_path / 'grid' / 'queue2_momentum0.9' / 'metrics.json').stat().st_mtime == stamp  # reused
+
+
+def test_moco_bad_flags(tmp_path):
+  for flag, match in (('--queue_size=100', 'multiple of the global batch'), ('--temperature=0', 'temperature'),
+                      ('--momentum=1', 'momentum')):
+    proc = _run('experiments.moco', flag, f'--workdir={tmp_path / "run"}')
+    assert proc.returncode != 0 and match in proc.stderr
+    assert not (tmp_path / 'run').exists()

@@ -296,3 +296,33 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
   print(f'{config.method} on {dataset_label(config.dataset)} over seeds {list(config.seeds)}: ' + '  '.join(
       f'{k} {v["mean"]:.4f} ± {v["std"]:.4f}' for k, v in record['metrics'].items()) + f'  ({wall:.0f} s)')
   return record
+
+
+def run_ablation(cells: Sequence[Tuple[Dict[str, Any], LearnedRunConfig, Any]], out_dir,
+                 title: str) -> pathlib.Path:
+  """Runs :func:`run_learned` for each ``(settings, config, make_learner)`` and tabulates them.
+
+  Cells already finished (their ``metrics.json`` exists) are read, not rerun,
+  so an interrupted grid resumes. Writes ``<out_dir>/ablation.json`` (settings
+  and the record of every cell) and ``ablation.md`` (mean ± std per metric).
+  """
+  out_dir = pathlib.Path(out_dir)
+  rows = []
+  for settings, config, make_learner in cells:
+    done = pathlib.Path(config.workdir) / 'metrics.json'
+    record = json.loads(done.read_text()) if done.is_file() else run_learned(config, make_learner)
+    rows.append({'settings': settings, 'record': record})
+  results.write_json(out_dir / 'ablation.json', {'title': title, 'command': results.command(),
+                                                 'git_commit': results.git_commit(), 'cells': rows})
+  names = list(rows[0]['settings'])
+  metric_names = list(rows[0]['record']['metrics'])
+  lines = [f'# {title}', '', '| ' + ' | '.join(names + metric_names) + ' |',
+           '|' + ' --- |' * (len(names) + len(metric_names))]
+  for row in rows:
+    m = row['record']['metrics']
+    lines.append('| ' + ' | '.join([str(row['settings'][n]) for n in names] +
+                                   [f'{m[k]["mean"]:.4f} ± {m[k]["std"]:.4f}' for k in metric_names]) + ' |')
+  path = out_dir / 'ablation.md'
+  path.write_text('\n'.join(lines) + '\n')
+  print('\n'.join(lines))
+  return path

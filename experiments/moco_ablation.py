@@ -1,0 +1,44 @@
+"""The poster's MoCo grid: queue length x key-encoder momentum, one command.
+
+  python -m experiments.moco_ablation --flagfile=experiments/configs/moco_mnist.flags
+
+"Queue length" is read as a number of *batches* of keys (K = L x batch size): the poster's lengths
+{16, 32, 64, 128} are shorter than one batch of 256 keys if read as keys, and MoCo's own default,
+65,536 keys, is 256 batches of 256. Every other flag is the MoCo entry point's. Writes
+``<workdir>/ablation.{md,json}`` and one run directory per cell (cells already run are reused).
+"""
+import dataclasses
+import itertools
+
+from absl import flags
+
+from experiments import common
+from experiments import moco as moco_entry  # defines the MoCo flags
+from experiments import train_flags
+from unsupervised_jax import experiment
+from unsupervised_jax.methods import moco
+
+flags.DEFINE_list('queue_batches', ['16', '32', '64', '128'], 'Queue lengths, in batches of keys.')
+flags.DEFINE_list('momenta', ['0.9', '0.99', '0.999', '0.9999'], 'Key-encoder EMA momenta.')
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  base = train_flags.run_config('moco')
+  out_dir = FLAGS.workdir or 'runs/moco_ablation'
+  cells = []
+  for length, momentum in itertools.product([int(q) for q in FLAGS.queue_batches], [float(m) for m in FLAGS.momenta]):
+    config = moco.MoCoConfig(queue_size=length * FLAGS.batch_size, momentum=momentum,
+                             temperature=FLAGS.temperature, learning_rate=FLAGS.learning_rate,
+                             feature_dim=FLAGS.feature_dim, mlp_head=FLAGS.mlp_head, view=FLAGS.view)
+    config.validate(FLAGS.batch_size)  # every cell, before anything runs
+    run = dataclasses.replace(base, workdir=f'{out_dir}/queue{length}_momentum{momentum}', results_dir=None)
+    make = lambda shape, config=config: moco.MoCo(config, shape, FLAGS.batch_size)
+    cells.append(({'queue_batches': length, 'queue_keys': config.queue_size, 'momentum': momentum}, run, make))
+  experiment.run_ablation(cells, out_dir, 'MoCo queue length x momentum')
+
+
+if __name__ == '__main__':
+  del moco_entry
+  common.run(main)
