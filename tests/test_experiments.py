@@ -111,3 +111,17 @@ def test_moco_bad_flags(tmp_path):
     proc = _run('experiments.moco', flag, f'--workdir={tmp_path / "run"}')
     assert proc.returncode != 0 and match in proc.stderr
     assert not (tmp_path / 'run').exists()
+
+
+def test_custom_npz_works_with_a_learned_method(tmp_path):
+  from sklearn import datasets
+  digits = datasets.load_digits()
+  images = (digits.images * 255 / 16).round().astype('uint8')[..., None]
+  import numpy as np
+  np.savez(tmp_path / 'mine.npz', x_train=images[:1400], y_train=digits.target[:1400],
+           x_test=images[1400:], y_test=digits.target[1400:])
+  proc = _run('experiments.autoencoder', f'--dataset={tmp_path / "mine.npz"}', '--num_steps=50', '--seeds=0',
+              f'--workdir={tmp_path / "run"}', f'--results_dir={tmp_path / "results"}', '--cluster_method=kmeans')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  record = json.loads((tmp_path / 'results' / 'autoencoder_mine.json').read_text())
+  assert record['dataset'] == 'mine' and 'K=10' in record['protocol']

@@ -76,6 +76,13 @@ class PixelClusteringConfig:
       data.info(self.dataset)
 
 
+def default_clusters(dataset: str, labels) -> int:
+  """The data set's number of classes; for a custom ``.npz``, the distinct labels (ignoring -1)."""
+  if not dataset.endswith('.npz'):
+    return data.info(dataset).num_classes
+  return int(len(np.setdiff1d(np.unique(labels), [-1]))) or 1
+
+
 def write_result(config, record) -> pathlib.Path:
   """Writes a run's record to ``<results_dir>/<results_name or method_dataset>.json``."""
   name = config.results_name or f'{config.method}_{dataset_label(config.dataset)}'
@@ -98,8 +105,7 @@ def run_pixel_clustering(config: PixelClusteringConfig) -> Dict[str, Any]:
   fit_split, eval_split = load_protocol_splits(config.dataset, config.protocol, config.data_dir)
   if config.pca_dim > fit_split.images[0].size:
     raise ValueError(f'pca_dim={config.pca_dim} exceeds the {fit_split.images[0].size} pixels per image.')
-  n_clusters = config.n_clusters or (data.info(config.dataset).num_classes if not config.dataset.endswith('.npz')
-                                     else len(np.unique(fit_split.labels)))
+  n_clusters = config.n_clusters or default_clusters(config.dataset, fit_split.labels)
   workdir = prepare_workdir(config.workdir, config.method, config.dataset, dataclasses.asdict(config))
 
   start = time.perf_counter()
@@ -241,7 +247,7 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
   learner = make_learner(train_split.images.shape[1:])  # validates the method's own config
   train_images = (np.concatenate([train_split.images, test_split.images]) if config.protocol == 'all'
                   else train_split.images)
-  n_clusters = config.n_clusters or data.info(config.dataset).num_classes
+  n_clusters = config.n_clusters or default_clusters(config.dataset, train_split.labels)
   workdir = prepare_workdir(config.workdir, config.method, config.dataset, dataclasses.asdict(config))
   mesh = parallel.make_mesh(config.num_devices)
   embed = parallel.data_parallel_map(learner.embed, mesh, batch_size=max(1, 1024 // mesh.size))
