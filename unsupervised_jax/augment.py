@@ -100,6 +100,14 @@ def digits_view(key: Array, image: Array) -> Array:
   return gaussian_noise(k_noise, image, 0.05)
 
 
+def strong_digits_view(key: Array, image: Array) -> Array:
+  """:func:`digits_view` with wider affine ranges and crops down to 30% of the area."""
+  k_affine, k_crop, k_noise = jax.random.split(key, 3)
+  image = random_affine(k_affine, image, max_rotation_deg=20.0, scale=(0.8, 1.15), max_translation=0.12)
+  image = random_resized_crop(k_crop, image, area=(0.3, 1.0))
+  return gaussian_noise(k_noise, image, 0.05)
+
+
 def natural_view(key: Array, image: Array) -> Array:
   """A view of a natural image (MoCo v2 style): crop, flip, colour jitter, grayscale."""
   k_crop, k_flip, k_color, k_gray = jax.random.split(key, 4)

@@ -38,6 +38,25 @@ def prepare_workdir(workdir: Optional[str], method: str, dataset: str, config: D
   return path
 
 
+# Settings that may differ between processes sharing one workdir (seeds run apart, reporting).
+_NOT_RUN_DEFINING = ('seeds', 'results_dir', 'results_name', 'progress', 'log_every', 'eval_every',
+                     'checkpoint_every', 'keep_checkpoints')
+
+
+def check_resumable(workdir: Optional[str], method: str, dataset: str, config: Dict[str, Any]):
+  """Raises ValueError if ``workdir`` holds a run (checkpoints, finished seeds) of other settings."""
+  path = pathlib.Path(workdir or f'runs/{method}_{dataset_label(dataset)}') / 'config.json'
+  if not path.is_file():
+    return
+  previous = json.loads(path.read_text())
+  current = json.loads(json.dumps(config, default=str))  # as it would be written
+  differing = sorted(k for k in set(previous) | set(current)
+                     if k not in _NOT_RUN_DEFINING and previous.get(k) != current.get(k))
+  if differing:
+    raise ValueError(f'{path.parent} holds a run with other settings ({", ".join(differing)}); '
+                     'choose another --workdir or remove it.')
+
+
 def load_protocol_splits(dataset: str, protocol: str, data_dir: Optional[str]) -> Tuple[data.Dataset, Optional[data.Dataset]]:
   """``(fit split, eval split or None)`` for a protocol (see :mod:`unsupervised_jax.evaluation`)."""
   if protocol not in PROTOCOLS:
@@ -235,7 +254,9 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
   The learner provides ``init(key) -> state``, ``method() -> training.loop.Method``,
   ``embed(params, images) -> codes`` and optionally ``figures(state, images, workdir)``.
   Writes per seed ``<workdir>/seed_<s>/`` (checkpoints, metrics.jsonl,
-  figures), and the record to ``<workdir>/metrics.json`` and ``results_dir``.
+  ``eval.json``), figures, and the record to ``<workdir>/metrics.json`` and
+  ``results_dir``. A seed whose ``eval.json`` exists is reused, not rerun, so
+  seeds can run as separate processes (or resume after a crash) into one record.
   """
   from unsupervised_jax.training import loop
   from unsupervised_jax.training import parallel
@@ -248,14 +269,25 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
   train_images = (np.concatenate([train_split.images, test_split.images]) if config.protocol == 'all'
                   else train_split.images)
   n_clusters = config.n_clusters or default_clusters(config.dataset, train_split.labels)
-  workdir = prepare_workdir(config.workdir, config.method, config.dataset, dataclasses.asdict(config))
+  method_config = getattr(learner, 'config', None)
+  full_config = dict(dataclasses.asdict(config),
+                     method_config=dataclasses.asdict(method_config) if dataclasses.is_dataclass(method_config) else {})
+  check_resumable(config.workdir, config.method, config.dataset, full_config)
+  workdir = prepare_workdir(config.workdir, config.method, config.dataset, full_config)
   mesh = parallel.make_mesh(config.num_devices)
   embed = parallel.data_parallel_map(learner.embed, mesh, batch_size=max(1, 1024 // mesh.size))
 
-  start = time.perf_counter()
-  per_seed = []
+  per_seed, seed_walls = [], []
   for seed in config.seeds:
     seed_dir = workdir / f'seed_{seed}'
+    finished = seed_dir / 'eval.json'
+    if finished.is_file():  # a seed evaluated earlier (another process, or before a crash): reuse it
+      done = json.loads(finished.read_text())
+      per_seed.append(done['scores'])
+      seed_walls.append(done['wall_s'])
+      print(f'seed {seed}: reusing {finished}', flush=True)
+      continue
+    start = time.perf_counter()
     state = learner.init(jax.random.key(seed))
 
     def evaluate_during_training(state):
@@ -277,15 +309,16 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
       cluster_labels = np.concatenate([train_split.labels, test_split.labels])
     scores = evaluate_codes(fit_codes, train_split.labels, test_codes, test_split.labels, n_clusters, config,
                             seed, cluster_codes, cluster_labels)
-    per_seed.append(scores)
-    results.write_json(seed_dir / 'eval.json', scores)
     print(f'seed {seed}: ' + '  '.join(f'{k} {v:.4f}' for k, v in scores.items()), flush=True)
     if seed == config.seeds[0]:
       evaluation.tsne_figure(cluster_codes, cluster_labels, workdir / 'tsne.png',
                              title=f'{config.method} codes, {dataset_label(config.dataset)} (t-SNE)')
       if hasattr(learner, 'figures'):
         learner.figures(state, test_split.images, workdir)
-  wall = time.perf_counter() - start
+    per_seed.append(scores)
+    seed_walls.append(time.perf_counter() - start)
+    results.write_json(finished, {'scores': scores, 'wall_s': seed_walls[-1]})
+  wall = sum(seed_walls)  # seeds may have run in separate processes: the sum of their own wall times
 
   protocol = (f'{config.method} trained {config.num_steps} steps x batch {config.batch_size} on '
               f'{"train+test" if config.protocol == "all" else "train"}; {config.cluster_method} '
@@ -294,7 +327,7 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
               f'{"train+test" if config.protocol == "all" else "train, scored on test"}; kNN (cosine, '
               f'k={config.knn_k}) and linear probe train -> test')
   record = results.method_record(config.method, dataset_label(config.dataset), protocol, config.seeds, per_seed,
-                                 wall, config=dataclasses.asdict(config))
+                                 wall, config=full_config)
   results.write_json(workdir / 'metrics.json', record)
   if config.results_dir:
     path = write_result(config, record)

@@ -23,7 +23,8 @@ from unsupervised_jax.models import convnet
 from unsupervised_jax.training import loop
 from unsupervised_jax.training import parallel
 
-VIEWS = {'digits': augment.digits_view, 'natural': augment.natural_view}
+VIEWS = {'digits': augment.digits_view, 'digits_strong': augment.strong_digits_view,
+         'natural': augment.natural_view}
 
 
 @flax.struct.dataclass
