@@ -125,3 +125,22 @@ def test_custom_npz_works_with_a_learned_method(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   record = json.loads((tmp_path / 'results' / 'autoencoder_mine.json').read_text())
   assert record['dataset'] == 'mine' and 'K=10' in record['protocol']
+
+
+def test_seeds_run_apart_combine_into_one_record_and_other_settings_are_refused(tmp_path):
+  common = ('experiments.autoencoder', '--num_steps=30', '--log_every=10', '--checkpoint_every=30',
+            '--cluster_method=kmeans', '--knn_k=20', f'--workdir={tmp_path / "run"}')
+  per_seed = {}
+  for seed in (0, 1):  # as two processes (or machines sharing a disk) would run them
+    proc = _run(*common, f'--seeds={seed}')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    per_seed[seed] = json.loads((tmp_path / 'run' / f'seed_{seed}' / 'eval.json').read_text())
+  proc = _run(*common, '--seeds=0,1', f'--results_dir={tmp_path / "results"}')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.count('reusing') == 2
+  record = json.loads((tmp_path / 'results' / 'autoencoder_digits.json').read_text())
+  assert record['metrics']['acc']['per_seed'] == [per_seed[0]['scores']['acc'], per_seed[1]['scores']['acc']]
+  assert record['wall_time_s'] == pytest.approx(per_seed[0]['wall_s'] + per_seed[1]['wall_s'])
+  assert record['config']['method_config']['learning_rate'] > 0  # the method's own settings are recorded
+  proc = _run(*common, '--seeds=0', '--learning_rate=0.5')
+  assert proc.returncode != 0 and 'other settings (method_config)' in proc.stderr

@@ -310,14 +310,14 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
     scores = evaluate_codes(fit_codes, train_split.labels, test_codes, test_split.labels, n_clusters, config,
                             seed, cluster_codes, cluster_labels)
     print(f'seed {seed}: ' + '  '.join(f'{k} {v:.4f}' for k, v in scores.items()), flush=True)
-    if seed == config.seeds[0]:
+    per_seed.append(scores)
+    seed_walls.append(time.perf_counter() - start)
+    results.write_json(finished, {'scores': scores, 'wall_s': seed_walls[-1]})  # before the slow figures
+    if seed == config.seeds[0] and not (workdir / 'tsne.png').is_file():
       evaluation.tsne_figure(cluster_codes, cluster_labels, workdir / 'tsne.png',
                              title=f'{config.method} codes, {dataset_label(config.dataset)} (t-SNE)')
       if hasattr(learner, 'figures'):
         learner.figures(state, test_split.images, workdir)
-    per_seed.append(scores)
-    seed_walls.append(time.perf_counter() - start)
-    results.write_json(finished, {'scores': scores, 'wall_s': seed_walls[-1]})
   wall = sum(seed_walls)  # seeds may have run in separate processes: the sum of their own wall times
 
   protocol = (f'{config.method} trained {config.num_steps} steps x batch {config.batch_size} on '
