@@ -19,6 +19,7 @@ import optax
 
 from unsupervised_jax import augment
 from unsupervised_jax import losses
+from unsupervised_jax.models import conv
 from unsupervised_jax.models import convnet
 from unsupervised_jax.training import loop
 from unsupervised_jax.training import parallel
@@ -48,6 +49,7 @@ class MoCoConfig:
   feature_dim: int = 128
   mlp_head: bool = False  # MoCo v2: a 2-layer MLP projection head
   view: str = 'digits'
+  conv_implementation: str = 'auto'  # models.conv.Conv: matmul on CPU, XLA's convolution elsewhere
 
   def validate(self, global_batch: int):
     if not self.temperature > 0:
@@ -59,6 +61,8 @@ class MoCoConfig:
     if self.queue_size < global_batch or self.queue_size % global_batch:
       raise ValueError(f'queue_size {self.queue_size} must be a multiple of the global batch size '
                        f'{global_batch} (whole batches of keys are enqueued).')
+    if self.conv_implementation not in conv.IMPLEMENTATIONS:
+      raise ValueError(f'conv_implementation must be one of {conv.IMPLEMENTATIONS}, got {self.conv_implementation!r}.')
     if self.view not in VIEWS:
       raise ValueError(f'view must be one of {sorted(VIEWS)}, got {self.view!r}.')
 
@@ -67,9 +71,10 @@ class Encoder(nn.Module):
   """Backbone, then an optional MLP head; ``features(x)`` is the representation used for evaluation."""
   feature_dim: int
   mlp_head: bool
+  conv_implementation: str = 'auto'
 
   def setup(self):
-    self.backbone = convnet.SmallConvNet(features=self.feature_dim)
+    self.backbone = convnet.SmallConvNet(features=self.feature_dim, conv_implementation=self.conv_implementation)
     if self.mlp_head:
       self.head = [nn.Dense(self.feature_dim), nn.Dense(self.feature_dim)]
 
@@ -104,7 +109,7 @@ class MoCo:
     config.validate(global_batch)
     self.config = config
     self.image_shape = tuple(image_shape)
-    self.model = Encoder(config.feature_dim, config.mlp_head)
+    self.model = Encoder(config.feature_dim, config.mlp_head, config.conv_implementation)
     self.optimizer = optax.adam(config.learning_rate)
     self.view = VIEWS[config.view]
 

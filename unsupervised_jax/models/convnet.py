@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import flax.linen as nn
 
+from unsupervised_jax.models import conv
+
 
 class SmallConvNet(nn.Module):
   """The poster's MNIST encoder: 2 conv, 1 max-pool, FC; no BatchNorm (so no batch-statistics leak
@@ -10,11 +12,12 @@ class SmallConvNet(nn.Module):
   channels: tuple = (32, 64)
   hidden: int = 128
   features: int = 128
+  conv_implementation: str = 'auto'  # see models.conv.Conv
 
   @nn.compact
   def __call__(self, x):
-    x = nn.relu(nn.Conv(self.channels[0], (3, 3))(x))
-    x = nn.relu(nn.Conv(self.channels[1], (3, 3))(x))
+    x = nn.relu(conv.Conv(self.channels[0], (3, 3), self.conv_implementation)(x))
+    x = nn.relu(conv.Conv(self.channels[1], (3, 3), self.conv_implementation)(x))
     x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = nn.relu(nn.Dense(self.hidden)(x.reshape(x.shape[0], -1)))
     return nn.Dense(self.features)(x)
