@@ -30,6 +30,7 @@ def main(argv):
   cells = []
   for length, momentum in itertools.product([int(q) for q in FLAGS.queue_batches], [float(m) for m in FLAGS.momenta]):
     config = moco.MoCoConfig(queue_size=length * FLAGS.batch_size, momentum=momentum,
+                             momentum_schedule=FLAGS.momentum_schedule, num_steps=FLAGS.num_steps,
                              temperature=FLAGS.temperature, learning_rate=FLAGS.learning_rate,
                              feature_dim=FLAGS.feature_dim, mlp_head=FLAGS.mlp_head, view=FLAGS.view)
     config.validate(FLAGS.batch_size)  # every cell, before anything runs

@@ -59,6 +59,14 @@ def test_ema_update_is_exact():
   np.testing.assert_allclose(out['w'], 0.9 * teacher['w'] + 0.1 * student['w'], rtol=1e-7)
 
 
+def test_momentum_schedules():
+  constant = moco.MoCoConfig(momentum=0.99)
+  assert float(moco.momentum_at(constant, jnp.int32(123))) == pytest.approx(0.99)
+  cosine = moco.MoCoConfig(momentum=0.9, momentum_schedule='cosine', num_steps=100)
+  got = [float(moco.momentum_at(cosine, jnp.int32(s))) for s in (0, 50, 100, 150)]
+  np.testing.assert_allclose(got, [0.9, 0.95, 1.0, 1.0], rtol=1e-6)  # 1 - 0.1 * (cos(pi t/T) + 1) / 2
+
+
 ENQUEUE_SCRIPT = r'''
 import jax, jax.numpy as jnp, numpy as np
 jax.config.update('jax_num_cpu_devices', 2)
@@ -87,7 +95,9 @@ def test_enqueue_on_two_devices_equals_single_device_enqueue_of_gathered_keys():
 @pytest.mark.parametrize('kwargs,match', [({'queue_size': 100}, 'multiple of the global batch'),
                                           ({'temperature': 0.0}, 'temperature'),
                                           ({'momentum': 1.0}, 'momentum'),
-                                          ({'momentum': -0.1}, 'momentum')])
+                                          ({'momentum': -0.1}, 'momentum'),
+                                          ({'momentum_schedule': 'cosine'}, 'num_steps'),
+                                          ({'momentum_schedule': 'linear'}, 'momentum_schedule')])
 def test_bad_config(kwargs, match):
   with pytest.raises(ValueError, match=match):
     moco.MoCoConfig(**kwargs).validate(64)

@@ -24,6 +24,7 @@ from unsupervised_jax.models import convnet
 from unsupervised_jax.training import loop
 from unsupervised_jax.training import parallel
 
+MOMENTUM_SCHEDULES = ('constant', 'cosine')
 VIEWS = {'digits': augment.digits_view, 'digits_strong': augment.strong_digits_view,
          'natural': augment.natural_view}
 
@@ -43,7 +44,9 @@ class MoCoState:
 @dataclasses.dataclass(frozen=True)
 class MoCoConfig:
   queue_size: int = 4096  # K, in keys (not batches)
-  momentum: float = 0.99  # EMA momentum of the key encoder
+  momentum: float = 0.99  # EMA momentum of the key encoder (at step 0 when scheduled)
+  momentum_schedule: str = 'constant'  # or 'cosine': from `momentum` up to 1 over `num_steps` (BYOL)
+  num_steps: int = 0  # training length, for the cosine schedule
   temperature: float = 0.1
   learning_rate: float = 1e-3
   feature_dim: int = 128
@@ -61,6 +64,10 @@ class MoCoConfig:
     if self.queue_size < global_batch or self.queue_size % global_batch:
       raise ValueError(f'queue_size {self.queue_size} must be a multiple of the global batch size '
                        f'{global_batch} (whole batches of keys are enqueued).')
+    if self.momentum_schedule not in MOMENTUM_SCHEDULES:
+      raise ValueError(f'momentum_schedule must be one of {MOMENTUM_SCHEDULES}, got {self.momentum_schedule!r}.')
+    if self.momentum_schedule == 'cosine' and self.num_steps <= 0:
+      raise ValueError('the cosine momentum schedule needs num_steps > 0.')
     if self.conv_implementation not in conv.IMPLEMENTATIONS:
       raise ValueError(f'conv_implementation must be one of {conv.IMPLEMENTATIONS}, got {self.conv_implementation!r}.')
     if self.view not in VIEWS:
@@ -97,7 +104,15 @@ def enqueue(queue: jax.Array, queue_ptr: jax.Array, keys: jax.Array):
   return queue, (queue_ptr + keys.shape[0]) % queue.shape[0]
 
 
-def ema(teacher_params, params, momentum: float):
+def momentum_at(config: MoCoConfig, step: jax.Array) -> jax.Array:
+  """The key encoder's EMA momentum at ``step``: constant, or BYOL's cosine from ``momentum`` to 1."""
+  if config.momentum_schedule == 'constant':
+    return jnp.asarray(config.momentum, jnp.float32)
+  progress = jnp.minimum(step / config.num_steps, 1.0)
+  return 1.0 - (1.0 - config.momentum) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
+
+
+def ema(teacher_params, params, momentum):
   """``momentum * teacher + (1 - momentum) * params``, leaf by leaf."""
   return optax.incremental_update(params, teacher_params, step_size=1.0 - momentum)
 
@@ -124,7 +139,7 @@ class MoCo:
   def train_step(self, state: MoCoState, images, example_keys):
     views = jax.vmap(lambda k, x: jnp.stack([self.view(k_, x) for k_ in jax.random.split(k)]))(
         example_keys, augment.to_float(images))  # [B, 2, H, W, C]
-    teacher_params = ema(state.teacher_params, state.params, self.config.momentum)
+    teacher_params = ema(state.teacher_params, state.params, momentum_at(self.config, state.step))
     keys = self.model.apply({'params': teacher_params}, views[:, 1])
 
     def loss_fn(params):
