@@ -1,4 +1,5 @@
 """The matmul convolution equals XLA's, in value and in both gradients."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,7 +30,7 @@ def test_conv_implementations_share_parameters_and_outputs():
   x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
   nets = {impl: convnet.SmallConvNet(conv_implementation=impl) for impl in ('xla', 'matmul')}
   params = nets['xla'].init(jax.random.key(2), x)
-  flax_conv = jax.tree.map(jnp.shape, __import__('flax').linen.Conv(32, (3, 3)).init(jax.random.key(0), x))
+  flax_conv = jax.tree.map(jnp.shape, nn.Conv(32, (3, 3)).init(jax.random.key(0), x))
   assert jax.tree.map(jnp.shape, params['params']['Conv_0']) == flax_conv['params']  # nn.Conv's names/shapes
   np.testing.assert_allclose(nets['matmul'].apply(params, x), nets['xla'].apply(params, x), atol=1e-4)
 

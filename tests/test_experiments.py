@@ -144,3 +144,11 @@ def test_seeds_run_apart_combine_into_one_record_and_other_settings_are_refused(
   assert record['config']['method_config']['learning_rate'] > 0  # the method's own settings are recorded
   proc = _run(*common, '--seeds=0', '--learning_rate=0.5')
   assert proc.returncode != 0 and 'other settings (method_config)' in proc.stderr
+  # Other evaluation settings: re-evaluated from the last checkpoint, no training step runs again.
+  lines = (tmp_path / 'run' / 'seed_0' / 'metrics.jsonl').read_text()
+  proc = _run(*common, '--seeds=0', '--cluster_method=gmm', '--covariance_type=diag')
+  assert proc.returncode == 0 and 'reusing' not in proc.stdout, proc.stderr[-3000:]
+  assert (tmp_path / 'run' / 'seed_0' / 'metrics.jsonl').read_text() == lines
+  redone = json.loads((tmp_path / 'run' / 'seed_0' / 'eval.json').read_text())
+  assert redone['evaluation']['cluster_method'] == 'gmm' and redone['scores']['knn_acc'] == per_seed[0]['scores']['knn_acc']
+  assert redone['train_s'] >= per_seed[0]['train_s']

@@ -38,9 +38,12 @@ def prepare_workdir(workdir: Optional[str], method: str, dataset: str, config: D
   return path
 
 
-# Settings that may differ between processes sharing one workdir (seeds run apart, reporting).
+# Settings that may differ between processes sharing one workdir: seeds run apart, reporting, and the
+# evaluation of the codes (a finished run can be re-evaluated from its last checkpoint without training).
+_EVALUATION_SETTINGS = ('cluster_method', 'cluster_options', 'manifold', 'manifold_neighbors', 'n_clusters',
+                        'knn_k')
 _NOT_RUN_DEFINING = ('seeds', 'results_dir', 'results_name', 'progress', 'log_every', 'eval_every',
-                     'checkpoint_every', 'keep_checkpoints')
+                     'checkpoint_every', 'keep_checkpoints') + _EVALUATION_SETTINGS
 
 
 def check_resumable(workdir: Optional[str], method: str, dataset: str, config: Dict[str, Any]):
@@ -255,8 +258,11 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
   ``embed(params, images) -> codes`` and optionally ``figures(state, images, workdir)``.
   Writes per seed ``<workdir>/seed_<s>/`` (checkpoints, metrics.jsonl,
   ``eval.json``), figures, and the record to ``<workdir>/metrics.json`` and
-  ``results_dir``. A seed whose ``eval.json`` exists is reused, not rerun, so
-  seeds can run as separate processes (or resume after a crash) into one record.
+  ``results_dir``. A seed whose ``eval.json`` holds the same evaluation
+  settings is reused, not rerun, so seeds can run as separate processes (or
+  resume after a crash) into one record; with other evaluation settings
+  (clustering, manifold, kNN) a trained seed is re-evaluated from its last
+  checkpoint without training again.
   """
   from unsupervised_jax.training import loop
   from unsupervised_jax.training import parallel
@@ -278,11 +284,12 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
   embed = parallel.data_parallel_map(learner.embed, mesh, batch_size=max(1, 1024 // mesh.size))
 
   per_seed, seed_walls = [], []
+  evaluation_settings = {k: full_config[k] for k in _EVALUATION_SETTINGS}
   for seed in config.seeds:
     seed_dir = workdir / f'seed_{seed}'
     finished = seed_dir / 'eval.json'
-    if finished.is_file():  # a seed evaluated earlier (another process, or before a crash): reuse it
-      done = json.loads(finished.read_text())
+    done = json.loads(finished.read_text()) if finished.is_file() else {}
+    if done.get('evaluation') == evaluation_settings:  # evaluated alike before (another process, a crash)
       per_seed.append(done['scores'])
       seed_walls.append(done['wall_s'])
       print(f'seed {seed}: reusing {finished}', flush=True)
@@ -300,6 +307,9 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
 
     state = loop.train(learner.method(), state, train_images, config.loop_config(seed), seed_dir,
                        evaluate=evaluate_during_training if config.eval_every else None)
+    # Re-evaluating a trained seed restores its last checkpoint: count the training time it took then.
+    train_s = time.perf_counter() - start + done.get('train_s', done.get('wall_s', 0.0))
+    start = time.perf_counter()
     params = state.params
     fit_codes = np.asarray(embed(params, train_split.images))
     test_codes = np.asarray(embed(params, test_split.images))
@@ -311,8 +321,9 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
                             seed, cluster_codes, cluster_labels)
     print(f'seed {seed}: ' + '  '.join(f'{k} {v:.4f}' for k, v in scores.items()), flush=True)
     per_seed.append(scores)
-    seed_walls.append(time.perf_counter() - start)
-    results.write_json(finished, {'scores': scores, 'wall_s': seed_walls[-1]})  # before the slow figures
+    seed_walls.append(train_s + time.perf_counter() - start)
+    results.write_json(finished, {'scores': scores, 'wall_s': seed_walls[-1], 'train_s': train_s,
+                                  'evaluation': evaluation_settings})  # before the slow figures
     if seed == config.seeds[0] and not (workdir / 'tsne.png').is_file():
       evaluation.tsne_figure(cluster_codes, cluster_labels, workdir / 'tsne.png',
                              title=f'{config.method} codes, {dataset_label(config.dataset)} (t-SNE)')
