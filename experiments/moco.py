@@ -15,6 +15,8 @@ flags.DEFINE_float('learning_rate', 1e-3, 'Adam learning rate.')
 flags.DEFINE_integer('feature_dim', 128, 'Feature size.')
 flags.DEFINE_bool('mlp_head', False, 'MoCo v2 MLP projection head.')
 flags.DEFINE_enum('view', 'digits', sorted(moco.VIEWS), 'Augmentation family of the two views.')
+flags.DEFINE_enum('conv_implementation', 'auto', ['auto', 'xla', 'matmul'],
+                  "Convolution: 'auto' = matrix products on CPU (faster there), XLA's elsewhere.")
 FLAGS = flags.FLAGS
 
 
@@ -24,7 +26,7 @@ def main(argv):
                            momentum_schedule=FLAGS.momentum_schedule, num_steps=FLAGS.num_steps,
                            temperature=FLAGS.temperature,
                            learning_rate=FLAGS.learning_rate, feature_dim=FLAGS.feature_dim,
-                           mlp_head=FLAGS.mlp_head, view=FLAGS.view)
+                           mlp_head=FLAGS.mlp_head, view=FLAGS.view, conv_implementation=FLAGS.conv_implementation)
   config.validate(FLAGS.batch_size)  # before any file is written
   experiment.run_learned(train_flags.run_config('moco'),
                          lambda image_shape: moco.MoCo(config, image_shape, FLAGS.batch_size))

@@ -32,7 +32,8 @@ def main(argv):
     config = moco.MoCoConfig(queue_size=length * FLAGS.batch_size, momentum=momentum,
                              momentum_schedule=FLAGS.momentum_schedule, num_steps=FLAGS.num_steps,
                              temperature=FLAGS.temperature, learning_rate=FLAGS.learning_rate,
-                             feature_dim=FLAGS.feature_dim, mlp_head=FLAGS.mlp_head, view=FLAGS.view)
+                             feature_dim=FLAGS.feature_dim, mlp_head=FLAGS.mlp_head, view=FLAGS.view,
+                             conv_implementation=FLAGS.conv_implementation)
     config.validate(FLAGS.batch_size)  # every cell, before anything runs
     run = dataclasses.replace(base, workdir=f'{out_dir}/queue{length}_momentum{momentum}', results_dir=None)
     make = lambda shape, config=config: moco.MoCo(config, shape, FLAGS.batch_size)
