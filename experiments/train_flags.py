@@ -19,6 +19,7 @@ flags.DEFINE_enum('manifold', 'none', ['none', 'umap'], "Manifold step on the co
 flags.DEFINE_integer('manifold_neighbors', 20, 'UMAP neighbours.')
 flags.DEFINE_integer('n_clusters', 0, 'Clusters; 0 = number of classes.')
 flags.DEFINE_integer('knn_k', 200, 'Neighbours of the kNN accuracy.')
+flags.DEFINE_bool('figures', True, 'Write the t-SNE of the codes and the method figures (--nofigures: skip).')
 FLAGS = flags.FLAGS
 
 
@@ -37,4 +38,4 @@ def run_config(method: str) -> experiment.LearnedRunConfig:
       cluster_method=FLAGS.cluster_method, cluster_options=options, manifold=FLAGS.manifold,
       manifold_neighbors=FLAGS.manifold_neighbors, n_clusters=FLAGS.n_clusters,
       knn_k=FLAGS.knn_k, workdir=FLAGS.workdir, results_dir=FLAGS.results_dir,
-      results_name=FLAGS.results_name)
+      results_name=FLAGS.results_name, figures=FLAGS.figures)

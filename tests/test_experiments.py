@@ -90,7 +90,7 @@ def test_autoencoder_quick_start_on_digits(tmp_path):
   assert len((tmp_path / 'run' / 'seed_0' / 'metrics.jsonl').read_text().splitlines()) == 4
 
 
-def test_moco_ablation_runs_the_grid_and_reuses_finished_cells(tmp_path):
+def test_moco_ablation_runs_the_grid_and_reuses_finished_cells_or_reevaluates(tmp_path):
   args = ('experiments.moco_ablation', '--dataset=digits', '--num_steps=20', '--batch_size=32',
           '--queue_batches=2', '--momenta=0.9,0.99', '--seeds=0', '--cluster_method=kmeans', '--knn_k=20',
           f'--workdir={tmp_path / "grid"}', '--log_every=10', '--checkpoint_every=20')
@@ -100,9 +100,14 @@ def test_moco_ablation_runs_the_grid_and_reuses_finished_cells(tmp_path):
   assert [c['settings']['momentum'] for c in table['cells']] == [0.9, 0.99]
   assert all(c['settings']['queue_keys'] == 64 for c in table['cells'])
   assert (tmp_path / 'grid' / 'ablation.md').read_text().count('\n| 2 | 64 |') == 2
-  stamp = (tmp_path / 'grid' / 'queue2_momentum0.9' / 'metrics.json').stat().st_mtime
+  seed_dir = tmp_path / 'grid' / 'queue2_momentum0.9' / 'seed_0'
+  stamp, trained = (seed_dir / 'eval.json').stat().st_mtime, (seed_dir / 'metrics.jsonl').read_text()
   assert _run(*args).returncode == 0
-  assert (tmp_path / 'grid' / 'queue2_momentum0.9' / 'metrics.json').stat().st_mtime == stamp  # reused
+  assert (seed_dir / 'eval.json').stat().st_mtime == stamp  # reused
+  # Other evaluation settings: re-evaluated from the last checkpoint, not retrained.
+  assert _run(*args, '--knn_k=5', '--nofigures').returncode == 0
+  assert json.loads((seed_dir / 'eval.json').read_text())['evaluation']['knn_k'] == 5
+  assert (seed_dir / 'metrics.jsonl').read_text() == trained
 
 
 def test_moco_bad_flags(tmp_path):

@@ -42,8 +42,8 @@ def prepare_workdir(workdir: Optional[str], method: str, dataset: str, config: D
 # evaluation of the codes (a finished run can be re-evaluated from its last checkpoint without training).
 _EVALUATION_SETTINGS = ('cluster_method', 'cluster_options', 'manifold', 'manifold_neighbors', 'n_clusters',
                         'knn_k')
-_NOT_RUN_DEFINING = ('seeds', 'results_dir', 'results_name', 'progress', 'log_every', 'eval_every',
-                     'checkpoint_every', 'keep_checkpoints') + _EVALUATION_SETTINGS
+_NOT_RUN_DEFINING = ('seeds', 'results_dir', 'results_name', 'progress', 'figures', 'log_every',
+                     'eval_every', 'checkpoint_every', 'keep_checkpoints') + _EVALUATION_SETTINGS
 
 
 def check_resumable(workdir: Optional[str], method: str, dataset: str, config: Dict[str, Any]):
@@ -207,6 +207,7 @@ class LearnedRunConfig:
   results_dir: Optional[str] = None
   results_name: Optional[str] = None  # default <method>_<dataset>
   progress: bool = True
+  figures: bool = True  # t-SNE of the codes and the method's own figures, once per workdir
 
   def loop_config(self, seed: int):
     from unsupervised_jax.training import loop
@@ -324,7 +325,7 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
     seed_walls.append(train_s + time.perf_counter() - start)
     results.write_json(finished, {'scores': scores, 'wall_s': seed_walls[-1], 'train_s': train_s,
                                   'evaluation': evaluation_settings})  # before the slow figures
-    if seed == config.seeds[0] and not (workdir / 'tsne.png').is_file():
+    if config.figures and seed == config.seeds[0] and not (workdir / 'tsne.png').is_file():
       evaluation.tsne_figure(cluster_codes, cluster_labels, workdir / 'tsne.png',
                              title=f'{config.method} codes, {dataset_label(config.dataset)} (t-SNE)')
       if hasattr(learner, 'figures'):
@@ -352,16 +353,16 @@ def run_ablation(cells: Sequence[Tuple[Dict[str, Any], LearnedRunConfig, Any]], 
                  title: str) -> pathlib.Path:
   """Runs :func:`run_learned` for each ``(settings, config, make_learner)`` and tabulates them.
 
-  Cells already finished (their ``metrics.json`` exists) are read, not rerun,
-  so an interrupted grid resumes. Writes ``<out_dir>/ablation.json`` (settings
-  and the record of every cell) and ``ablation.md`` (mean ± std per metric).
+  Each cell reuses what :func:`run_learned` reuses: seeds already evaluated
+  alike are read, seeds trained but evaluated otherwise are re-evaluated from
+  their last checkpoint, so an interrupted grid resumes and cells may be
+  trained and evaluated by separate processes. Writes
+  ``<out_dir>/ablation.json`` (settings and the record of every cell) and
+  ``ablation.md`` (mean ± std per metric).
   """
   out_dir = pathlib.Path(out_dir)
-  rows = []
-  for settings, config, make_learner in cells:
-    done = pathlib.Path(config.workdir) / 'metrics.json'
-    record = json.loads(done.read_text()) if done.is_file() else run_learned(config, make_learner)
-    rows.append({'settings': settings, 'record': record})
+  rows = [{'settings': settings, 'record': run_learned(config, make_learner)}
+          for settings, config, make_learner in cells]
   results.write_json(out_dir / 'ablation.json', {'title': title, 'command': results.command(),
                                                  'git_commit': results.git_commit(), 'cells': rows})
   names = list(rows[0]['settings'])
