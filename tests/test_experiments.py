@@ -100,6 +100,7 @@ def test_moco_ablation_runs_the_grid_and_reuses_finished_cells_or_reevaluates(tm
   assert [c['settings']['momentum'] for c in table['cells']] == [0.9, 0.99]
   assert all(c['settings']['queue_keys'] == 64 for c in table['cells'])
   assert (tmp_path / 'grid' / 'ablation.md').read_text().count('\n| 2 | 64 |') == 2
+  assert table['reference']['acc'] == 0.969 and 'acc 0.969' in (tmp_path / 'grid' / 'ablation.md').read_text()
   seed_dir = tmp_path / 'grid' / 'queue2_momentum0.9' / 'seed_0'
   stamp, trained = (seed_dir / 'eval.json').stat().st_mtime, (seed_dir / 'metrics.jsonl').read_text()
   assert _run(*args).returncode == 0

@@ -350,7 +350,7 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
 
 
 def run_ablation(cells: Sequence[Tuple[Dict[str, Any], LearnedRunConfig, Any]], out_dir,
-                 title: str) -> pathlib.Path:
+                 title: str, reference: Optional[Dict[str, Any]] = None) -> pathlib.Path:
   """Runs :func:`run_learned` for each ``(settings, config, make_learner)`` and tabulates them.
 
   Each cell reuses what :func:`run_learned` reuses: seeds already evaluated
@@ -358,13 +358,15 @@ def run_ablation(cells: Sequence[Tuple[Dict[str, Any], LearnedRunConfig, Any]], 
   their last checkpoint, so an interrupted grid resumes and cells may be
   trained and evaluated by separate processes. Writes
   ``<out_dir>/ablation.json`` (settings and the record of every cell) and
-  ``ablation.md`` (mean ± std per metric).
+  ``ablation.md`` (mean ± std per metric), with ``reference`` (published
+  numbers to compare against: ``{'source': str, <metric>: value}``) under the table.
   """
   out_dir = pathlib.Path(out_dir)
   rows = [{'settings': settings, 'record': run_learned(config, make_learner)}
           for settings, config, make_learner in cells]
   results.write_json(out_dir / 'ablation.json', {'title': title, 'command': results.command(),
-                                                 'git_commit': results.git_commit(), 'cells': rows})
+                                                 'git_commit': results.git_commit(), 'reference': reference,
+                                                 'cells': rows})
   names = list(rows[0]['settings'])
   metric_names = list(rows[0]['record']['metrics'])
   lines = [f'# {title}', '', '| ' + ' | '.join(names + metric_names) + ' |',
@@ -373,6 +375,9 @@ def run_ablation(cells: Sequence[Tuple[Dict[str, Any], LearnedRunConfig, Any]], 
     m = row['record']['metrics']
     lines.append('| ' + ' | '.join([str(row['settings'][n]) for n in names] +
                                    [f'{m[k]["mean"]:.4f} ± {m[k]["std"]:.4f}' for k in metric_names]) + ' |')
+  if reference:
+    lines += ['', f'Reference ({reference["source"]}): ' + ', '.join(
+        f'{k} {v}' for k, v in reference.items() if k != 'source') + '.']
   path = out_dir / 'ablation.md'
   path.write_text('\n'.join(lines) + '\n')
   print('\n'.join(lines))
