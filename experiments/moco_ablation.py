@@ -5,7 +5,8 @@
 "Queue length" is read as a number of *batches* of keys (K = L x batch size): the poster's lengths
 {16, 32, 64, 128} are shorter than one batch of 256 keys if read as keys, and MoCo's own default,
 65,536 keys, is 256 batches of 256. Every other flag is the MoCo entry point's. Writes
-``<workdir>/ablation.{md,json}`` and one run directory per cell (cells already run are reused).
+``<workdir>/ablation.{md,json}`` and one run directory per cell (cells already run are reused), and
+the table to ``<results_dir>/<results_name or moco_ablation>.json``.
 """
 import dataclasses
 import itertools
@@ -40,7 +41,10 @@ def main(argv):
     run = dataclasses.replace(base, workdir=f'{out_dir}/queue{length}_momentum{momentum}', results_dir=None)
     make = lambda shape, config=config: moco.MoCo(config, shape, FLAGS.batch_size)
     cells.append(({'queue_batches': length, 'queue_keys': config.queue_size, 'momentum': momentum}, run, make))
-  experiment.run_ablation(cells, out_dir, 'MoCo queue length x momentum', reference=POSTER)
+  results_path = (f'{FLAGS.results_dir}/{FLAGS.results_name or "moco_ablation"}.json' if FLAGS.results_dir
+                  else None)
+  experiment.run_ablation(cells, out_dir, 'MoCo queue length x momentum', reference=POSTER,
+                          results_path=results_path)
 
 
 if __name__ == '__main__':

@@ -57,12 +57,32 @@ def test_results_schema_helpers():
     results.method_record('dec', 'digits', 'p', [0], [{'acc': 0.5}], 1.0)
 
 
+def test_results_table_lists_runs_benchmarks_and_ablation_cells(tmp_path):
+  run = results.method_record('moco', 'mnist', 'p', [0, 1], [{'acc': 0.9, 'nmi': 0.8, 'ari': 0.7}] * 2, 12.0)
+  results.write_json(tmp_path / 'moco_mnist.json', run)
+  results.write_json(tmp_path / 'moco_step.json', results.benchmark_record(
+      'moco_step', {'images_per_s': 300.0}, {'images_per_s': 200.0}, 'images_per_s'))
+  results.write_json(tmp_path / 'moco_ablation.json', {
+      'title': 'grid', 'command': 'c', 'git_commit': 'x', 'reference': {'source': 's', 'acc': 0.969},
+      'cells': [{'settings': {'queue': q}, 'record': run} for q in (16, 32)]})
+  table = results.markdown_table(tmp_path)
+  assert table.count('| `moco_mnist` | moco | mnist | 0.900 ± 0.000 |') == 1
+  assert '| moco_step | 300 img/s | 200 img/s | 1.50x |' in table
+  assert '| 16 | 0.900 ± 0.000 | 0.800 ± 0.000 | 0.700 ± 0.000 |  |  | 2 |' in table
+  assert '| 32 |' in table and 'Reference (s): acc 0.969.' in table
+
+
 @pytest.mark.parametrize('name', sorted(p.name for p in (ROOT / 'results').glob('*.json')))
 def test_committed_results_follow_the_schema(name):
   record = json.loads((ROOT / 'results' / name).read_text())
   if 'benchmark' in record:
     assert record['benchmark'] in results.BENCHMARKS
     assert record['speedup'] > 0 and 'ours' in record and 'reference' in record
+  elif 'cells' in record:
+    assert record['cells'] and 'command' in record and 'git_commit' in record
+    for cell in record['cells']:
+      assert cell['settings']
+      _check_record(cell['record'], cell['record']['method'], cell['record']['dataset'], cell['record']['seeds'])
   else:
     _check_record(record, record['method'], record['dataset'], record['seeds'])
 
@@ -93,10 +113,12 @@ def test_autoencoder_quick_start_on_digits(tmp_path):
 def test_moco_ablation_runs_the_grid_and_reuses_finished_cells_or_reevaluates(tmp_path):
   args = ('experiments.moco_ablation', '--dataset=digits', '--num_steps=20', '--batch_size=32',
           '--queue_batches=2', '--momenta=0.9,0.99', '--seeds=0', '--cluster_method=kmeans', '--knn_k=20',
-          f'--workdir={tmp_path / "grid"}', '--log_every=10', '--checkpoint_every=20')
+          f'--workdir={tmp_path / "grid"}', '--log_every=10', '--checkpoint_every=20',
+          f'--results_dir={tmp_path / "results"}')
   proc = _run(*args)
   assert proc.returncode == 0, proc.stderr[-3000:]
   table = json.loads((tmp_path / 'grid' / 'ablation.json').read_text())
+  assert json.loads((tmp_path / 'results' / 'moco_ablation.json').read_text()) == table
   assert [c['settings']['momentum'] for c in table['cells']] == [0.9, 0.99]
   assert all(c['settings']['queue_keys'] == 64 for c in table['cells'])
   assert (tmp_path / 'grid' / 'ablation.md').read_text().count('\n| 2 | 64 |') == 2

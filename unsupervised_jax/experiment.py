@@ -350,7 +350,8 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
 
 
 def run_ablation(cells: Sequence[Tuple[Dict[str, Any], LearnedRunConfig, Any]], out_dir,
-                 title: str, reference: Optional[Dict[str, Any]] = None) -> pathlib.Path:
+                 title: str, reference: Optional[Dict[str, Any]] = None,
+                 results_path: Optional[str] = None) -> pathlib.Path:
   """Runs :func:`run_learned` for each ``(settings, config, make_learner)`` and tabulates them.
 
   Each cell reuses what :func:`run_learned` reuses: seeds already evaluated
@@ -359,14 +360,17 @@ def run_ablation(cells: Sequence[Tuple[Dict[str, Any], LearnedRunConfig, Any]], 
   trained and evaluated by separate processes. Writes
   ``<out_dir>/ablation.json`` (settings and the record of every cell) and
   ``ablation.md`` (mean ± std per metric), with ``reference`` (published
-  numbers to compare against: ``{'source': str, <metric>: value}``) under the table.
+  numbers to compare against: ``{'source': str, <metric>: value}``) under the table;
+  the JSON also to ``results_path`` when given (the ablation form of the results schema).
   """
   out_dir = pathlib.Path(out_dir)
   rows = [{'settings': settings, 'record': run_learned(config, make_learner)}
           for settings, config, make_learner in cells]
-  results.write_json(out_dir / 'ablation.json', {'title': title, 'command': results.command(),
-                                                 'git_commit': results.git_commit(), 'reference': reference,
-                                                 'cells': rows})
+  table = {'title': title, 'command': results.command(), 'git_commit': results.git_commit(),
+           'reference': reference, 'cells': rows}
+  results.write_json(out_dir / 'ablation.json', table)
+  if results_path:
+    print(f'wrote {results.write_json(results_path, table)}')
   names = list(rows[0]['settings'])
   metric_names = list(rows[0]['record']['metrics'])
   lines = [f'# {title}', '', '| ' + ' | '.join(names + metric_names) + ' |',

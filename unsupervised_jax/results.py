@@ -5,6 +5,10 @@ Method runs::
   {"method", "dataset", "protocol", "command", "git_commit", "machine",
    "wall_time_s", "seeds", "metrics": {name: {"mean", "std", "per_seed"}}, ...}
 
+Ablations (one method run per cell of a grid)::
+
+  {"title", "command", "git_commit", "reference", "cells": [{"settings": {...}, "record": <method run>}]}
+
 Benchmarks::
 
   {"benchmark", "command", "git_commit", "machine", "ours", "reference", "speedup"}
@@ -120,7 +124,7 @@ def write_json(path, record: Mapping[str, Any]) -> pathlib.Path:
 
 
 def markdown_table(directory) -> str:
-  """The method runs and benchmarks in ``directory`` as two markdown tables."""
+  """The method runs and benchmarks in ``directory`` as two markdown tables, then one per ablation."""
   records = [dict(json.loads(p.read_text()), record=p.stem) for p in sorted(pathlib.Path(directory).glob('*.json'))]
   fmt = lambda m: f'{m["mean"]:.3f} ± {m["std"]:.3f}' if m else ''
   lines = ['| record | method | dataset | ACC | NMI | ARI | kNN | linear | seeds | wall (s) | command |',
@@ -142,6 +146,20 @@ def markdown_table(directory) -> str:
     if 'benchmark' in r:
       lines.append(f'| {r["benchmark"]} | {speed(r["ours"])} | {speed(r["reference"])} | {r["speedup"]:.2f}x | '
                    f'`{r["command"]}` |')
+  for r in records:
+    if 'cells' in r:
+      settings = list(r['cells'][0]['settings'])
+      lines += ['', f'`{r["record"]}`: {r["title"]} (`{r["command"]}`)', '',
+                '| ' + ' | '.join(settings) + ' | ACC | NMI | ARI | kNN | linear | seeds |',
+                '|' + ' --- |' * (len(settings) + 6)]
+      for cell in r['cells']:
+        m = cell['record']['metrics']
+        lines.append('| ' + ' | '.join(str(cell['settings'][k]) for k in settings) + ' | ' + ' | '.join(
+            fmt(m.get(k)) for k in ('acc', 'nmi', 'ari', 'knn_acc', 'linear_acc')) +
+                     f' | {len(cell["record"]["seeds"])} |')
+      if r.get('reference'):
+        lines += ['', f'Reference ({r["reference"]["source"]}): ' + ', '.join(
+            f'{k} {v}' for k, v in r['reference'].items() if k != 'source') + '.']
   return '\n'.join(lines)
 
 
