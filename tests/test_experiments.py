@@ -180,3 +180,15 @@ def test_seeds_run_apart_combine_into_one_record_and_other_settings_are_refused(
   redone = json.loads((tmp_path / 'run' / 'seed_0' / 'eval.json').read_text())
   assert redone['evaluation']['cluster_method'] == 'gmm' and redone['scores']['knn_acc'] == per_seed[0]['scores']['knn_acc']
   assert redone['train_s'] >= per_seed[0]['train_s']
+
+
+def test_a_copied_workdir_resumes_but_other_settings_are_refused(tmp_path):
+  from unsupervised_jax import experiment
+  config = {'method': 'moco', 'workdir': str(tmp_path / 'gpu_run'), 'data_dir': '/elsewhere', 'num_steps': 50,
+            'method_config': {'momentum': 0.99}}
+  copy = tmp_path / 'copy'  # e.g. fetched from a GPU machine, the data read from another folder
+  copy.mkdir()
+  (copy / 'config.json').write_text(json.dumps(config))
+  experiment.check_resumable(str(copy), 'moco', 'mnist', dict(config, workdir=str(copy), data_dir='data'))
+  with pytest.raises(ValueError, match=r'other settings \(method_config\)'):
+    experiment.check_resumable(str(copy), 'moco', 'mnist', dict(config, method_config={'momentum': 0.9}))

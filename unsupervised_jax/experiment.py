@@ -38,11 +38,12 @@ def prepare_workdir(workdir: Optional[str], method: str, dataset: str, config: D
   return path
 
 
-# Settings that may differ between processes sharing one workdir: seeds run apart, reporting, and the
-# evaluation of the codes (a finished run can be re-evaluated from its last checkpoint without training).
+# Settings that may differ between processes sharing one workdir: seeds run apart, reporting, where the
+# run and the data live (a workdir copied from another machine resumes), and the evaluation of the codes
+# (a finished run can be re-evaluated from its last checkpoint without training).
 _EVALUATION_SETTINGS = ('cluster_method', 'cluster_options', 'manifold', 'manifold_neighbors', 'n_clusters',
                         'knn_k')
-_NOT_RUN_DEFINING = ('seeds', 'results_dir', 'results_name', 'progress', 'figures', 'log_every',
+_NOT_RUN_DEFINING = ('workdir', 'data_dir', 'seeds', 'results_dir', 'results_name', 'progress', 'figures', 'log_every',
                      'eval_every', 'checkpoint_every', 'keep_checkpoints') + _EVALUATION_SETTINGS
 
 
