@@ -19,6 +19,10 @@ flags.DEFINE_enum('manifold', 'none', ['none', 'umap'], "Manifold step on the co
 flags.DEFINE_integer('manifold_neighbors', 20, 'UMAP neighbours.')
 flags.DEFINE_integer('n_clusters', 0, 'Clusters; 0 = number of classes.')
 flags.DEFINE_integer('knn_k', 200, 'Neighbours of the kNN accuracy.')
+flags.DEFINE_integer('self_label_steps', 0, 'Refine the clustering by self-labelling (fine-tune the encoder with a '
+                     'cluster head on the confident pseudo-labels) for this many steps; 0 = off.')
+flags.DEFINE_float('self_label_fraction', 0.5, 'Share of each cluster kept as pseudo-labels, most confident first.')
+flags.DEFINE_integer('self_label_neighbors', 20, 'Nearest neighbours (in code space) whose clusters vote for confidence.')
 flags.DEFINE_bool('figures', True, 'Write the t-SNE of the codes and the method figures (--nofigures: skip).')
 FLAGS = flags.FLAGS
 
@@ -38,4 +42,5 @@ def run_config(method: str) -> experiment.LearnedRunConfig:
       cluster_method=FLAGS.cluster_method, cluster_options=options, manifold=FLAGS.manifold,
       manifold_neighbors=FLAGS.manifold_neighbors, n_clusters=FLAGS.n_clusters,
       knn_k=FLAGS.knn_k, workdir=FLAGS.workdir, results_dir=FLAGS.results_dir,
-      results_name=FLAGS.results_name, figures=FLAGS.figures)
+      results_name=FLAGS.results_name, figures=FLAGS.figures, self_label_steps=FLAGS.self_label_steps,
+      self_label_fraction=FLAGS.self_label_fraction, self_label_neighbors=FLAGS.self_label_neighbors)

@@ -133,6 +133,28 @@ def test_moco_ablation_runs_the_grid_and_reuses_finished_cells_or_reevaluates(tm
   assert (seed_dir / 'metrics.jsonl').read_text() == trained
 
 
+def test_moco_with_self_labelling_records_both_clusterings_and_refines_without_retraining(tmp_path):
+  args = ('experiments.moco', '--dataset=digits', '--num_steps=40', '--batch_size=64', '--queue_size=256',
+          '--seeds=0', '--cluster_method=kmeans', '--knn_k=20', '--log_every=20', '--checkpoint_every=40',
+          '--nofigures', f'--workdir={tmp_path / "run"}', f'--results_dir={tmp_path / "results"}')
+  assert _run(*args).returncode == 0
+  seed_dir = tmp_path / 'run' / 'seed_0'
+  trained = (seed_dir / 'metrics.jsonl').read_text()
+  proc = _run(*args, '--self_label_steps=30')  # a finished run refined: MoCo is not trained again
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert (seed_dir / 'metrics.jsonl').read_text() == trained
+  record = json.loads((tmp_path / 'results' / 'moco_digits.json').read_text())
+  assert 'refined by self-labelling (30 steps' in record['protocol']
+  for name in ('acc', 'codes_acc', 'pseudo_label_acc'):
+    assert 0 < record['metrics'][name]['mean'] <= 1
+  assert len((seed_dir / 'self_label' / 'metrics.jsonl').read_text().splitlines()) == 2
+  for flag, match in (('--self_label_fraction=0', 'confident_fraction must be in (0, 1]'),
+                      ('--self_label_neighbors=0', 'self-label neighbors must be >= 1'),
+                      ('--self_label_steps=-1', 'self_label_steps must be >= 0')):
+    proc = _run(*args, '--self_label_steps=5', flag)
+    assert proc.returncode != 0 and match in proc.stderr
+
+
 def test_moco_bad_flags(tmp_path):
   for flag, match in (('--queue_size=100', 'multiple of the global batch'), ('--temperature=0', 'temperature'),
                       ('--momentum=1', 'momentum')):

@@ -167,6 +167,22 @@ def test_sample_batch_is_independent_of_device_split():
   assert len(set(a.tolist())) > 4  # actually random indices
 
 
+def test_sample_batch_indexes_every_array_of_a_pytree_data_set_alike():
+  images = jnp.arange(100, dtype=jnp.uint8).reshape(100, 1, 1, 1)
+  dataset = {'images': images, 'labels': jnp.arange(100, dtype=jnp.int32) * 3}
+  mesh = parallel.make_mesh(1)
+  spec = jax.sharding.PartitionSpec()
+  fn = jax.jit(jax.shard_map(lambda d, k: parallel.sample_batch(d, k, jnp.int32(3), 8)[0], mesh=mesh,
+                             in_specs=(spec, spec), out_specs=spec, check_vma=False))
+  batch = fn(dataset, jax.random.key(0))
+  np.testing.assert_array_equal(np.asarray(batch['labels']), np.asarray(batch['images']).ravel().astype(np.int32) * 3)
+  single = jax.jit(jax.shard_map(lambda im, k: parallel.sample_batch(im, k, jnp.int32(3), 8)[0], mesh=mesh,
+                                 in_specs=(spec, spec), out_specs=spec, check_vma=False))
+  np.testing.assert_array_equal(np.asarray(single(images, jax.random.key(0))), np.asarray(batch['images']))
+  with pytest.raises(ValueError, match='same number of examples'):
+    parallel.num_examples({'images': images, 'labels': jnp.zeros(99)})
+
+
 @flax.struct.dataclass
 class _CountingState:
   step: jax.Array

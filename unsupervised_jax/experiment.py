@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import shutil
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -42,7 +43,7 @@ def prepare_workdir(workdir: Optional[str], method: str, dataset: str, config: D
 # run and the data live (a workdir copied from another machine resumes), and the evaluation of the codes
 # (a finished run can be re-evaluated from its last checkpoint without training).
 _EVALUATION_SETTINGS = ('cluster_method', 'cluster_options', 'manifold', 'manifold_neighbors', 'n_clusters',
-                        'knn_k')
+                        'knn_k', 'self_label_steps', 'self_label_fraction', 'self_label_neighbors')
 _NOT_RUN_DEFINING = ('workdir', 'data_dir', 'seeds', 'results_dir', 'results_name', 'progress', 'figures', 'log_every',
                      'eval_every', 'checkpoint_every', 'keep_checkpoints') + _EVALUATION_SETTINGS
 
@@ -209,6 +210,10 @@ class LearnedRunConfig:
   results_name: Optional[str] = None  # default <method>_<dataset>
   progress: bool = True
   figures: bool = True  # t-SNE of the codes and the method's own figures, once per workdir
+  # > 0: refine the clustering of the codes by self-labelling (methods.self_label) for this many steps
+  self_label_steps: int = 0
+  self_label_fraction: float = 0.5
+  self_label_neighbors: int = 20
 
   def loop_config(self, seed: int):
     from unsupervised_jax.training import loop
@@ -216,6 +221,11 @@ class LearnedRunConfig:
                            log_every=self.log_every, eval_every=self.eval_every,
                            checkpoint_every=self.checkpoint_every, keep_checkpoints=self.keep_checkpoints,
                            num_devices=self.num_devices, progress=self.progress)
+
+  def self_label_config(self):
+    from unsupervised_jax.methods import self_label
+    return self_label.SelfLabelConfig(num_steps=self.self_label_steps, confident_fraction=self.self_label_fraction,
+                                      neighbors=self.self_label_neighbors)
 
   def validate(self):
     if self.protocol not in PROTOCOLS:
@@ -229,13 +239,20 @@ class LearnedRunConfig:
     if not self.dataset.endswith('.npz'):
       data.info(self.dataset)
     self.loop_config(0).validate()
+    if self.self_label_steps < 0:
+      raise ValueError(f'self_label_steps must be >= 0, got {self.self_label_steps}.')
+    if self.self_label_steps:
+      self.self_label_config().validate()
     from unsupervised_jax.training import parallel
     parallel.check_batch_size(self.batch_size, parallel.make_mesh(self.num_devices))
 
 
 def evaluate_codes(fit_codes, fit_labels, test_codes, test_labels, n_clusters, config: LearnedRunConfig,
-                   seed: int, cluster_codes=None, cluster_labels=None) -> Dict[str, float]:
-  """ACC/NMI/ARI of clustering the codes, kNN and linear-probe accuracy (train -> test)."""
+                   seed: int, cluster_codes=None, cluster_labels=None) -> Tuple[Dict[str, float], evaluation.ClusteringOutcome]:
+  """ACC/NMI/ARI of clustering the codes, kNN and linear-probe accuracy (train -> test).
+
+  Returns the scores and the clustering (its ``model.labels`` are the clusters of ``cluster_codes``).
+  """
   if cluster_codes is None:
     cluster_codes, cluster_labels = fit_codes, fit_labels
   eval_codes = None if config.protocol == 'all' else test_codes
@@ -250,6 +267,55 @@ def evaluate_codes(fit_codes, fit_labels, test_codes, test_labels, n_clusters, c
   scores = dict(outcome.scores)
   scores['knn_acc'] = evaluation.knn_accuracy(fit_codes, fit_labels, test_codes, test_labels, k=config.knn_k)
   scores['linear_acc'] = evaluation.linear_probe_accuracy(fit_codes, fit_labels, test_codes, test_labels)
+  return scores, outcome
+
+
+def self_label_scores(learner, params, images, labels, codes, assignments, score_images, score_labels, n_clusters,
+                      config: LearnedRunConfig, seed: int, workdir) -> Dict[str, float]:
+  """Refines a clustering by self-labelling (:mod:`unsupervised_jax.methods.self_label`) and scores it.
+
+  Args:
+    learner: the trained method; gives the encoder (``model``, ``features``) and the augmentation (``view``).
+    params: its trained parameters.
+    images: ``[N, H, W, C]`` uint8, the clustered images; ``labels [N]`` their classes (for the
+      pseudo-label diagnostic only), ``codes [N, D]`` their codes and ``assignments [N]`` their clusters.
+    score_images, score_labels: the images whose refined clusters are scored, and their classes.
+    workdir: the fine-tuning's checkpoints and metrics (cleared when it holds other settings).
+
+  Returns:
+    ``acc``, ``nmi``, ``ari`` of the refined clusters and ``pseudo_label_acc``, the share of the
+    confident examples whose cluster is their class under the matching of all clusters.
+  """
+  from unsupervised_jax.methods import self_label
+  from unsupervised_jax.training import loop
+  from unsupervised_jax.training import parallel
+
+  if not (hasattr(learner, 'model') and hasattr(learner, 'view')):
+    raise ValueError(f'self-labelling needs a method with an encoder and augmentations; {config.method} has none.')
+  sl_config = config.self_label_config()
+  assignments = np.asarray(assignments, np.int32)
+  confidence = self_label.neighbour_agreement(codes, assignments, sl_config.neighbors)
+  chosen = self_label.select_confident(assignments, confidence, sl_config.confident_fraction)
+  workdir = pathlib.Path(workdir)
+  settings = json.loads(json.dumps(dict(dataclasses.asdict(sl_config), examples=len(chosen)), default=str))
+  settings_path = workdir / 'settings.json'
+  if settings_path.is_file() and json.loads(settings_path.read_text()) != settings:
+    shutil.rmtree(workdir)  # fine-tuned for another clustering or settings: not resumable
+  workdir.mkdir(parents=True, exist_ok=True)
+  settings_path.write_text(json.dumps(settings, indent=2) + '\n')
+
+  refiner = self_label.SelfLabel(sl_config, learner.model, params, images.shape[1:], n_clusters, learner.view)
+  loop_config = dataclasses.replace(config.loop_config(seed), num_steps=sl_config.num_steps,
+                                    checkpoint_every=min(config.checkpoint_every, sl_config.num_steps), eval_every=0)
+  state = loop.train(refiner.method(), refiner.init(jax.random.key(seed)),
+                     {'images': images[chosen], 'labels': assignments[chosen]}, loop_config, workdir)
+  mesh = parallel.make_mesh(config.num_devices)
+  predict = parallel.data_parallel_map(refiner.predict, mesh, batch_size=max(1, 1024 // mesh.size))
+  scores = metrics.clustering_scores(np.asarray(score_labels), np.asarray(predict(state.params, score_images)))
+  # Purity of the pseudo-labels, a diagnostic: clusters matched to classes on all the clustered images.
+  labels = np.asarray(labels)
+  mapping = metrics.match_clusters(labels, assignments)
+  scores['pseudo_label_acc'] = float(np.mean([mapping.get(a, -1) == y for a, y in zip(assignments[chosen], labels[chosen])]))
   return scores
 
 
@@ -319,8 +385,16 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
     if config.protocol == 'all':
       cluster_codes = np.concatenate([fit_codes, test_codes])
       cluster_labels = np.concatenate([train_split.labels, test_split.labels])
-    scores = evaluate_codes(fit_codes, train_split.labels, test_codes, test_split.labels, n_clusters, config,
-                            seed, cluster_codes, cluster_labels)
+    scores, outcome = evaluate_codes(fit_codes, train_split.labels, test_codes, test_split.labels, n_clusters,
+                                     config, seed, cluster_codes, cluster_labels)
+    if config.self_label_steps:
+      cluster_images = train_images  # the images of cluster_codes, in the same order
+      score_images, score_labels = ((cluster_images, cluster_labels) if config.protocol == 'all'
+                                    else (test_split.images, test_split.labels))
+      refined = self_label_scores(learner, params, cluster_images, cluster_labels, cluster_codes,
+                                  outcome.model.labels, score_images, score_labels, n_clusters, config, seed,
+                                  seed_dir / 'self_label')
+      scores = dict(scores, **refined, **{f'codes_{k}': scores[k] for k in ('acc', 'nmi', 'ari')})
     print(f'seed {seed}: ' + '  '.join(f'{k} {v:.4f}' for k, v in scores.items()), flush=True)
     per_seed.append(scores)
     seed_walls.append(train_s + time.perf_counter() - start)
@@ -337,7 +411,9 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
               f'{"train+test" if config.protocol == "all" else "train"}; {config.cluster_method} '
               f'(K={n_clusters}, {json.dumps(config.cluster_options, sort_keys=True)}) on the '
               f'{"UMAP(%d neighbours, min_dist 0, %d dims) of the " % (config.manifold_neighbors, n_clusters) if config.manifold == "umap" else ""}codes of '
-              f'{"train+test" if config.protocol == "all" else "train, scored on test"}; kNN (cosine, '
+              f'{"train+test" if config.protocol == "all" else "train, scored on test"}'
+              f'{"; refined by self-labelling (%d steps on the %g most confident of each cluster by %d-NN agreement)" % (config.self_label_steps, config.self_label_fraction, config.self_label_neighbors) if config.self_label_steps else ""}'
+              f'; kNN (cosine, '
               f'k={config.knn_k}) and linear probe train -> test')
   record = results.method_record(config.method, dataset_label(config.dataset), protocol, config.seeds, per_seed,
                                  wall, config=full_config)

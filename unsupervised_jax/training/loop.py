@@ -36,7 +36,8 @@ class Method(NamedTuple):
 
   Attributes:
     train_step: per-device ``(state, images [B_local, H, W, C] uint8,
-      example_keys [B_local]) -> (state, metrics)``; averages its gradients
+      example_keys [B_local]) -> (state, metrics)`` (``images`` is a pytree of
+      batches when the data set is a pytree); averages its gradients
       with ``lax.pmean(..., 'batch')``. ``state`` is a ``flax.struct``
       dataclass with an int32 ``step`` field (incremented by the trainer).
     epoch_end: optional ``(state, images [N, H, W, C], key) -> state``, run
@@ -93,7 +94,9 @@ def train(method: Method, state: Any, images: np.ndarray, config: LoopConfig, wo
   Args:
     method: the method's per-device step (and optional epoch-end update).
     state: freshly initialised train state (used as is when nothing to resume).
-    images: ``[N, H, W, C]`` uint8 data set, put on every device once.
+    images: ``[N, H, W, C]`` uint8 data set, put on every device once; or a
+      pytree of per-example ``[N, ...]`` arrays (the step then gets the same
+      pytree of batches).
     config: loop settings.
     workdir: checkpoints and ``metrics.jsonl`` go here.
     evaluate: ``state -> {name: value}``, run every ``eval_every`` steps and at the end.
@@ -120,7 +123,8 @@ def train(method: Method, state: Any, images: np.ndarray, config: LoopConfig, wo
   writer = MetricsWriter(workdir)
   if start >= config.num_steps:
     return state
-  images = parallel.replicate(np.asarray(images), mesh)
+  parallel.num_examples(images)  # one N for every array, checked before compiling
+  images = parallel.replicate(jax.tree.map(np.asarray, images), mesh)
   key = jax.random.key(config.seed)
   epoch_key = jax.random.split(key)[1]  # a stream apart from the steps' fold_in(key, step)
   step_fn = parallel.data_parallel_step(method.train_step, mesh, config.batch_size)

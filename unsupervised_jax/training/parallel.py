@@ -10,7 +10,9 @@ CPU, eight GPUs or a TPU slice.
 Batches are drawn inside the compiled step: the data set is replicated on
 every device (MNIST is 55 MB as uint8), and example ``g`` of the global batch
 at step ``s`` is ``images[randint(fold_in(fold_in(key, s), g))]`` (sampling with
-replacement), with its augmentation key ``fold_in(..., g)`` as well. Neither
+replacement), with its augmentation key ``fold_in(..., g)`` as well. The data
+set may be a pytree of per-example arrays (images and pseudo-labels, say);
+every leaf is indexed alike. Neither
 depends on how the batch is split, so a run gives the same result on 1 or 8
 devices up to the order of floating-point reductions.
 """
@@ -26,7 +28,8 @@ from jax.sharding import PartitionSpec as P
 
 AXIS = 'batch'
 
-# (state, images [B_local, H, W, C] uint8, example_keys [B_local]) -> (state, metrics)
+# (state, images [B_local, H, W, C] uint8 (or a pytree of such per-example arrays), example_keys [B_local])
+#   -> (state, metrics)
 StepFn = Callable[[Any, jax.Array, jax.Array], Tuple[Any, Dict[str, jax.Array]]]
 
 
@@ -61,29 +64,38 @@ def tree_all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def sample_batch(images: jax.Array, key: jax.Array, step: jax.Array, global_batch: int
-                 ) -> Tuple[jax.Array, jax.Array]:
+def num_examples(dataset) -> int:
+  """N of a data set given as one ``[N, ...]`` array or a pytree of them (all the same N)."""
+  sizes = {leaf.shape[0] for leaf in jax.tree.leaves(dataset)}
+  if len(sizes) != 1:
+    raise ValueError(f'every array of the data set must have the same number of examples, got {sorted(sizes)}.')
+  return sizes.pop()
+
+
+def sample_batch(images, key: jax.Array, step: jax.Array, global_batch: int) -> Tuple[Any, jax.Array]:
   """This device's examples of the global batch at ``step`` and their augmentation keys.
 
-  Must run inside ``shard_map`` over :data:`AXIS`.
+  Must run inside ``shard_map`` over :data:`AXIS`. ``images`` is ``[N, ...]``
+  or a pytree of such arrays, indexed alike.
 
   Returns:
-    ``(images [B_local, ...], example_keys [B_local])``.
+    ``(images [B_local, ...] (same pytree), example_keys [B_local])``.
   """
   per_device = global_batch // jax.lax.axis_size(AXIS)
   positions = jax.lax.axis_index(AXIS) * per_device + jnp.arange(per_device)  # in the global batch
   step_key = jax.random.fold_in(key, step)
   example_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, positions)
   index_keys, augment_keys = jax.vmap(jax.random.split, out_axes=1)(example_keys)
-  indices = jax.vmap(lambda k: jax.random.randint(k, (), 0, images.shape[0]))(index_keys)
-  return images[indices], augment_keys
+  n = num_examples(images)
+  indices = jax.vmap(lambda k: jax.random.randint(k, (), 0, n))(index_keys)
+  return jax.tree.map(lambda leaf: leaf[indices], images), augment_keys
 
 
 def data_parallel_step(step_fn: StepFn, mesh: jax.sharding.Mesh, global_batch: int):
   """Compiles one training step over ``mesh``.
 
   Returns ``train_step(state, images, key) -> (state, metrics)`` where
-  ``images [N, H, W, C]`` is the replicated data set and ``key`` the run's
+  ``images [N, H, W, C]`` (or a pytree of per-example arrays) is the replicated data set and ``key`` the run's
   base PRNG key. Per device it draws its batch (:func:`sample_batch`), calls
   ``step_fn``, averages the metrics over devices, and keeps the old state when
   any metric is non-finite (``metrics['finite']`` is then False), so a NaN
