@@ -23,6 +23,8 @@ flags.DEFINE_integer('self_label_steps', 0, 'Refine the clustering by self-label
                      'cluster head on the confident pseudo-labels) for this many steps; 0 = off.')
 flags.DEFINE_float('self_label_fraction', 0.5, 'Share of each cluster kept as pseudo-labels, most confident first.')
 flags.DEFINE_integer('self_label_neighbors', 20, 'Nearest neighbours (in code space) whose clusters vote for confidence.')
+flags.DEFINE_float('self_label_threshold', 0.0, 'Self-labelling: the other images join, trained towards the '
+                   "classifier's own prediction, once its probability exceeds this (SCAN uses 0.99); 0 = off.")
 flags.DEFINE_bool('figures', True, 'Write the t-SNE of the codes and the method figures (--nofigures: skip).')
 FLAGS = flags.FLAGS
 
@@ -43,4 +45,5 @@ def run_config(method: str) -> experiment.LearnedRunConfig:
       manifold_neighbors=FLAGS.manifold_neighbors, n_clusters=FLAGS.n_clusters,
       knn_k=FLAGS.knn_k, workdir=FLAGS.workdir, results_dir=FLAGS.results_dir,
       results_name=FLAGS.results_name, figures=FLAGS.figures, self_label_steps=FLAGS.self_label_steps,
-      self_label_fraction=FLAGS.self_label_fraction, self_label_neighbors=FLAGS.self_label_neighbors)
+      self_label_fraction=FLAGS.self_label_fraction, self_label_neighbors=FLAGS.self_label_neighbors,
+      self_label_threshold=FLAGS.self_label_threshold)

@@ -140,11 +140,11 @@ def test_moco_with_self_labelling_records_both_clusterings_and_refines_without_r
   assert _run(*args).returncode == 0
   seed_dir = tmp_path / 'run' / 'seed_0'
   trained = (seed_dir / 'metrics.jsonl').read_text()
-  proc = _run(*args, '--self_label_steps=30')  # a finished run refined: MoCo is not trained again
+  proc = _run(*args, '--self_label_steps=30', '--self_label_threshold=0.99')  # refined: MoCo is not trained again
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert (seed_dir / 'metrics.jsonl').read_text() == trained
   record = json.loads((tmp_path / 'results' / 'moco_digits.json').read_text())
-  assert 'refined by self-labelling (30 steps' in record['protocol']
+  assert 'refined by self-labelling (30 steps' in record['protocol'] and 'probability > 0.99' in record['protocol']
   for name in ('acc', 'codes_acc', 'pseudo_label_acc'):
     assert 0 < record['metrics'][name]['mean'] <= 1
   assert len((seed_dir / 'self_label' / 'metrics.jsonl').read_text().splitlines()) == 2

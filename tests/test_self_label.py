@@ -35,7 +35,8 @@ def test_select_confident_keeps_the_top_fraction_of_every_cluster():
 
 @pytest.mark.parametrize('kwargs,match', [({'num_steps': 0}, 'num_steps'), ({'confident_fraction': 0}, 'fraction'),
                                           ({'confident_fraction': 1.5}, 'fraction'), ({'neighbors': 0}, 'neighbors'),
-                                          ({'learning_rate': 0}, 'learning_rate')])
+                                          ({'learning_rate': 0}, 'learning_rate'),
+                                          ({'online_threshold': 1.0}, 'online_threshold')])
 def test_bad_config(kwargs, match):
   with pytest.raises(ValueError, match=match):
     self_label.SelfLabelConfig(**kwargs).validate()
@@ -55,11 +56,32 @@ def test_self_labelling_beats_the_clustering_it_starts_from(tmp_path):
   encoder = moco.MoCo(moco.MoCoConfig(queue_size=64), split.images.shape[1:], 64)
   refiner = self_label.SelfLabel(self_label.SelfLabelConfig(num_steps=150), encoder.model,
                                  encoder.init(jax.random.key(1)).params, split.images.shape[1:], 10, encoder.view)
-  state = loop.train(refiner.method(), refiner.init(jax.random.key(2)),
-                     {'images': split.images[chosen], 'labels': assignments[chosen].astype(np.int32)},
+  state = loop.train(refiner.method(), refiner.init(jax.random.key(2)), refiner.dataset(split.images, assignments, chosen),
                      loop.LoopConfig(num_steps=150, batch_size=64, log_every=50, checkpoint_every=150, progress=False),
                      tmp_path)
   predictions = np.asarray(jax.jit(refiner.predict)(state.params, split.images))
   assert predictions.shape == (len(split.images),)
 
   assert metrics.cluster_accuracy(split.labels, predictions) > start_acc + 0.015
+
+
+def test_online_targets_take_sure_predictions_and_ignore_the_rest():
+  images = data.load('digits', 'all').images[:4]
+  encoder = moco.MoCo(moco.MoCoConfig(queue_size=64), images.shape[1:], 64)
+  refiner = self_label.SelfLabel(self_label.SelfLabelConfig(online_threshold=0.9), encoder.model,
+                                 encoder.init(jax.random.key(0)).params, images.shape[1:], 10, encoder.view)
+  params = refiner.init(jax.random.key(1)).params
+  labels, confident = np.array([1, 2, 5, 6], np.int32), np.array([True, False, True, False])
+  x = images.astype(np.float32) / 255
+  for bias, expected_targets, expected_weights in ((0.0, None, [1, 0, 1, 0]),  # uniform 0.1: not sure
+                                                   (30.0, [1, 3, 5, 3], [1, 1, 1, 1])):  # sure of class 3
+    head = {'kernel': np.zeros_like(params['head']['kernel']), 'bias': np.eye(10, dtype=np.float32)[3] * bias}
+    targets, weights = refiner.targets(dict(params, head=head), x, labels, confident)
+    np.testing.assert_array_equal(weights, expected_weights)
+    if expected_targets is not None:
+      np.testing.assert_array_equal(targets, expected_targets)
+  dataset = refiner.dataset(images, labels, np.array([0, 2]))
+  assert len(dataset['images']) == 4 and dataset['confident'].tolist() == [True, False, True, False]
+  offline = self_label.SelfLabel(self_label.SelfLabelConfig(), encoder.model, encoder.init(jax.random.key(0)).params,
+                                 images.shape[1:], 10, encoder.view)
+  assert offline.dataset(images, labels, np.array([0, 2]))['labels'].tolist() == [1, 5]  # confident ones only

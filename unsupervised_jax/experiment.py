@@ -43,7 +43,8 @@ def prepare_workdir(workdir: Optional[str], method: str, dataset: str, config: D
 # run and the data live (a workdir copied from another machine resumes), and the evaluation of the codes
 # (a finished run can be re-evaluated from its last checkpoint without training).
 _EVALUATION_SETTINGS = ('cluster_method', 'cluster_options', 'manifold', 'manifold_neighbors', 'n_clusters',
-                        'knn_k', 'self_label_steps', 'self_label_fraction', 'self_label_neighbors')
+                        'knn_k', 'self_label_steps', 'self_label_fraction', 'self_label_neighbors',
+                        'self_label_threshold')
 _NOT_RUN_DEFINING = ('workdir', 'data_dir', 'seeds', 'results_dir', 'results_name', 'progress', 'figures', 'log_every',
                      'eval_every', 'checkpoint_every', 'keep_checkpoints') + _EVALUATION_SETTINGS
 
@@ -214,6 +215,7 @@ class LearnedRunConfig:
   self_label_steps: int = 0
   self_label_fraction: float = 0.5
   self_label_neighbors: int = 20
+  self_label_threshold: float = 0.0  # > 0: the other images join once the classifier is this sure of them
 
   def loop_config(self, seed: int):
     from unsupervised_jax.training import loop
@@ -225,7 +227,8 @@ class LearnedRunConfig:
   def self_label_config(self):
     from unsupervised_jax.methods import self_label
     return self_label.SelfLabelConfig(num_steps=self.self_label_steps, confident_fraction=self.self_label_fraction,
-                                      neighbors=self.self_label_neighbors)
+                                      neighbors=self.self_label_neighbors,
+                                      online_threshold=self.self_label_threshold)
 
   def validate(self):
     if self.protocol not in PROTOCOLS:
@@ -308,7 +311,7 @@ def self_label_scores(learner, params, images, labels, codes, assignments, score
   loop_config = dataclasses.replace(config.loop_config(seed), num_steps=sl_config.num_steps,
                                     checkpoint_every=min(config.checkpoint_every, sl_config.num_steps), eval_every=0)
   state = loop.train(refiner.method(), refiner.init(jax.random.key(seed)),
-                     {'images': images[chosen], 'labels': assignments[chosen]}, loop_config, workdir)
+                     refiner.dataset(images, assignments, chosen), loop_config, workdir)
   mesh = parallel.make_mesh(config.num_devices)
   predict = parallel.data_parallel_map(refiner.predict, mesh, batch_size=max(1, 1024 // mesh.size))
   scores = metrics.clustering_scores(np.asarray(score_labels), np.asarray(predict(state.params, score_images)))
@@ -412,7 +415,7 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
               f'(K={n_clusters}, {json.dumps(config.cluster_options, sort_keys=True)}) on the '
               f'{"UMAP(%d neighbours, min_dist 0, %d dims) of the " % (config.manifold_neighbors, n_clusters) if config.manifold == "umap" else ""}codes of '
               f'{"train+test" if config.protocol == "all" else "train, scored on test"}'
-              f'{"; refined by self-labelling (%d steps on the %g most confident of each cluster by %d-NN agreement)" % (config.self_label_steps, config.self_label_fraction, config.self_label_neighbors) if config.self_label_steps else ""}'
+              f'{"; refined by self-labelling (%d steps on the %g most confident of each cluster by %d-NN agreement%s)" % (config.self_label_steps, config.self_label_fraction, config.self_label_neighbors, ", the others once predicted with probability > %g" % config.self_label_threshold if config.self_label_threshold else "") if config.self_label_steps else ""}'
               f'; kNN (cosine, '
               f'k={config.knn_k}) and linear probe train -> test')
   record = results.method_record(config.method, dataset_label(config.dataset), protocol, config.seeds, per_seed,

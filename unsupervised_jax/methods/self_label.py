@@ -10,7 +10,11 @@ refined clustering. Why it helps: the clustering of frozen codes cannot do
 better than the codes' neighbourhoods (kNN accuracy bounds it), while the
 fine-tuned network learns the clusters from the pixels of their clear
 members and places the ambiguous ones with the decision boundary it learns.
-No label is read anywhere.
+With ``online_threshold`` > 0 the other images join the training as the
+classifier grows sure of them (SCAN's own self-labelling, FixMatch's rule):
+an image outside the confident set is trained towards the classifier's
+prediction on its unaugmented self when that prediction's probability
+exceeds the threshold, and ignored otherwise. No label is read anywhere.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ class SelfLabelConfig:
   confident_fraction: float = 0.5  # kept per cluster, most confident first
   neighbors: int = 20  # neighbours in code space whose clusters vote for a point's confidence
   learning_rate: float = 1e-3
+  online_threshold: float = 0.0  # > 0: unconfident images join once the classifier's probability exceeds it
 
   def validate(self):
     if self.num_steps < 1:
@@ -45,6 +50,8 @@ class SelfLabelConfig:
       raise ValueError(f'self-label neighbors must be >= 1, got {self.neighbors}.')
     if not self.learning_rate > 0:
       raise ValueError(f'self-label learning_rate must be > 0, got {self.learning_rate}.')
+    if not 0 <= self.online_threshold < 1:
+      raise ValueError(f'self-label online_threshold must be in [0, 1), got {self.online_threshold}.')
 
 
 def neighbour_agreement(codes, assignments, k: int, block_size: int = 2048) -> np.ndarray:
@@ -114,8 +121,10 @@ class Classifier(nn.Module):
 class SelfLabel:
   """Fine-tunes ``encoder`` (initialised from ``encoder_params``) on pseudo-labelled images.
 
-  The trainer's data set is ``{'images': [N, H, W, C] uint8, 'labels': [N] int32}``
-  (the confident examples only).
+  The trainer's data set is ``{'images': [N, H, W, C] uint8, 'labels': [N] int32,
+  'confident': [N] bool}``: with ``online_threshold`` 0, the confident examples
+  only (``confident`` all True); otherwise every image, the unconfident ones
+  trained towards the classifier's own sure predictions.
   """
 
   def __init__(self, config: SelfLabelConfig, encoder: nn.Module, encoder_params, image_shape, n_clusters: int,
@@ -133,19 +142,43 @@ class SelfLabel:
     params = dict(params, encoder=jax.tree.map(jnp.copy, self.encoder_params))  # own buffers: donated
     return SelfLabelState(jnp.zeros((), jnp.int32), params, self.optimizer.init(params))
 
+  def targets(self, params, images, labels, confident):
+    """``(targets [B] int32, weights [B])``: the pseudo-label where confident; elsewhere the classifier's
+    prediction on the unaugmented ``images`` (float) if its probability exceeds ``online_threshold``
+    (weight 1), else weight 0."""
+    if not self.config.online_threshold:
+      return labels, confident.astype(jnp.float32)
+    probabilities = jax.nn.softmax(jax.lax.stop_gradient(self.model.apply({'params': params}, images)))
+    sure = jnp.max(probabilities, axis=1) > self.config.online_threshold
+    targets = jnp.where(confident, labels, jnp.argmax(probabilities, axis=1).astype(labels.dtype))
+    return targets, (confident | sure).astype(jnp.float32)
+
   def train_step(self, state: SelfLabelState, batch: Dict[str, jax.Array], example_keys):
-    images = jax.vmap(self.view)(example_keys, augment.to_float(batch['images']))
+    images = augment.to_float(batch['images'])
+    targets, weights = self.targets(state.params, images, batch['labels'], batch['confident'])
+    views = jax.vmap(self.view)(example_keys, images)
 
     def loss_fn(params):
-      logits = self.model.apply({'params': params}, images)
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['labels']).mean()
-      return loss, jnp.mean(jnp.argmax(logits, axis=1) == batch['labels'])
+      logits = self.model.apply({'params': params}, views)
+      losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+      agree = jnp.argmax(logits, axis=1) == batch['labels']
+      confident = batch['confident'].astype(jnp.float32)
+      return (jnp.sum(weights * losses) / jnp.maximum(jnp.sum(weights), 1.0),
+              jnp.sum(confident * agree) / jnp.maximum(jnp.sum(confident), 1.0))
 
     (loss, agreement), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grads = jax.lax.pmean(grads, parallel.AXIS)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
     return state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state), {
-        'loss': loss, 'pseudo_label_agreement': agreement}
+        'loss': loss, 'pseudo_label_agreement': agreement, 'trained_share': jnp.mean(weights)}
+
+  def dataset(self, images, assignments, chosen) -> Dict[str, np.ndarray]:
+    """The trainer's data set from all ``images [N, ...]``, their clusters ``[N]`` and the confident indices."""
+    confident = np.zeros(len(images), bool)
+    confident[chosen] = True
+    if not self.config.online_threshold:
+      images, assignments, confident = images[chosen], assignments[chosen], confident[chosen]
+    return {'images': images, 'labels': np.asarray(assignments, np.int32), 'confident': confident}
 
   def method(self) -> loop.Method:
     return loop.Method(train_step=self.train_step)
