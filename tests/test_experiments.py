@@ -147,6 +147,14 @@ def test_moco_with_self_labelling_records_both_clusterings_and_refines_without_r
   assert 'refined by self-labelling (30 steps' in record['protocol'] and 'probability > 0.99' in record['protocol']
   for name in ('acc', 'codes_acc', 'pseudo_label_acc'):
     assert 0 < record['metrics'][name]['mean'] <= 1
+  fine_tuned = (seed_dir / 'self_label' / 'metrics.jsonl').read_text()
+  assert len(fine_tuned.splitlines()) == 2
+  refine = (*args, '--self_label_steps=30', '--self_label_threshold=0.99')
+  assert _run(*refine, '--knn_k=5').returncode == 0  # same pseudo-labels: the fine-tuning is reused
+  assert (seed_dir / 'self_label' / 'metrics.jsonl').read_text() == fine_tuned
+  settings = json.loads((seed_dir / 'self_label' / 'settings.json').read_text())
+  assert _run(*refine, '--cluster_method=gmm').returncode == 0  # other pseudo-labels: fine-tuned afresh
+  assert json.loads((seed_dir / 'self_label' / 'settings.json').read_text())['pseudo_labels'] != settings['pseudo_labels']
   assert len((seed_dir / 'self_label' / 'metrics.jsonl').read_text().splitlines()) == 2
   for flag, match in (('--self_label_fraction=0', 'confident_fraction must be in (0, 1]'),
                       ('--self_label_neighbors=0', 'self-label neighbors must be >= 1'),

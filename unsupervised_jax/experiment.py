@@ -6,6 +6,7 @@ Entry points in ``experiments/`` only turn flags into a config and call the
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import pathlib
 import shutil
@@ -300,10 +301,13 @@ def self_label_scores(learner, params, images, labels, codes, assignments, score
   confidence = self_label.neighbour_agreement(codes, assignments, sl_config.neighbors)
   chosen = self_label.select_confident(assignments, confidence, sl_config.confident_fraction)
   workdir = pathlib.Path(workdir)
-  settings = json.loads(json.dumps(dict(dataclasses.asdict(sl_config), examples=len(chosen)), default=str))
+  # What the fine-tuning learns from: its settings and the pseudo-labels themselves (another clustering
+  # of the same codes gives other ones), so a stale fine-tuning is never resumed.
+  fingerprint = hashlib.sha256(chosen.astype(np.int64).tobytes() + assignments[chosen].tobytes()).hexdigest()
+  settings = json.loads(json.dumps(dict(dataclasses.asdict(sl_config), pseudo_labels=fingerprint), default=str))
   settings_path = workdir / 'settings.json'
   if settings_path.is_file() and json.loads(settings_path.read_text()) != settings:
-    shutil.rmtree(workdir)  # fine-tuned for another clustering or settings: not resumable
+    shutil.rmtree(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   settings_path.write_text(json.dumps(settings, indent=2) + '\n')
 
@@ -316,9 +320,9 @@ def self_label_scores(learner, params, images, labels, codes, assignments, score
   predict = parallel.data_parallel_map(refiner.predict, mesh, batch_size=max(1, 1024 // mesh.size))
   scores = metrics.clustering_scores(np.asarray(score_labels), np.asarray(predict(state.params, score_images)))
   # Purity of the pseudo-labels, a diagnostic: clusters matched to classes on all the clustered images.
-  labels = np.asarray(labels)
   mapping = metrics.match_clusters(labels, assignments)
-  scores['pseudo_label_acc'] = float(np.mean([mapping.get(a, -1) == y for a, y in zip(assignments[chosen], labels[chosen])]))
+  matched_class = np.array([mapping.get(cluster, -1) for cluster in range(int(assignments.max()) + 1)])
+  scores['pseudo_label_acc'] = float(np.mean(matched_class[assignments[chosen]] == np.asarray(labels)[chosen]))
   return scores
 
 
