@@ -1,4 +1,5 @@
 """End-to-end runs of the thin entry points, as a user types them."""
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -85,6 +86,22 @@ def test_committed_results_follow_the_schema(name):
       _check_record(cell['record'], cell['record']['method'], cell['record']['dataset'], cell['record']['seeds'])
   else:
     _check_record(record, record['method'], record['dataset'], record['seeds'])
+
+
+def _learned_records():
+  for path in sorted((ROOT / 'results').glob('*.json')):
+    record = json.loads(path.read_text())
+    for run in [record] + [cell['record'] for cell in record.get('cells', [])]:
+      if 'manifold' in run.get('config', {}):  # a learned method's run
+        yield pytest.param(run, id=f'{path.stem}:{run["config"]["method"]}:{len(run["protocol"])}')
+
+
+@pytest.mark.parametrize('record', list(_learned_records()))
+def test_committed_learned_records_protocol_is_written_from_their_config(record):
+  from unsupervised_jax import experiment
+  fields = {field.name for field in dataclasses.fields(experiment.LearnedRunConfig)}
+  config = experiment.LearnedRunConfig(**{k: v for k, v in record['config'].items() if k in fields})
+  assert experiment.protocol_description(config, config.n_clusters or 10) == record['protocol']
 
 
 @pytest.mark.parametrize('flag,match', [('--learning_rate=-1', 'learning_rate'),

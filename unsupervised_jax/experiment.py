@@ -326,6 +326,28 @@ def self_label_scores(learner, params, images, labels, codes, assignments, score
   return scores
 
 
+def protocol_description(config: LearnedRunConfig, n_clusters: int) -> str:
+  """The record's ``protocol``: how a learned method was trained and evaluated, in words."""
+  fit_split = 'train+test' if config.protocol == 'all' else 'train'
+  manifold = (f'UMAP({config.manifold_neighbors} neighbours, min_dist 0, {n_clusters} dims) of the '
+              if config.manifold == 'umap' else '')
+  parts = [f'{config.method} trained {config.num_steps} steps x batch {config.batch_size} on {fit_split}',
+           f'{config.cluster_method} (K={n_clusters}, {json.dumps(config.cluster_options, sort_keys=True)}) on the '
+           f'{manifold}codes of {"train+test" if config.protocol == "all" else "train, scored on test"}']
+  if config.self_label_steps:
+    parts.append(self_label_description(config))
+  parts.append(f'kNN (cosine, k={config.knn_k}) and linear probe train -> test')
+  return '; '.join(parts)
+
+
+def self_label_description(config: LearnedRunConfig) -> str:
+  """The self-labelling stage of :func:`protocol_description`."""
+  online = (f', the others once predicted with probability > {config.self_label_threshold:g}'
+            if config.self_label_threshold else '')
+  return (f'refined by self-labelling ({config.self_label_steps} steps on the {config.self_label_fraction:g} most '
+          f'confident of each cluster by {config.self_label_neighbors}-NN agreement{online})')
+
+
 def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
   """Trains ``make_learner(image_shape)`` per seed on the core and evaluates it.
 
@@ -414,14 +436,7 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
         learner.figures(state, test_split.images, workdir)
   wall = sum(seed_walls)  # seeds may have run in separate processes: the sum of their own wall times
 
-  protocol = (f'{config.method} trained {config.num_steps} steps x batch {config.batch_size} on '
-              f'{"train+test" if config.protocol == "all" else "train"}; {config.cluster_method} '
-              f'(K={n_clusters}, {json.dumps(config.cluster_options, sort_keys=True)}) on the '
-              f'{"UMAP(%d neighbours, min_dist 0, %d dims) of the " % (config.manifold_neighbors, n_clusters) if config.manifold == "umap" else ""}codes of '
-              f'{"train+test" if config.protocol == "all" else "train, scored on test"}'
-              f'{"; refined by self-labelling (%d steps on the %g most confident of each cluster by %d-NN agreement%s)" % (config.self_label_steps, config.self_label_fraction, config.self_label_neighbors, ", the others once predicted with probability > %g" % config.self_label_threshold if config.self_label_threshold else "") if config.self_label_steps else ""}'
-              f'; kNN (cosine, '
-              f'k={config.knn_k}) and linear probe train -> test')
+  protocol = protocol_description(config, n_clusters)
   record = results.method_record(config.method, dataset_label(config.dataset), protocol, config.seeds, per_seed,
                                  wall, config=full_config)
   results.write_json(workdir / 'metrics.json', record)
