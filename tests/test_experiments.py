@@ -5,6 +5,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from unsupervised_jax import results
@@ -164,6 +165,11 @@ def test_moco_with_self_labelling_records_both_clusterings_and_refines_without_r
   assert 'refined by self-labelling (30 steps' in record['protocol'] and 'probability > 0.99' in record['protocol']
   for name in ('acc', 'codes_acc', 'pseudo_label_acc'):
     assert 0 < record['metrics'][name]['mean'] <= 1
+  confusion = json.loads((seed_dir / 'eval.json').read_text())['confusion']
+  for name, metric in (('codes', 'codes_acc'), ('refined', 'acc')):  # protocol all: the 1,797 digits scored
+    table = np.array(confusion[name]['table'])
+    assert table.sum() == 1797 and np.trace(table) / 1797 == pytest.approx(record['metrics'][metric]['mean'])
+  assert 'largest confusions of the refined clusters' in proc.stdout
   fine_tuned = (seed_dir / 'self_label' / 'metrics.jsonl').read_text()
   assert len(fine_tuned.splitlines()) == 2
   refine = (*args, '--self_label_steps=30', '--self_label_threshold=0.99')

@@ -66,6 +66,35 @@ def test_contingency_counts():
   np.testing.assert_array_equal(table, sk_metrics.cluster.contingency_matrix([0, 0, 1, 2], [5, 5, 5, 7]))
 
 
+def test_matched_confusion_puts_each_class_cluster_on_the_diagonal():
+  rng = np.random.default_rng(2)
+  y_true = rng.integers(0, 4, 500)
+  relabel = np.array([3, 0, 2, 1, 4])  # class c -> cluster relabel[c]; some points to a surplus cluster 4
+  y_pred = np.where(rng.random(500) < 0.8, relabel[y_true], rng.integers(0, 5, 500))
+  table, classes, clusters = metrics.matched_confusion(y_true, y_pred)
+  np.testing.assert_array_equal(clusters[:4], relabel[:4])
+  assert clusters[4] == 4 and table.sum() == 500
+  for c in range(4):  # numpy re-derivation of every count
+    for j, cluster in enumerate(clusters):
+      assert table[c, j] == np.sum((y_true == c) & (y_pred == cluster))
+  assert np.trace(table) / 500 == pytest.approx(metrics.cluster_accuracy(y_true, y_pred))
+
+
+def test_matched_confusion_gives_a_class_without_a_cluster_a_zero_column():
+  table, _, clusters = metrics.matched_confusion([0, 0, 1, 1, 2, 2], [5, 5, 5, 5, 7, 7])
+  np.testing.assert_array_equal(clusters, [5, -1, 7])
+  np.testing.assert_array_equal(table, [[2, 0, 0], [2, 0, 0], [0, 0, 2]])
+
+
+def test_largest_confusions_names_the_biggest_off_diagonal_counts():
+  y_true = np.array([7] * 10 + [2] * 10 + [1] * 10)
+  y_pred = np.array([0] * 6 + [1] * 4 + [1] * 9 + [2] + [2] * 10)  # 4 sevens and 1 two in wrong clusters
+  confusion = metrics.matched_confusion(y_true, y_pred)
+  assert (metrics.largest_confusions(confusion, top=2)
+          == '4 of class 7 in the cluster of 2; 1 of class 2 in the cluster of 1')
+  assert metrics.largest_confusions(metrics.matched_confusion(y_true, y_true)) == 'none'
+
+
 def test_ari_large_n_no_overflow():
   rng = np.random.default_rng(1)
   y_true = rng.integers(0, 10, 70_000)

@@ -275,7 +275,7 @@ def evaluate_codes(fit_codes, fit_labels, test_codes, test_labels, n_clusters, c
 
 
 def self_label_scores(learner, params, images, labels, codes, assignments, score_images, score_labels, n_clusters,
-                      config: LearnedRunConfig, seed: int, workdir) -> Dict[str, float]:
+                      config: LearnedRunConfig, seed: int, workdir) -> Tuple[Dict[str, float], np.ndarray]:
   """Refines a clustering by self-labelling (:mod:`unsupervised_jax.methods.self_label`) and scores it.
 
   Args:
@@ -287,8 +287,9 @@ def self_label_scores(learner, params, images, labels, codes, assignments, score
     workdir: the fine-tuning's checkpoints and metrics (cleared when it holds other settings).
 
   Returns:
-    ``acc``, ``nmi``, ``ari`` of the refined clusters and ``pseudo_label_acc``, the share of the
-    confident examples whose cluster is their class under the matching of all clusters.
+    The scores: ``acc``, ``nmi``, ``ari`` of the refined clusters and ``pseudo_label_acc``, the share
+    of the confident examples whose cluster is their class under the matching of all clusters; and the
+    refined clusters ``[M]`` of ``score_images``.
   """
   from unsupervised_jax.methods import self_label
   from unsupervised_jax.training import loop
@@ -318,12 +319,13 @@ def self_label_scores(learner, params, images, labels, codes, assignments, score
                      refiner.dataset(images, assignments, chosen), loop_config, workdir)
   mesh = parallel.make_mesh(config.num_devices)
   predict = parallel.data_parallel_map(refiner.predict, mesh, batch_size=max(1, 1024 // mesh.size))
-  scores = metrics.clustering_scores(np.asarray(score_labels), np.asarray(predict(state.params, score_images)))
+  predictions = np.asarray(predict(state.params, score_images))
+  scores = metrics.clustering_scores(np.asarray(score_labels), predictions)
   # Purity of the pseudo-labels, a diagnostic: clusters matched to classes on all the clustered images.
   mapping = metrics.match_clusters(labels, assignments)
   matched_class = np.array([mapping.get(cluster, -1) for cluster in range(int(assignments.max()) + 1)])
   scores['pseudo_label_acc'] = float(np.mean(matched_class[assignments[chosen]] == np.asarray(labels)[chosen]))
-  return scores
+  return scores, predictions
 
 
 def protocol_description(config: LearnedRunConfig, n_clusters: int) -> str:
@@ -416,19 +418,28 @@ def run_learned(config: LearnedRunConfig, make_learner) -> Dict[str, Any]:
       cluster_labels = np.concatenate([train_split.labels, test_split.labels])
     scores, outcome = evaluate_codes(fit_codes, train_split.labels, test_codes, test_split.labels, n_clusters,
                                      config, seed, cluster_codes, cluster_labels)
+    cluster_images = train_images  # the images of cluster_codes, in the same order
+    score_images, score_labels = ((cluster_images, cluster_labels) if config.protocol == 'all'
+                                  else (test_split.images, test_split.labels))
+    scored_clusters = {'codes': outcome.predictions}  # the clusterings scored, of score_images
     if config.self_label_steps:
-      cluster_images = train_images  # the images of cluster_codes, in the same order
-      score_images, score_labels = ((cluster_images, cluster_labels) if config.protocol == 'all'
-                                    else (test_split.images, test_split.labels))
-      refined = self_label_scores(learner, params, cluster_images, cluster_labels, cluster_codes,
-                                  outcome.model.labels, score_images, score_labels, n_clusters, config, seed,
-                                  seed_dir / 'self_label')
+      refined, scored_clusters['refined'] = self_label_scores(
+          learner, params, cluster_images, cluster_labels, cluster_codes, outcome.model.labels, score_images,
+          score_labels, n_clusters, config, seed, seed_dir / 'self_label')
       scores = dict(scores, **refined, **{f'codes_{k}': scores[k] for k in ('acc', 'nmi', 'ari')})
     print(f'seed {seed}: ' + '  '.join(f'{k} {v:.4f}' for k, v in scores.items()), flush=True)
+    confusions = {name: metrics.matched_confusion(score_labels, clusters)
+                  for name, clusters in scored_clusters.items()}
+    for name, confusion in confusions.items():
+      print(f'seed {seed}: largest confusions of the {name} clusters: {metrics.largest_confusions(confusion)}',
+            flush=True)
     per_seed.append(scores)
     seed_walls.append(train_s + time.perf_counter() - start)
+    confusion_lists = {name: {field: value.tolist() for field, value in confusion._asdict().items()}
+                       for name, confusion in confusions.items()}
     results.write_json(finished, {'scores': scores, 'wall_s': seed_walls[-1], 'train_s': train_s,
-                                  'evaluation': evaluation_settings})  # before the slow figures
+                                  'evaluation': evaluation_settings,
+                                  'confusion': confusion_lists})  # before the slow figures
     if config.figures and seed == config.seeds[0] and not (workdir / 'tsne.png').is_file():
       evaluation.tsne_figure(cluster_codes, cluster_labels, workdir / 'tsne.png',
                              title=f'{config.method} codes, {dataset_label(config.dataset)} (t-SNE)')

@@ -67,6 +67,42 @@ def cluster_accuracy(y_true, y_pred) -> float:
   return float(table[rows, cols].sum() / table.sum())
 
 
+def matched_confusion(y_true, y_pred) -> Contingency:
+  """The contingency table with each class's matched cluster in its column: a confusion matrix.
+
+  Columns follow the Hungarian matching of :func:`match_clusters`: column ``i``
+  is the cluster matched to ``classes[i]`` (its diagonal is what
+  :func:`cluster_accuracy` counts); clusters left unmatched follow, and a
+  class left without a cluster gets an all-zero column. ``clusters[j]`` names
+  column ``j``'s cluster, -1 for such a zero column.
+  """
+  table, classes, clusters = contingency_matrix(y_true, y_pred)
+  rows, cols = optimize.linear_sum_assignment(table, maximize=True)
+  column_of_class = np.full(classes.size, -1)
+  column_of_class[rows] = cols
+  unmatched = np.setdiff1d(np.arange(clusters.size), cols)
+  order = np.concatenate([column_of_class, unmatched])
+  padded = np.concatenate([table, np.zeros((classes.size, 1), table.dtype)], axis=1)  # column -1: zeros
+  named = np.concatenate([clusters, [-1]])
+  return Contingency(padded[:, order], classes, named[order])
+
+
+def largest_confusions(confusion: Contingency, top: int = 3) -> str:
+  """``'795 of class 7 in the cluster of 2; ...'``: the ``top`` largest off-diagonal counts.
+
+  Args:
+    confusion: a :func:`matched_confusion`. Only matched clusters are named (a
+      surplus cluster is no class's cluster).
+  """
+  table, classes, _ = confusion
+  off = table[:, :classes.size].copy()
+  np.fill_diagonal(off, 0)
+  order = np.argsort(-off, axis=None, kind='stable')[:top]
+  parts = [f'{off.flat[i]} of class {classes[i // classes.size]} in the cluster of {classes[i % classes.size]}'
+           for i in order if off.flat[i]]
+  return '; '.join(parts) or 'none'
+
+
 def _entropy(counts: np.ndarray) -> float:
   counts = counts[counts > 0].astype(np.float64)
   p = counts / counts.sum()
