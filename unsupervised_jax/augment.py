@@ -92,26 +92,6 @@ def gaussian_noise(key: Array, image: Array, std: float) -> Array:
   return jnp.clip(image + std * jax.random.normal(key, image.shape), 0.0, 1.0)
 
 
-def random_erasing(key: Array, image: Array, area: Tuple[float, float] = (0.02, 0.2),
-                   log_ratio: Tuple[float, float] = (math.log(0.3), math.log(1 / 0.3)),
-                   fill: float = 0.0) -> Array:
-  """Sets a random rectangle of ``area`` (fraction of the image) and aspect ratio to ``fill``.
-
-  Random erasing (Zhong et al., 2020) without its coin flip: every view loses
-  one rectangle, clipped to the image where it is too long for it.
-  """
-  k_area, k_ratio, k_pos = jax.random.split(key, 3)
-  h, w = image.shape[:2]
-  fraction = jax.random.uniform(k_area, (), minval=area[0], maxval=area[1])
-  ratio = jnp.exp(jax.random.uniform(k_ratio, (), minval=log_ratio[0], maxval=log_ratio[1]))
-  size = jnp.minimum(jnp.sqrt(fraction * h * w * jnp.array([ratio, 1.0 / ratio])), jnp.array([h, w]))
-  corner = jax.random.uniform(k_pos, (2,)) * (jnp.array([h, w]) - size)
-  rows, cols = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
-  inside = ((rows >= jnp.round(corner[0])) & (rows < jnp.round(corner[0] + size[0]))
-            & (cols >= jnp.round(corner[1])) & (cols < jnp.round(corner[1] + size[1])))
-  return jnp.where(inside[..., None], fill, image)
-
-
 def digits_view(key: Array, image: Array) -> Array:
   """A view of a digit image: affine jitter, a mild resized crop, pixel noise."""
   k_affine, k_crop, k_noise = jax.random.split(key, 3)
@@ -126,16 +106,6 @@ def strong_digits_view(key: Array, image: Array) -> Array:
   image = random_affine(k_affine, image, max_rotation_deg=20.0, scale=(0.8, 1.15), max_translation=0.12)
   image = random_resized_crop(k_crop, image, area=(0.3, 1.0))
   return gaussian_noise(k_noise, image, 0.05)
-
-
-def erasing_digits_view(key: Array, image: Array) -> Array:
-  """:func:`digits_view`, then one erased rectangle of 2-20% of the image.
-
-  For digits written with and without an extra stroke (crossed sevens, barred
-  zeros): a view that may lose the stroke asks the codes to place both alike.
-  """
-  k_view, k_erase = jax.random.split(key)
-  return random_erasing(k_erase, digits_view(k_view, image))
 
 
 def natural_view(key: Array, image: Array) -> Array:

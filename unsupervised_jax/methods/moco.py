@@ -26,7 +26,6 @@ from unsupervised_jax.training import parallel
 
 MOMENTUM_SCHEDULES = ('constant', 'cosine')
 VIEWS = {'digits': augment.digits_view, 'digits_strong': augment.strong_digits_view,
-         'digits_erasing': augment.erasing_digits_view,
          'natural': augment.natural_view}
 
 
