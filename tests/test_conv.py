@@ -26,6 +26,40 @@ def test_conv_same_matches_xla_in_value_and_gradients(batch, kernel_size):
     np.testing.assert_allclose(g, w, atol=1e-4)
 
 
+def _xla_conv_relu_max_pool(x, kernel, bias):
+  return nn.max_pool(jax.nn.relu(_xla_conv(x, kernel) + bias), (2, 2), strides=(2, 2))
+
+
+@pytest.mark.parametrize('batch,height,width,kernel_size', [(6, 8, 6, (3, 3)), (5, 9, 7, (3, 5))])  # odd: 'VALID' drop
+def test_conv_relu_max_pool_matches_xla_in_value_and_gradients(batch, height, width, kernel_size):
+  kx, kk, kb, kg = jax.random.split(jax.random.key(0), 4)
+  x = jax.random.normal(kx, (batch, height, width, 3))
+  kernel, bias = jax.random.normal(kk, kernel_size + (3, 4)), jax.random.normal(kb, (4,))
+  cotangent = jax.random.normal(kg, (batch, height // 2, width // 2, 4))
+  np.testing.assert_allclose(conv.conv_relu_max_pool(x, kernel, bias), _xla_conv_relu_max_pool(x, kernel, bias),
+                             atol=1e-5)
+  loss = lambda f: lambda *args: jnp.sum(f(*args) * cotangent)
+  want = jax.grad(loss(_xla_conv_relu_max_pool), (0, 1, 2))(x, kernel, bias)
+  got = jax.grad(loss(conv.conv_relu_max_pool), (0, 1, 2))(x, kernel, bias)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, atol=1e-4)
+
+
+def test_conv_relu_max_pool_breaks_ties_as_xla():
+  # A constant image and a positive bias: every 2x2 window away from the border holds four equal maxima
+  # (> 0), and a window whose maximum is <= 0 must pass no gradient through the ReLU.
+  x = jnp.ones((2, 6, 6, 1))
+  kernel = jnp.ones((3, 3, 1, 2)).at[..., 1].set(-1.0)
+  bias = jnp.array([0.5, -0.5])
+  cotangent = jax.random.normal(jax.random.key(0), (2, 3, 3, 2))
+  loss = lambda f: lambda *args: jnp.sum(f(*args) * cotangent)
+  want = jax.grad(loss(_xla_conv_relu_max_pool), (0, 1, 2))(x, kernel, bias)
+  got = jax.grad(loss(conv.conv_relu_max_pool), (0, 1, 2))(x, kernel, bias)
+  assert np.count_nonzero(want[0]) > 0 and np.count_nonzero(want[2]) == 1  # the ReLU-dead channel: no bias gradient
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)  # same pixels; sums may round differently
+
+
 def test_conv_implementations_share_parameters_and_outputs():
   x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
   nets = {impl: convnet.SmallConvNet(conv_implementation=impl) for impl in ('xla', 'matmul')}

@@ -80,39 +80,124 @@ def _conv_same_bwd(residuals, grad_y):
 
 
 def _input_gradient(grad_y: Array, kernel: Array) -> Array:
-  """col2im: every output pixel's gradient times the kernel, added back at the pixels it read.
+  """The gradient with respect to the input: col2im (see :func:`_col2im`), a few images at a time."""
+  chunks, _ = _chunked(grad_y)
+  return jax.lax.map(lambda gc: _col2im(gc, kernel), chunks).reshape(grad_y.shape[:3] + (kernel.shape[2],))
 
-  (Measured 15% faster here than correlating grad_y with the flipped kernel,
-  whose patches are twice as wide when C_out = 2 C_in.)
+
+def _col2im(grad_y: Array, kernel: Array) -> Array:
+  """``grad_y [n, H, W, C_out]`` -> ``[n, H, W, C_in]``: every output pixel's gradient times the kernel,
+  added back at the pixels it read.
+
+  (Measured 15% faster here than correlating grad_y with the flipped kernel, whose patches are twice
+  as wide when C_out = 2 C_in; the nine shifted slices are summed in one fusion rather than added
+  into a zero buffer one by one, ~10% faster.)
   """
   kh, kw, c_in, c_out = kernel.shape
-  b, h, w, _ = grad_y.shape
-  chunks, n = _chunked(grad_y)
-  kernel_t = kernel.reshape(kh * kw * c_in, c_out).T
-
-  def one_chunk(gc):
-    taps = (gc.reshape(-1, c_out) @ kernel_t).reshape(n, h, w, kh * kw, c_in)
-    padded = jnp.zeros((n, h + kh - 1, w + kw - 1, c_in), grad_y.dtype)
-    for dy in range(kh):
-      for dx in range(kw):
-        padded = padded.at[:, dy:dy + h, dx:dx + w].add(taps[..., dy * kw + dx, :])
-    return padded[:, kh // 2:kh // 2 + h, kw // 2:kw // 2 + w]
-
-  return jax.lax.map(one_chunk, chunks).reshape(b, h, w, c_in)
+  n, h, w, _ = grad_y.shape
+  taps = (grad_y.reshape(-1, c_out) @ kernel.reshape(kh * kw * c_in, c_out).T).reshape(n, h, w, kh * kw, c_in)
+  top, left = kh // 2, kw // 2
+  padded = jnp.pad(taps, ((0, 0), (kh - 1 - top, top), (kw - 1 - left, left), (0, 0), (0, 0)))
+  return sum(padded[:, kh - 1 - dy:kh - 1 - dy + h, kw - 1 - dx:kw - 1 - dx + w, dy * kw + dx]
+             for dy in range(kh) for dx in range(kw))
 
 
 conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
+
+_NO_GRADIENT = 4  # pooling-window index of a window whose maximum is <= 0: ReLU passes no gradient
+
+
+def _conv_relu_pool_chunk(x: Array, kernel: Array, bias: Array) -> Tuple[Array, Array]:
+  """``x [n, H, W, C_in]`` -> pooled ``[n, H//2, W//2, C_out]`` and, per pooled value, the int8 index
+  (0-3, row-major in the 2x2 window) of the pixel its gradient goes to, or ``_NO_GRADIENT``."""
+  kh, kw, _, c_out = kernel.shape
+  n, h, w, _ = x.shape
+  y = (_patches(x, (kh, kw)) @ kernel.reshape(-1, c_out)).reshape(n, h, w, c_out) + bias
+  corners = [y[:, a:2 * (h // 2):2, b:2 * (w // 2):2] for a in (0, 1) for b in (0, 1)]
+  maximum = jnp.maximum(jnp.maximum(corners[0], corners[1]), jnp.maximum(corners[2], corners[3]))
+  argmax = jnp.full(maximum.shape, _NO_GRADIENT, jnp.int8)
+  for k in (3, 2, 1, 0):  # ties go to the first maximum, as in XLA's max-pool gradient
+    argmax = jnp.where(corners[k] == maximum, jnp.int8(k), argmax)
+  argmax = jnp.where(maximum > 0, argmax, jnp.int8(_NO_GRADIENT))
+  return jax.nn.relu(maximum), argmax
+
+
+def _conv_relu_pool(x, kernel, bias):
+  b, h, w, _ = x.shape
+  chunks, _ = _chunked(x)
+  pooled, argmax = jax.lax.map(lambda xc: _conv_relu_pool_chunk(xc, kernel, bias), chunks)
+  shape = (b, h // 2, w // 2, kernel.shape[-1])
+  return pooled.reshape(shape), argmax.reshape(shape)
+
+
+@jax.custom_vjp
+def conv_relu_max_pool(x: Array, kernel: Array, bias: Array) -> Array:
+  """``max_pool(relu(conv_same(x, kernel) + bias), 2x2, stride 2)``, in one pass and with its own gradient.
+
+  The 2x2 max-pool's gradient is XLA's select-and-scatter, slow on CPU (~190 ms of the 32->64 layer's
+  ~850 ms forward and backward at batch 256); here the forward keeps each pooled value's argmax (int8)
+  instead of the full-size activations, and the backward routes the gradient back with it, then builds
+  the weight and input gradients chunk by chunk in one scan. Rows or columns left over when H or W is
+  odd are dropped by the pool, as with 'VALID' pooling.
+
+  Args:
+    x: ``[B, H, W, C_in]``.
+    kernel: ``[kh, kw, C_in, C_out]``, odd kh and kw.
+    bias: ``[C_out]``.
+
+  Returns:
+    ``[B, H // 2, W // 2, C_out]``.
+  """
+  return _conv_relu_pool(x, kernel, bias)[0]
+
+
+def _conv_relu_max_pool_fwd(x, kernel, bias):
+  pooled, argmax = _conv_relu_pool(x, kernel, bias)
+  return pooled, (x, kernel, argmax)
+
+
+def _unpool(grad_pooled: Array, argmax: Array, shape: Tuple[int, ...]) -> Array:
+  """``grad_pooled [n, H//2, W//2, C]`` -> ``[n, H, W, C]``, each value at its window's argmax pixel."""
+  n, h2, w2, c = grad_pooled.shape
+  corners = [jnp.where(argmax == k, grad_pooled, 0) for k in range(4)]
+  rows = [jnp.stack(corners[0:2], axis=3), jnp.stack(corners[2:4], axis=3)]  # [n, h2, w2, 2, C] each
+  full = jnp.stack(rows, axis=2).reshape(n, 2 * h2, 2 * w2, c)
+  return jnp.pad(full, ((0, 0), (0, shape[1] - 2 * h2), (0, shape[2] - 2 * w2), (0, 0)))
+
+
+def _conv_relu_max_pool_bwd(residuals, grad_pooled):
+  x, kernel, argmax = residuals
+  kh, kw, c_in, c_out = kernel.shape
+
+  def one_chunk(grads, chunk):
+    grad_kernel, grad_bias = grads
+    xc, gc, ac = chunk
+    grad_y = _unpool(gc, ac, xc.shape)
+    flat_grad_y = grad_y.reshape(-1, c_out)
+    grads = grad_kernel + _patches(xc, (kh, kw)).T @ flat_grad_y, grad_bias + flat_grad_y.sum(0)
+    return grads, _col2im(grad_y, kernel)
+
+  (x_chunks, _), (g_chunks, _), (a_chunks, _) = map(_chunked, (x, grad_pooled, argmax))
+  zeros = (jnp.zeros((kh * kw * c_in, c_out), kernel.dtype), jnp.zeros((c_out,), kernel.dtype))
+  (grad_kernel, grad_bias), grad_x = jax.lax.scan(one_chunk, zeros, (x_chunks, g_chunks, a_chunks))
+  return grad_x.reshape(x.shape), grad_kernel.reshape(kernel.shape), grad_bias
+
+
+conv_relu_max_pool.defvjp(_conv_relu_max_pool_fwd, _conv_relu_max_pool_bwd)
 
 
 class Conv(nn.Module):
   """Stride-1 'SAME' convolution with bias; the parameters (``kernel`` HWIO, ``bias``) are ``nn.Conv``'s.
 
   ``implementation``: 'xla' (``lax`` convolution), 'matmul' (:func:`conv_same`),
-  or 'auto' (matmul on CPU, where it is faster, XLA elsewhere).
+  or 'auto' (matmul on CPU, where it is faster, XLA elsewhere). With ``relu_max_pool`` the layer is
+  followed by ReLU and a 2x2 max-pool of stride 2 ('VALID'), fused on the matmul path
+  (:func:`conv_relu_max_pool`).
   """
   features: int
   kernel_size: Tuple[int, int] = (3, 3)
   implementation: str = 'auto'
+  relu_max_pool: bool = False
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -123,8 +208,12 @@ class Conv(nn.Module):
     kernel = self.param('kernel', nn.initializers.lecun_normal(), tuple(self.kernel_size) + (x.shape[-1], self.features))
     bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
     use_matmul = self.implementation == 'matmul' or (self.implementation == 'auto' and jax.default_backend() == 'cpu')
+    if use_matmul and self.relu_max_pool:
+      return conv_relu_max_pool(x, kernel, bias)
     if use_matmul:
-      y = conv_same(x, kernel)
+      y = conv_same(x, kernel) + bias
     else:
-      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    return y + bias
+      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + bias
+    if self.relu_max_pool:
+      y = nn.max_pool(nn.relu(y), (2, 2), strides=(2, 2))
+    return y

@@ -17,7 +17,6 @@ class SmallConvNet(nn.Module):
   @nn.compact
   def __call__(self, x):
     x = nn.relu(conv.Conv(self.channels[0], (3, 3), self.conv_implementation)(x))
-    x = nn.relu(conv.Conv(self.channels[1], (3, 3), self.conv_implementation)(x))
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = conv.Conv(self.channels[1], (3, 3), self.conv_implementation, relu_max_pool=True)(x)
     x = nn.relu(nn.Dense(self.hidden)(x.reshape(x.shape[0], -1)))
     return nn.Dense(self.features)(x)
