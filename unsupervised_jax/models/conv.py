@@ -6,8 +6,10 @@ took about 8x the forward pass (measured: 2,340 vs 255 ms; PyTorch's whole
 backward 431 ms). Written as im2col matrix products, forward and both
 gradients are dots XLA:CPU does well; building the patches a few images at a
 time keeps them in cache (a whole batch of patches, 231 MB, took longer to
-write than the product took to compute). On GPU and TPU the native
-convolution is the fast one, so :class:`Conv` uses it there.
+write than the product took to compute). :func:`conv_relu_max_pool` adds the
+ReLU and a 2x2 max-pool to the layer with a gradient of its own, because XLA's
+max-pool gradient is slow there too. On GPU and TPU the native convolution is
+the fast one, so :class:`Conv` uses it there.
 """
 from __future__ import annotations
 
@@ -38,12 +40,21 @@ def _chunked(x: Array) -> Tuple[Array, int]:
   return x.reshape((x.shape[0] // n, n) + x.shape[1:]), n
 
 
-def _forward(x: Array, kernel: Array) -> Array:
+def _correlate(x: Array, kernel: Array) -> Array:
+  """``x [n, H, W, C_in]`` -> ``[n, H, W, C_out]``: a few images' patches times the kernel."""
   kh, kw, _, c_out = kernel.shape
+  return (_patches(x, (kh, kw)) @ kernel.reshape(-1, c_out)).reshape(x.shape[:3] + (c_out,))
+
+
+def _kernel_gradient(x: Array, grad_y: Array, kernel: Array) -> Array:
+  """``x [n, H, W, C_in]``, ``grad_y [n, H, W, C_out]`` -> these images' share ``[kh kw C_in, C_out]``."""
+  kh, kw, _, c_out = kernel.shape
+  return _patches(x, (kh, kw)).T @ grad_y.reshape(-1, c_out)
+
+
+def _forward(x: Array, kernel: Array) -> Array:
   chunks, _ = _chunked(x)
-  flat_kernel = kernel.reshape(-1, c_out)
-  y = jax.lax.map(lambda xc: _patches(xc, (kh, kw)) @ flat_kernel, chunks)
-  return y.reshape(x.shape[:3] + (c_out,))
+  return jax.lax.map(lambda xc: _correlate(xc, kernel), chunks).reshape(x.shape[:3] + (kernel.shape[-1],))
 
 
 @jax.custom_vjp
@@ -70,7 +81,7 @@ def _conv_same_bwd(residuals, grad_y):
 
   def accumulate(grad_kernel, chunk):
     xc, gc = chunk
-    return grad_kernel + _patches(xc, (kh, kw)).T @ gc.reshape(-1, c_out), None
+    return grad_kernel + _kernel_gradient(xc, gc, kernel), None
 
   x_chunks, _ = _chunked(x)
   g_chunks, _ = _chunked(grad_y)
@@ -110,9 +121,8 @@ _NO_GRADIENT = 4  # pooling-window index of a window whose maximum is <= 0: ReLU
 def _conv_relu_pool_chunk(x: Array, kernel: Array, bias: Array) -> Tuple[Array, Array]:
   """``x [n, H, W, C_in]`` -> pooled ``[n, H//2, W//2, C_out]`` and, per pooled value, the int8 index
   (0-3, row-major in the 2x2 window) of the pixel its gradient goes to, or ``_NO_GRADIENT``."""
-  kh, kw, _, c_out = kernel.shape
-  n, h, w, _ = x.shape
-  y = (_patches(x, (kh, kw)) @ kernel.reshape(-1, c_out)).reshape(n, h, w, c_out) + bias
+  h, w = x.shape[1:3]
+  y = _correlate(x, kernel) + bias
   corners = [y[:, a:2 * (h // 2):2, b:2 * (w // 2):2] for a in (0, 1) for b in (0, 1)]
   maximum = jnp.maximum(jnp.maximum(corners[0], corners[1]), jnp.maximum(corners[2], corners[3]))
   argmax = jnp.full(maximum.shape, _NO_GRADIENT, jnp.int8)
@@ -173,8 +183,7 @@ def _conv_relu_max_pool_bwd(residuals, grad_pooled):
     grad_kernel, grad_bias = grads
     xc, gc, ac = chunk
     grad_y = _unpool(gc, ac, xc.shape)
-    flat_grad_y = grad_y.reshape(-1, c_out)
-    grads = grad_kernel + _patches(xc, (kh, kw)).T @ flat_grad_y, grad_bias + flat_grad_y.sum(0)
+    grads = grad_kernel + _kernel_gradient(xc, grad_y, kernel), grad_bias + grad_y.sum((0, 1, 2))
     return grads, _col2im(grad_y, kernel)
 
   (x_chunks, _), (g_chunks, _), (a_chunks, _) = map(_chunked, (x, grad_pooled, argmax))
