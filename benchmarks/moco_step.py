@@ -1,14 +1,15 @@
 """Images/s of the MoCo train step: this library vs a PyTorch implementation of the same step, one process.
 
   pip install torch==2.13.0   # benchmark-only dependency (CPU build)
-  python benchmarks/moco_step.py [--batch_size=256] [--queue_size=4096] [--steps=20]
+  python benchmarks/moco_step.py [--batch_size=256] [--queue_size=4096] [--steps=20] [--rounds=3]
 
 Same model (the poster's small ConvNet: conv3x3-32, conv3x3-64, max-pool, FC-128, FC-128; no BN), batch,
 queue, temperature, Adam and EMA. Ours is the jitted step of the training core: it also draws the batch
 and both augmented views on device. PyTorch gets its two views ready-made (its augmentation is not
 timed), so the comparison leans towards PyTorch. Both use the same number of threads. Ours runs with
 the library's default convolution (on CPU: ``models.conv``'s matrix products) and, for comparison, with
-XLA's native convolution.
+XLA's native convolution. This 2-core VM's timings drift between runs (PyTorch measured 335-382 img/s
+on the same code), so ours and PyTorch are timed in alternating rounds and each side's median is kept.
 Writes ``results/moco_step.json``.
 """
 import argparse
@@ -27,7 +28,16 @@ from unsupervised_jax.training import parallel
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def ours(images, batch, queue_size, steps, conv_implementation='auto'):
+def _images_per_s(run_step, batch, steps, sync):
+  start = time.perf_counter()
+  for _ in range(steps):
+    run_step()
+  sync()
+  return batch * steps / (time.perf_counter() - start)
+
+
+def ours(images, batch, queue_size, conv_implementation='auto'):
+  """Compiles and warms up our step; returns ``timer(steps) -> images/s``."""
   config = moco.MoCoConfig(queue_size=queue_size, conv_implementation=conv_implementation)
   learner = moco.MoCo(config, images.shape[1:], batch)
   mesh = parallel.make_mesh(1)
@@ -35,17 +45,19 @@ def ours(images, batch, queue_size, steps, conv_implementation='auto'):
   state = parallel.replicate(learner.init(jax.random.key(0)), mesh)
   dataset = parallel.replicate(images, mesh)
   key = jax.random.key(0)
+
+  def run_step():
+    nonlocal state
+    state, _ = step(state, dataset, key)
+
   for _ in range(3):  # compile + warm up
-    state, metrics = step(state, dataset, key)
+    run_step()
   jax.block_until_ready(state)
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, metrics = step(state, dataset, key)
-  jax.block_until_ready(state)
-  return batch * steps / (time.perf_counter() - start)
+  return lambda steps: _images_per_s(run_step, batch, steps, lambda: jax.block_until_ready(state))
 
 
-def reference(images, batch, queue_size, steps):
+def reference(images, batch, queue_size):
+  """Builds and warms up the PyTorch step; returns ``(timer(steps) -> images/s, torch version, threads)``."""
   import torch
   from torch import nn
 
@@ -82,10 +94,7 @@ def reference(images, batch, queue_size, steps):
 
   for _ in range(3):
     step()
-  start = time.perf_counter()
-  for _ in range(steps):
-    step()
-  return batch * steps / (time.perf_counter() - start), torch.__version__, torch.get_num_threads()
+  return lambda steps: _images_per_s(step, batch, steps, lambda: None), torch.__version__, torch.get_num_threads()
 
 
 def main():
@@ -94,23 +103,32 @@ def main():
   parser.add_argument('--results_dir', default=str(ROOT / 'results'))
   parser.add_argument('--batch_size', type=int, default=256)
   parser.add_argument('--queue_size', type=int, default=4096)
-  parser.add_argument('--steps', type=int, default=20)
+  parser.add_argument('--steps', type=int, default=20, help='timed steps per round')
+  parser.add_argument('--rounds', type=int, default=3, help='alternating rounds of ours and PyTorch; medians kept')
   args = parser.parse_args()
+  if args.rounds < 1:
+    parser.error(f'--rounds must be >= 1, got {args.rounds}.')
   results.git_commit()
   images = data.load('mnist', 'train', args.data_dir).images
-  ours_rate = ours(images, args.batch_size, args.queue_size, args.steps)
-  xla_conv_rate = ours(images, args.batch_size, args.queue_size, args.steps, 'xla')
-  ref_rate, torch_version, threads = reference(images, args.batch_size, args.queue_size, args.steps)
+  xla_conv_rate = ours(images, args.batch_size, args.queue_size, 'xla')(args.steps)
+  ours_timer = ours(images, args.batch_size, args.queue_size)
+  ref_timer, torch_version, threads = reference(images, args.batch_size, args.queue_size)
+  ours_rounds, ref_rounds = [], []
+  for _ in range(args.rounds):  # alternate, so that a slow spell of the host hits both sides
+    ours_rounds.append(ours_timer(args.steps))
+    ref_rounds.append(ref_timer(args.steps))
+  ours_rate, ref_rate = float(np.median(ours_rounds)), float(np.median(ref_rounds))
   record = results.benchmark_record(
       'moco_step',
-      ours={'images_per_s': ours_rate, 'implementation': 'unsupervised_jax.methods.moco step (jit, incl. '
-            f'on-device batch sampling and two augmented views; convolution: {jax.default_backend()} default)',
+      ours={'images_per_s': ours_rate, 'images_per_s_rounds': ours_rounds,
+            'implementation': 'unsupervised_jax.methods.moco step (jit, incl. on-device batch sampling and two '
+                              f'augmented views; convolution: {jax.default_backend()} default)',
             'images_per_s_with_xla_conv': xla_conv_rate},
-      reference={'images_per_s': ref_rate, 'implementation': f'PyTorch {torch_version}, {threads} threads, '
-                 'views given'},
+      reference={'images_per_s': ref_rate, 'images_per_s_rounds': ref_rounds,
+                 'implementation': f'PyTorch {torch_version}, {threads} threads, views given'},
       throughput_key='images_per_s') | {
-          'setup': f'MNIST 28x28, batch {args.batch_size}, queue {args.queue_size}, {args.steps} timed steps '
-                   f'after 3 warm-up, cpu_count {os.cpu_count()}'}
+          'setup': f'MNIST 28x28, batch {args.batch_size}, queue {args.queue_size}, {args.rounds} alternating rounds of '
+                   f'{args.steps} timed steps after 3 warm-up (medians), cpu_count {os.cpu_count()}'}
   path = results.write_json(pathlib.Path(args.results_dir) / 'moco_step.json', record)
   print(f'moco_step: ours {ours_rate:.0f} img/s (XLA conv {xla_conv_rate:.0f}), PyTorch {ref_rate:.0f} img/s, '
         f'speedup {record["speedup"]:.2f}x -> {path}')
