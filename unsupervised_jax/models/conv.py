@@ -220,9 +220,10 @@ class Conv(nn.Module):
     if use_matmul and self.relu_max_pool:
       return conv_relu_max_pool(x, kernel, bias)
     if use_matmul:
-      y = conv_same(x, kernel) + bias
+      y = conv_same(x, kernel)
     else:
-      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + bias
+      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    y = y + bias
     if self.relu_max_pool:
       y = nn.max_pool(nn.relu(y), (2, 2), strides=(2, 2))
     return y
