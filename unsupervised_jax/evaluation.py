@@ -79,15 +79,15 @@ def knn_accuracy(train_features, train_labels, test_features, test_labels, *, k:
   num_classes = int(num_classes or int(np.max(train_labels)) + 1)
   k = min(k, train.shape[0])
 
-  @jax.jit
-  def predict(block):
+  @jax.jit  # the data are arguments, not constants baked into the program (MNIST codes: 9.2-9.6 -> 6.1-6.5 s)
+  def predict(block, train, train_labels):
     block = block / jnp.linalg.norm(block, axis=1, keepdims=True).clip(1e-12)
     similarity, neighbours = jax.lax.top_k(block @ train.T, k)
     votes = jax.nn.one_hot(train_labels[neighbours], num_classes) * jnp.exp(similarity / temperature)[..., None]
     return jnp.argmax(votes.sum(axis=1), axis=1)
 
   test = np.asarray(test_features, np.float32)
-  predictions = np.concatenate([np.asarray(predict(test[i:i + block_size]))
+  predictions = np.concatenate([np.asarray(predict(test[i:i + block_size], train, train_labels))
                                 for i in range(0, len(test), block_size)])
   return float(np.mean(predictions == np.asarray(test_labels)))
 
@@ -104,21 +104,21 @@ def linear_probe_accuracy(train_features, train_labels, test_features, test_labe
   optimizer = optax.adamw(learning_rate, weight_decay=weight_decay)
   params = (jnp.zeros((train.shape[1], num_classes)), jnp.zeros(num_classes))
 
-  def loss(params):
+  def loss(params, train, labels):
     logits = train @ params[0] + params[1]
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-  @jax.jit
-  def fit(params):
+  @jax.jit  # the data are arguments, as in knn_accuracy
+  def fit(params, train, labels):
     def step(carry, _):
       params, opt_state = carry
-      grads = jax.grad(loss)(params)
+      grads = jax.grad(loss)(params, train, labels)
       updates, opt_state = optimizer.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), None
     (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), None, length=steps)
     return params
 
-  params = fit(params)
+  params = fit(params, train, labels)
   predictions = np.asarray(jnp.argmax(test @ params[0] + params[1], axis=1))
   return float(np.mean(predictions == np.asarray(test_labels)))
 
