@@ -34,10 +34,10 @@ def _patches(x: Array, kernel_size: Tuple[int, int]) -> Array:
   return jnp.concatenate(taps, axis=-1).reshape(b * h * w, kh * kw * c)
 
 
-def _chunked(x: Array) -> Tuple[Array, int]:
+def _chunked(x: Array) -> Array:
   """``[B, ...]`` -> ``[B / n, n, ...]`` with n the largest of ``_IMAGES_PER_CHUNK``'s divisors dividing B."""
   n = math.gcd(x.shape[0], _IMAGES_PER_CHUNK)
-  return x.reshape((x.shape[0] // n, n) + x.shape[1:]), n
+  return x.reshape((x.shape[0] // n, n) + x.shape[1:])
 
 
 def _correlate(x: Array, kernel: Array) -> Array:
@@ -53,7 +53,7 @@ def _kernel_gradient(x: Array, grad_y: Array, kernel: Array) -> Array:
 
 
 def _forward(x: Array, kernel: Array) -> Array:
-  chunks, _ = _chunked(x)
+  chunks = _chunked(x)
   return jax.lax.map(lambda xc: _correlate(xc, kernel), chunks).reshape(x.shape[:3] + (kernel.shape[-1],))
 
 
@@ -83,8 +83,7 @@ def _conv_same_bwd(residuals, grad_y):
     xc, gc = chunk
     return grad_kernel + _kernel_gradient(xc, gc, kernel), None
 
-  x_chunks, _ = _chunked(x)
-  g_chunks, _ = _chunked(grad_y)
+  x_chunks, g_chunks = _chunked(x), _chunked(grad_y)
   grad_kernel, _ = jax.lax.scan(accumulate, jnp.zeros((kh * kw * c_in, c_out), kernel.dtype), (x_chunks, g_chunks))
   grad_x = _input_gradient(grad_y, kernel)  # XLA drops it where nothing uses it (a network's first layer)
   return grad_x, grad_kernel.reshape(kernel.shape)
@@ -92,7 +91,7 @@ def _conv_same_bwd(residuals, grad_y):
 
 def _input_gradient(grad_y: Array, kernel: Array) -> Array:
   """The gradient with respect to the input: col2im (see :func:`_col2im`), a few images at a time."""
-  chunks, _ = _chunked(grad_y)
+  chunks = _chunked(grad_y)
   return jax.lax.map(lambda gc: _col2im(gc, kernel), chunks).reshape(grad_y.shape[:3] + (kernel.shape[2],))
 
 
@@ -134,7 +133,7 @@ def _conv_relu_pool_chunk(x: Array, kernel: Array, bias: Array) -> Tuple[Array, 
 
 def _conv_relu_pool(x, kernel, bias):
   b, h, w, _ = x.shape
-  chunks, _ = _chunked(x)
+  chunks = _chunked(x)
   pooled, argmax = jax.lax.map(lambda xc: _conv_relu_pool_chunk(xc, kernel, bias), chunks)
   shape = (b, h // 2, w // 2, kernel.shape[-1])
   return pooled.reshape(shape), argmax.reshape(shape)
@@ -186,7 +185,7 @@ def _conv_relu_max_pool_bwd(residuals, grad_pooled):
     grads = grad_kernel + _kernel_gradient(xc, grad_y, kernel), grad_bias + grad_y.sum((0, 1, 2))
     return grads, _col2im(grad_y, kernel)
 
-  (x_chunks, _), (g_chunks, _), (a_chunks, _) = map(_chunked, (x, grad_pooled, argmax))
+  x_chunks, g_chunks, a_chunks = map(_chunked, (x, grad_pooled, argmax))
   zeros = (jnp.zeros((kh * kw * c_in, c_out), kernel.dtype), jnp.zeros((c_out,), kernel.dtype))
   (grad_kernel, grad_bias), grad_x = jax.lax.scan(one_chunk, zeros, (x_chunks, g_chunks, a_chunks))
   return grad_x.reshape(x.shape), grad_kernel.reshape(kernel.shape), grad_bias
