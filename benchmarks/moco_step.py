@@ -10,6 +10,8 @@ timed), so the comparison leans towards PyTorch. Both use the same number of thr
 the library's default convolution (on CPU: ``models.conv``'s matrix products) and, for comparison, with
 XLA's native convolution. This 2-core VM's timings drift between runs (PyTorch measured 335-382 img/s
 on the same code), so ours and PyTorch are timed in alternating rounds and each side's median is kept.
+It also records what bounds the step here (``bound``): the step's FLOPs by XLA's cost analysis, the rate of
+a large dense product on this host, and the time of the four products the 32->64 layer needs per step.
 Writes ``results/moco_step.json``.
 """
 import argparse
@@ -36,15 +38,18 @@ def _images_per_s(run_step, batch, steps, sync):
   return batch * steps / (time.perf_counter() - start)
 
 
-def ours(images, batch, queue_size, conv_implementation='auto'):
-  """Compiles and warms up our step; returns ``timer(steps) -> images/s``."""
+def _step(images, batch, queue_size, conv_implementation):
+  """Our jitted step with its state, data set and key, on one device."""
   config = moco.MoCoConfig(queue_size=queue_size, conv_implementation=conv_implementation)
   learner = moco.MoCo(config, images.shape[1:], batch)
   mesh = parallel.make_mesh(1)
   step = parallel.data_parallel_step(learner.train_step, mesh, batch)
-  state = parallel.replicate(learner.init(jax.random.key(0)), mesh)
-  dataset = parallel.replicate(images, mesh)
-  key = jax.random.key(0)
+  return step, parallel.replicate(learner.init(jax.random.key(0)), mesh), parallel.replicate(images, mesh), jax.random.key(0)
+
+
+def ours(images, batch, queue_size, conv_implementation='auto'):
+  """Compiles and warms up our step; returns ``timer(steps) -> images/s``."""
+  step, state, dataset, key = _step(images, batch, queue_size, conv_implementation)
 
   def run_step():
     nonlocal state
@@ -54,6 +59,49 @@ def ours(images, batch, queue_size, conv_implementation='auto'):
     run_step()
   jax.block_until_ready(state)
   return lambda steps: _images_per_s(run_step, batch, steps, lambda: jax.block_until_ready(state))
+
+
+def step_flops(images, batch, queue_size):
+  """Floating-point operations of one step, by XLA's cost analysis of the step with XLA's convolution.
+
+  The arithmetic the model asks for, whichever way it is done: the library's CPU convolution runs its
+  products in a loop, which the analysis would count once.
+  """
+  step, state, dataset, key = _step(images, batch, queue_size, 'xla')
+  cost = step.lower(state, dataset, key).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost['flops'])
+
+
+def _best_seconds(fn, *args, repeats):
+  jax.block_until_ready(fn(*args))  # compile
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return min(times)
+
+
+def product_bounds(batch, repeats=5):
+  """What plain matrix products cost on this host, as a floor under the step's time.
+
+  Returns ``(dense GFLOP/s of a 2,048^3 float32 product, seconds of the four products of the 32->64
+  3x3 layer)``. Those four are the layer's work in every step (query and key forward
+  ``[B*784, 288] @ [288, 64]``, weight gradient ``[288, B*784] @ [B*784, 64]``, input gradient
+  ``[B*784, 64] @ [64, 288]``), timed as single XLA dots, the shape's best case.
+  """
+  rng = np.random.default_rng(0)
+  square = jax.device_put(rng.standard_normal((2048, 2048), np.float32))
+  dense_s = _best_seconds(jax.jit(lambda a: a @ a), square, repeats=repeats)
+  rows = batch * 28 * 28
+  patches = jax.device_put(rng.standard_normal((rows, 288), np.float32))
+  kernel = jax.device_put(rng.standard_normal((288, 64), np.float32))
+  grads = jax.device_put(rng.standard_normal((rows, 64), np.float32))
+  forward_s = _best_seconds(jax.jit(lambda p, w: p @ w), patches, kernel, repeats=repeats)
+  weight_grad_s = _best_seconds(jax.jit(lambda p, g: p.T @ g), patches, grads, repeats=repeats)
+  input_grad_s = _best_seconds(jax.jit(lambda g, w: g @ w.T), grads, kernel, repeats=repeats)
+  return 2 * 2048**3 / dense_s / 1e9, 2 * forward_s + weight_grad_s + input_grad_s
 
 
 def reference(images, batch, queue_size):
@@ -118,20 +166,36 @@ def main():
     ours_rounds.append(ours_timer(args.steps))
     ref_rounds.append(ref_timer(args.steps))
   ours_rate, ref_rate = float(np.median(ours_rounds)), float(np.median(ref_rounds))
+  flops = step_flops(images, args.batch_size, args.queue_size)
+  dense_gflops, layer_products_s = product_bounds(args.batch_size)
+  gflops = lambda rate: flops * rate / args.batch_size / 1e9
   record = results.benchmark_record(
       'moco_step',
       ours={'images_per_s': ours_rate, 'images_per_s_rounds': ours_rounds,
             'implementation': 'unsupervised_jax.methods.moco step (jit, incl. on-device batch sampling and two '
                               f'augmented views; convolution: {jax.default_backend()} default)',
-            'images_per_s_with_xla_conv': xla_conv_rate},
+            'images_per_s_with_xla_conv': xla_conv_rate, 'gflop_per_s': gflops(ours_rate)},
       reference={'images_per_s': ref_rate, 'images_per_s_rounds': ref_rounds,
-                 'implementation': f'PyTorch {torch_version}, {threads} threads, views given'},
+                 'implementation': f'PyTorch {torch_version}, {threads} threads, views given',
+                 'gflop_per_s': gflops(ref_rate)},
       throughput_key='images_per_s') | {
           'setup': f'MNIST 28x28, batch {args.batch_size}, queue {args.queue_size}, {args.rounds} alternating rounds of '
-                   f'{args.steps} timed steps after 3 warm-up (medians), cpu_count {os.cpu_count()}'}
+                   f'{args.steps} timed steps after 3 warm-up (medians), cpu_count {os.cpu_count()}',
+          # Why the speedup stops where it does: the step's arithmetic against this host's product rate.
+          'bound': {'step_gflop': flops / 1e9,
+                    'dense_matmul_gflop_per_s': dense_gflops,
+                    'images_per_s_at_dense_rate': args.batch_size * dense_gflops * 1e9 / flops,
+                    'layer_products_s': layer_products_s,
+                    'step_s_at_1.5x_reference': args.batch_size / (1.5 * ref_rate)}}
   path = results.write_json(pathlib.Path(args.results_dir) / 'moco_step.json', record)
+  bound = record['bound']
   print(f'moco_step: ours {ours_rate:.0f} img/s (XLA conv {xla_conv_rate:.0f}), PyTorch {ref_rate:.0f} img/s, '
-        f'speedup {record["speedup"]:.2f}x -> {path}')
+        f'speedup {record["speedup"]:.2f}x -> {path}\n'
+        f'  {bound["step_gflop"]:.1f} GFLOP per step: ours {gflops(ours_rate):.0f} GFLOP/s, PyTorch '
+        f'{gflops(ref_rate):.0f}; a 2,048^3 product runs at {dense_gflops:.0f} GFLOP/s here '
+        f'({bound["images_per_s_at_dense_rate"]:.0f} img/s if the whole step did); the 32->64 layer\'s four '
+        f'products alone take {layer_products_s:.3f} s against {bound["step_s_at_1.5x_reference"]:.3f} s '
+        f'for a step at 1.5x PyTorch')
 
 
 if __name__ == '__main__':
