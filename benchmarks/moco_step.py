@@ -38,39 +38,31 @@ def _images_per_s(run_step, batch, steps, sync):
   return batch * steps / (time.perf_counter() - start)
 
 
-def _step(images, batch, queue_size, conv_implementation):
-  """Our jitted step with its state, data set and key, on one device."""
+def ours(images, batch, queue_size, conv_implementation='auto'):
+  """Compiles and warms up our step; returns ``(timer(steps) -> images/s, FLOPs of one step)``.
+
+  The FLOPs are XLA's cost analysis of the compiled step: the model's arithmetic with XLA's convolution;
+  the library's CPU convolution runs its products in a loop, which the analysis counts once.
+  """
   config = moco.MoCoConfig(queue_size=queue_size, conv_implementation=conv_implementation)
   learner = moco.MoCo(config, images.shape[1:], batch)
   mesh = parallel.make_mesh(1)
-  step = parallel.data_parallel_step(learner.train_step, mesh, batch)
-  return step, parallel.replicate(learner.init(jax.random.key(0)), mesh), parallel.replicate(images, mesh), jax.random.key(0)
-
-
-def ours(images, batch, queue_size, conv_implementation='auto'):
-  """Compiles and warms up our step; returns ``timer(steps) -> images/s``."""
-  step, state, dataset, key = _step(images, batch, queue_size, conv_implementation)
+  state = parallel.replicate(learner.init(jax.random.key(0)), mesh)
+  dataset = parallel.replicate(images, mesh)
+  key = jax.random.key(0)
+  step = parallel.data_parallel_step(learner.train_step, mesh, batch).lower(state, dataset, key).compile()
+  cost = step.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
 
   def run_step():
     nonlocal state
     state, _ = step(state, dataset, key)
 
-  for _ in range(3):  # compile + warm up
+  for _ in range(3):  # warm up
     run_step()
   jax.block_until_ready(state)
-  return lambda steps: _images_per_s(run_step, batch, steps, lambda: jax.block_until_ready(state))
-
-
-def step_flops(images, batch, queue_size):
-  """Floating-point operations of one step, by XLA's cost analysis of the step with XLA's convolution.
-
-  The arithmetic the model asks for, whichever way it is done: the library's CPU convolution runs its
-  products in a loop, which the analysis would count once.
-  """
-  step, state, dataset, key = _step(images, batch, queue_size, 'xla')
-  cost = step.lower(state, dataset, key).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost['flops'])
+  timer = lambda steps: _images_per_s(run_step, batch, steps, lambda: jax.block_until_ready(state))
+  return timer, float(cost['flops'])
 
 
 def _best_seconds(fn, *args, repeats):
@@ -167,8 +159,9 @@ def main():
     parser.error(f'--rounds must be >= 1, got {args.rounds}.')
   results.git_commit()
   images = data.load('mnist', 'train', args.data_dir).images
-  xla_conv_rate = ours(images, args.batch_size, args.queue_size, 'xla')(args.steps)
-  ours_timer = ours(images, args.batch_size, args.queue_size)
+  xla_conv_timer, flops = ours(images, args.batch_size, args.queue_size, 'xla')
+  xla_conv_rate = xla_conv_timer(args.steps)
+  ours_timer, _ = ours(images, args.batch_size, args.queue_size)
   ref_timer, torch_version, threads = reference(images, args.batch_size, args.queue_size)
   products_timer = products(args.batch_size)
   ours_rounds, ref_rounds, product_rounds = [], [], []
@@ -177,7 +170,6 @@ def main():
     ref_rounds.append(ref_timer(args.steps))
     product_rounds.append(products_timer())
   ours_rate, ref_rate = float(np.median(ours_rounds)), float(np.median(ref_rounds))
-  flops = step_flops(images, args.batch_size, args.queue_size)
   gflops = lambda rate: flops * rate / args.batch_size / 1e9
   dense_rounds = [d for d, _ in product_rounds]
   # The speedup over PyTorch if the whole step ran at the dense rate of the same round.
@@ -211,6 +203,7 @@ def main():
         f'(speedup {bound["speedup_at_dense_rate"]:.2f}x if the whole step did); the 32->64 layer\'s four '
         f'products alone take {bound["layer_products_s"]:.3f} s against {bound["step_s_at_1.5x_reference"]:.3f} s '
         f'for a step at 1.5x PyTorch')
+
 
 if __name__ == '__main__':
   main()
