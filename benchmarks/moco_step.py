@@ -25,6 +25,7 @@ import numpy as np
 from unsupervised_jax import data
 from unsupervised_jax import results
 from unsupervised_jax.methods import moco
+from unsupervised_jax.training import loop
 from unsupervised_jax.training import parallel
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -45,9 +46,9 @@ def ours(images, batch, queue_size, conv_implementation='auto'):
   the library's CPU convolution runs its products in a loop, which the analysis counts once.
   """
   config = moco.MoCoConfig(queue_size=queue_size, conv_implementation=conv_implementation)
-  learner = moco.MoCo(config, images.shape[1:], batch)
+  learner = moco.moco(config, loop.TrainConfig(batch_size=batch))
   mesh = parallel.make_mesh(1)
-  state = parallel.replicate(learner.init(jax.random.key(0)), mesh)
+  state = parallel.replicate(learner.init(jax.random.key(0), images[:1]), mesh)
   dataset = parallel.replicate(images, mesh)
   key = jax.random.key(0)
   step = parallel.data_parallel_step(learner.train_step, mesh, batch).lower(state, dataset, key).compile()

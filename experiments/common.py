@@ -1,38 +1,94 @@
-"""Flags shared by every entry point (data, protocol, seeds, output places)."""
+"""What every entry point shares: flags made from the library's config dataclasses, and one-line errors.
+
+A setting is written once, as a field of a config dataclass
+(:func:`unsupervised_jax.settings.setting`); :func:`define` makes its flag
+(same name, default and help) and :func:`build` makes the config back from the
+parsed flags. Values are checked by the config's ``validate`` (one line, before
+anything is written), not by absl, so every bad flag reads the same way.
+"""
+import dataclasses
+import sys
+import typing
+
 from absl import flags
-
-from unsupervised_jax import data
-
-flags.DEFINE_string('dataset', 'digits',
-                    f'One of {", ".join(sorted(data.DATASETS))}, or the path of an .npz with x_<split>/y_<split>.')
-flags.DEFINE_string('data_dir', None, f'Local data directory (also tfds data_dir); default ${data.DATA_DIR_ENV}.')
-flags.DEFINE_enum('protocol', 'all', ['all', 'train->test'],
-                  "'all': fit and score on train+test (as MiCE); 'train->test': fit on train, score test.")
-flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds; metrics are reported as mean ± std over them.')
-flags.DEFINE_string('workdir', None, 'Output directory; default runs/<method>_<dataset>.')
-flags.DEFINE_string('results_dir', None, 'If set, also write <results_dir>/<results_name>.json.')
-flags.DEFINE_string('results_name', None, 'Name of the results record; default <method>_<dataset>.')
 
 FLAGS = flags.FLAGS
 
+flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first (TPU pods, multi-node GPU; see '
+                  'docs/multihost.md).')
 
-def seeds():
-  try:
-    return [int(s) for s in FLAGS.seeds]
-  except ValueError:
-    raise flags.ValidationError(f'--seeds must be integers, got {FLAGS.seeds}') from None
+
+def _kind(cls, field):
+  hint = typing.get_type_hints(cls)[field.name]
+  origin = typing.get_origin(hint)
+  if origin is typing.Union:  # Optional[x]
+    hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    origin = typing.get_origin(hint)
+  if origin in (tuple, list, typing.Sequence):
+    return 'list', typing.get_args(hint)[0]
+  return hint.__name__, None
+
+
+def define(cls, prefix: str = ''):
+  """Defines a flag ``prefix + name`` for every flag field of the dataclass ``cls``."""
+  for field in dataclasses.fields(cls):
+    if not field.metadata or not field.metadata.get('flag', True):
+      continue
+    name, help_text = prefix + field.name, field.metadata['help']
+    if field.metadata.get('choices'):
+      help_text += f' One of: {", ".join(map(str, field.metadata["choices"]))}.'
+    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    kind, _ = _kind(cls, field)
+    if kind == 'bool':
+      flags.DEFINE_bool(name, default, help_text)
+    elif kind == 'list':
+      flags.DEFINE_list(name, None if default is None else [str(v) for v in default], help_text)
+    else:  # parsed and checked by build() and the config's validate()
+      flags.DEFINE_string(name, None if default is None else str(default), help_text)
+
+
+def build(cls, prefix: str = '', **values):
+  """The dataclass ``cls`` from the parsed flags (``values`` override or fill non-flag fields).
+
+  Raises:
+    ValueError: a flag's value is not of its type (one line naming the flag).
+  """
+  for field in dataclasses.fields(cls):
+    if field.name in values or not field.metadata or not field.metadata.get('flag', True):
+      continue
+    name = prefix + field.name
+    raw = FLAGS[name].value
+    kind, item = _kind(cls, field)
+    try:
+      if raw is None or kind == 'bool':
+        value = raw
+      elif kind == 'list':
+        value = tuple(item(v) for v in raw)
+      elif kind == 'int':
+        value = int(raw)
+      elif kind == 'float':
+        value = float(raw)
+      else:
+        value = raw
+    except ValueError:
+      expected = {'int': 'an integer', 'float': 'a number'}.get(kind, f'a list of {getattr(item, "__name__", item)}')
+      raise ValueError(f'--{name} must be {expected}, got {",".join(raw) if isinstance(raw, list) else raw!r}.') \
+          from None
+    values[field.name] = value
+  return cls(**values)
 
 
 def run(main):
   """``app.run(main)``, turning the library's ``ValueError`` (bad config or data) into one clear line."""
-  import sys
-
   from absl import app
 
   def guarded(argv):
     from absl import logging
     logging.set_verbosity(logging.WARNING)  # orbax and XLA chatter would bury the progress bar
     try:
+      if FLAGS.multihost:
+        import jax
+        jax.distributed.initialize()
       return main(argv)
     except ValueError as error:
       print(f'error: {error}', file=sys.stderr)

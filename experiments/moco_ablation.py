@@ -16,8 +16,8 @@ from absl import flags
 from experiments import common
 from experiments import moco as moco_entry  # defines the MoCo flags
 from experiments import train_flags
-from unsupervised_jax import experiment
 from unsupervised_jax.methods import moco
+from unsupervised_jax.runner import ablation
 
 flags.DEFINE_list('queue_batches', ['16', '32', '64', '128'], 'Queue lengths, in batches of keys.')
 flags.DEFINE_list('momenta', ['0.9', '0.99', '0.999', '0.9999'], 'Key-encoder EMA momenta.')
@@ -28,23 +28,26 @@ POSTER = {'source': "the poster's best cell, MNIST clustering accuracy", 'acc': 
 
 def main(argv):
   del argv
-  base = train_flags.run_config('moco')
-  out_dir = FLAGS.workdir or 'runs/moco_ablation'
+  base = train_flags.experiment('moco', common.build(moco.MoCoConfig))
+  try:
+    grid = list(itertools.product([int(q) for q in FLAGS.queue_batches], [float(m) for m in FLAGS.momenta]))
+  except ValueError:
+    raise ValueError(f'--queue_batches must be integers and --momenta numbers, got {FLAGS.queue_batches} and '
+                     f'{FLAGS.momenta}.') from None
+  out_dir = base.run.workdir or 'runs/moco_ablation'
   cells = []
-  for length, momentum in itertools.product([int(q) for q in FLAGS.queue_batches], [float(m) for m in FLAGS.momenta]):
-    config = moco.MoCoConfig(queue_size=length * FLAGS.batch_size, momentum=momentum,
-                             momentum_schedule=FLAGS.momentum_schedule, num_steps=FLAGS.num_steps,
-                             temperature=FLAGS.temperature, learning_rate=FLAGS.learning_rate,
-                             feature_dim=FLAGS.feature_dim, mlp_head=FLAGS.mlp_head, view=FLAGS.view,
-                             conv_implementation=FLAGS.conv_implementation)
-    config.validate(FLAGS.batch_size)  # every cell, before anything runs
-    run = dataclasses.replace(base, workdir=f'{out_dir}/queue{length}_momentum{momentum}', results_dir=None)
-    make = lambda shape, config=config: moco.MoCo(config, shape, FLAGS.batch_size)
-    cells.append(({'queue_batches': length, 'queue_keys': config.queue_size, 'momentum': momentum}, run, make))
-  results_path = (f'{FLAGS.results_dir}/{FLAGS.results_name or "moco_ablation"}.json' if FLAGS.results_dir
+  for length, momentum in grid:
+    method_config = dataclasses.replace(base.method_config, queue_size=length * base.train.batch_size,
+                                        momentum=momentum)
+    experiment = dataclasses.replace(
+        base, method_config=method_config,
+        run=dataclasses.replace(base.run, workdir=f'{out_dir}/queue{length}_momentum{momentum}', results_dir=None))
+    method = moco.moco(method_config, base.train)  # every cell validated before anything runs
+    cells.append(({'queue_batches': length, 'queue_keys': method_config.queue_size, 'momentum': momentum},
+                  experiment, method))
+  results_path = (f'{base.run.results_dir}/{base.run.results_name or "moco_ablation"}.json' if base.run.results_dir
                   else None)
-  experiment.run_ablation(cells, out_dir, 'MoCo queue length x momentum', reference=POSTER,
-                          results_path=results_path)
+  ablation.run(cells, out_dir, 'MoCo queue length x momentum', reference=POSTER, results_path=results_path)
 
 
 if __name__ == '__main__':

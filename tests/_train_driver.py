@@ -15,7 +15,7 @@ from unsupervised_jax.methods import autoencoder  # noqa: E402
 from unsupervised_jax.training import loop  # noqa: E402
 
 images = data.load('digits', 'all').images
-learner = autoencoder.Autoencoder(autoencoder.AEConfig(hidden=(32,), latent_dim=4, noise_std=0.1), images.shape[1:])
-config = loop.LoopConfig(num_steps=int(sys.argv[2]), batch_size=int(sys.argv[4]) if len(sys.argv) > 4 else 32,
-                         seed=0, log_every=5, checkpoint_every=10, num_devices=num_devices, progress=False)
-loop.train(learner.method(), learner.init(jax.random.key(0)), images, config, sys.argv[1])
+learner = autoencoder.autoencoder(autoencoder.AEConfig(hidden=(32,), latent_dim=4, noise_std=0.1))
+config = loop.TrainConfig(num_steps=int(sys.argv[2]), batch_size=int(sys.argv[4]) if len(sys.argv) > 4 else 32,
+                         log_every=5, checkpoint_every=10, num_devices=num_devices, progress=False)
+loop.train(learner, learner.init(jax.random.key(0), images[:1]), images, config, sys.argv[1], key=jax.random.key(0))

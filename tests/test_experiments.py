@@ -99,10 +99,8 @@ def _learned_records():
 
 @pytest.mark.parametrize('record', list(_learned_records()))
 def test_committed_learned_records_protocol_is_written_from_their_config(record):
-  from unsupervised_jax import experiment
-  fields = {field.name for field in dataclasses.fields(experiment.LearnedRunConfig)}
-  config = experiment.LearnedRunConfig(**{k: v for k, v in record['config'].items() if k in fields})
-  assert experiment.protocol_description(config, config.n_clusters or 10) == record['protocol']
+  from unsupervised_jax.runner import records
+  assert records.protocol_description(record['config'], record['config']['n_clusters'] or 10) == record['protocol']
 
 
 @pytest.mark.parametrize('flag,match', [('--learning_rate=-1', 'learning_rate'),
@@ -146,7 +144,10 @@ def test_moco_ablation_runs_the_grid_and_reuses_finished_cells_or_reevaluates(tm
   assert _run(*args).returncode == 0
   assert (seed_dir / 'eval.json').stat().st_mtime == stamp  # reused
   # Other evaluation settings: re-evaluated from the last checkpoint, not retrained.
-  assert _run(*args, '--knn_k=5', '--nofigures').returncode == 0
+  refused = _run(*args, '--knn_k=5', '--nofigures')  # the committed table holds other settings: kept
+  assert refused.returncode != 0 and 'moco_ablation.json holds another grid or other settings' in refused.stderr
+  assert json.loads((tmp_path / 'results' / 'moco_ablation.json').read_text()) == table
+  assert _run(*args, '--knn_k=5', '--nofigures', '--results_name=moco_ablation_knn5').returncode == 0
   assert json.loads((seed_dir / 'eval.json').read_text())['evaluation']['knn_k'] == 5
   assert (seed_dir / 'metrics.jsonl').read_text() == trained
 
@@ -158,10 +159,11 @@ def test_moco_with_self_labelling_records_both_clusterings_and_refines_without_r
   assert _run(*args).returncode == 0
   seed_dir = tmp_path / 'run' / 'seed_0'
   trained = (seed_dir / 'metrics.jsonl').read_text()
-  proc = _run(*args, '--self_label_steps=30', '--self_label_threshold=0.99')  # refined: MoCo is not trained again
+  refine = (*args, '--self_label_steps=30', '--self_label_threshold=0.99', '--results_name=refined')
+  proc = _run(*refine)  # refined: MoCo is not trained again
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert (seed_dir / 'metrics.jsonl').read_text() == trained
-  record = json.loads((tmp_path / 'results' / 'moco_digits.json').read_text())
+  record = json.loads((tmp_path / 'results' / 'refined.json').read_text())
   assert 'refined by self-labelling (30 steps' in record['protocol'] and 'probability > 0.99' in record['protocol']
   for name in ('acc', 'codes_acc', 'pseudo_label_acc'):
     assert 0 < record['metrics'][name]['mean'] <= 1
@@ -170,17 +172,19 @@ def test_moco_with_self_labelling_records_both_clusterings_and_refines_without_r
     table = np.array(confusion[name]['table'])
     assert table.sum() == 1797 and np.trace(table) / 1797 == pytest.approx(record['metrics'][metric]['mean'])
   assert 'largest confusions of the refined clusters' in proc.stdout
-  fine_tuned = (seed_dir / 'self_label' / 'metrics.jsonl').read_text()
+  [stage] = list((seed_dir / 'self_label').iterdir())  # one folder per settings and pseudo-labels
+  fine_tuned = (stage / 'metrics.jsonl').read_text()
   assert len(fine_tuned.splitlines()) == 2
-  refine = (*args, '--self_label_steps=30', '--self_label_threshold=0.99')
-  assert _run(*refine, '--knn_k=5').returncode == 0  # same pseudo-labels: the fine-tuning is reused
-  assert (seed_dir / 'self_label' / 'metrics.jsonl').read_text() == fine_tuned
-  settings = json.loads((seed_dir / 'self_label' / 'settings.json').read_text())
-  assert _run(*refine, '--cluster_method=gmm').returncode == 0  # other pseudo-labels: fine-tuned afresh
-  assert json.loads((seed_dir / 'self_label' / 'settings.json').read_text())['pseudo_labels'] != settings['pseudo_labels']
-  assert len((seed_dir / 'self_label' / 'metrics.jsonl').read_text().splitlines()) == 2
-  for flag, match in (('--self_label_fraction=0', 'confident_fraction must be in (0, 1]'),
-                      ('--self_label_neighbors=0', 'self-label neighbors must be >= 1'),
+  assert _run(*refine, '--knn_k=5', '--results_name=refined_knn5').returncode == 0  # same pseudo-labels: the fine-tuning is reused
+  assert (stage / 'metrics.jsonl').read_text() == fine_tuned
+  settings = json.loads((stage / 'settings.json').read_text())
+  assert _run(*refine, '--cluster_method=gmm', '--results_name=refined_gmm').returncode == 0  # other pseudo-labels: fine-tuned afresh, apart
+  stages = sorted((seed_dir / 'self_label').iterdir(), key=lambda p: p != stage)
+  assert len(stages) == 2 and (stage / 'metrics.jsonl').read_text() == fine_tuned  # nothing trained is removed
+  assert json.loads((stages[1] / 'settings.json').read_text())['pseudo_labels'] != settings['pseudo_labels']
+  assert len((stages[1] / 'metrics.jsonl').read_text().splitlines()) == 2
+  for flag, match in (('--self_label_fraction=0', 'self_label_fraction must be > 0'),
+                      ('--self_label_neighbors=0', 'self_label_neighbors must be >= 1'),
                       ('--self_label_steps=-1', 'self_label_steps must be >= 0')):
     proc = _run(*args, '--self_label_steps=5', flag)
     assert proc.returncode != 0 and match in proc.stderr
@@ -236,12 +240,12 @@ def test_seeds_run_apart_combine_into_one_record_and_other_settings_are_refused(
 
 
 def test_a_copied_workdir_resumes_but_other_settings_are_refused(tmp_path):
-  from unsupervised_jax import experiment
+  from unsupervised_jax.runner import config as run_config
   config = {'method': 'moco', 'workdir': str(tmp_path / 'gpu_run'), 'data_dir': '/elsewhere', 'num_steps': 50,
             'method_config': {'momentum': 0.99}}
   copy = tmp_path / 'copy'  # e.g. fetched from a GPU machine, the data read from another folder
   copy.mkdir()
   (copy / 'config.json').write_text(json.dumps(config))
-  experiment.check_resumable(str(copy), 'moco', 'mnist', dict(config, workdir=str(copy), data_dir='data'))
+  run_config.check_resumable(copy, dict(config, workdir=str(copy), data_dir='data'))
   with pytest.raises(ValueError, match=r'other settings \(method_config\)'):
-    experiment.check_resumable(str(copy), 'moco', 'mnist', dict(config, method_config={'momentum': 0.9}))
+    run_config.check_resumable(copy, dict(config, method_config={'momentum': 0.9}))

@@ -9,7 +9,9 @@ import pytest
 from jax.test_util import check_grads
 
 from unsupervised_jax import losses
+from unsupervised_jax.methods import base
 from unsupervised_jax.methods import moco
+from unsupervised_jax.training import loop
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -47,23 +49,35 @@ def test_queue_wraps_around_the_end():
   queue = jnp.zeros((6, 2))
   ptr = jnp.int32(0)
   for value in (1.0, 2.0, 3.0, 4.0):
-    queue, ptr = moco.enqueue(queue, ptr, jnp.full((2, 2), value))
+    queue, ptr = base.enqueue(queue, ptr, jnp.full((2, 2), value))
   np.testing.assert_array_equal(queue[:, 0], [4, 4, 2, 2, 3, 3])  # the 4th batch overwrote the 1st
   assert int(ptr) == 2
+
+
+def test_queue_of_any_trailing_shape_wraps_and_rejects_mismatches():
+  queue, ptr = jnp.zeros((4, 3, 2)), jnp.int32(0)  # [K, E, D]: a queue per expert
+  for value in (1.0, 2.0, 3.0):
+    queue, ptr = base.enqueue(queue, ptr, jnp.full((2, 3, 2), value))
+  np.testing.assert_array_equal(queue[:, 0, 0], [3, 3, 2, 2])
+  assert int(ptr) == 2
+  with pytest.raises(ValueError, match='cannot go into'):
+    base.enqueue(queue, ptr, jnp.zeros((2, 2, 2)))
+  with pytest.raises(ValueError, match='multiple'):
+    base.enqueue(queue, ptr, jnp.zeros((3, 3, 2)))
 
 
 def test_ema_update_is_exact():
   teacher = {'w': jnp.array([1.0, 2.0])}
   student = {'w': jnp.array([3.0, -2.0])}
-  out = moco.ema(teacher, student, 0.9)
+  out = base.ema(teacher, student, 0.9)
   np.testing.assert_allclose(out['w'], 0.9 * teacher['w'] + 0.1 * student['w'], rtol=1e-7)
 
 
 def test_momentum_schedules():
   constant = moco.MoCoConfig(momentum=0.99)
-  assert float(moco.momentum_at(constant, jnp.int32(123))) == pytest.approx(0.99)
-  cosine = moco.MoCoConfig(momentum=0.9, momentum_schedule='cosine', num_steps=100)
-  got = [float(moco.momentum_at(cosine, jnp.int32(s))) for s in (0, 50, 100, 150)]
+  assert float(moco.momentum_at(constant, jnp.int32(123), 100)) == pytest.approx(0.99)
+  cosine = moco.MoCoConfig(momentum=0.9, momentum_schedule='cosine')
+  got = [float(moco.momentum_at(cosine, jnp.int32(s), 100)) for s in (0, 50, 100, 150)]
   np.testing.assert_allclose(got, [0.9, 0.95, 1.0, 1.0], rtol=1e-6)  # 1 - 0.1 * (cos(pi t/T) + 1) / 2
 
 
@@ -71,17 +85,17 @@ ENQUEUE_SCRIPT = r'''
 import jax, jax.numpy as jnp, numpy as np
 jax.config.update('jax_num_cpu_devices', 2)
 from jax.sharding import PartitionSpec as P
-from unsupervised_jax.methods import moco
+from unsupervised_jax.methods import base
 from unsupervised_jax.training import parallel
 mesh = parallel.make_mesh(2)
 keys = jnp.arange(8 * 3, dtype=jnp.float32).reshape(8, 3)
 queue, ptr = jnp.zeros((16, 3)), jnp.int32(12)
 def per_device(queue, ptr, local_keys):
     gathered = jax.lax.all_gather(local_keys, parallel.AXIS, tiled=True)
-    return moco.enqueue(queue, ptr, gathered)
+    return base.enqueue(queue, ptr, gathered)
 f = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(parallel.AXIS)), out_specs=(P(), P()), check_vma=False))
 q2, p2 = f(queue, ptr, keys)
-q1, p1 = moco.enqueue(queue, ptr, keys)
+q1, p1 = base.enqueue(queue, ptr, keys)
 np.testing.assert_array_equal(np.asarray(q2), np.asarray(q1)); assert int(p2) == int(p1) == 4
 print('OK')
 '''
@@ -96,21 +110,19 @@ def test_enqueue_on_two_devices_equals_single_device_enqueue_of_gathered_keys():
                                           ({'temperature': 0.0}, 'temperature'),
                                           ({'momentum': 1.0}, 'momentum'),
                                           ({'momentum': -0.1}, 'momentum'),
-                                          ({'momentum_schedule': 'cosine'}, 'num_steps'),
                                           ({'momentum_schedule': 'linear'}, 'momentum_schedule')])
 def test_bad_config(kwargs, match):
   with pytest.raises(ValueError, match=match):
-    moco.MoCoConfig(**kwargs).validate(64)
+    moco.MoCoConfig(**kwargs).validate(loop.TrainConfig(batch_size=64))
 
 
 def test_train_step_learns_on_digits(tmp_path):
   from unsupervised_jax import data
-  from unsupervised_jax.training import loop
   images = data.load('digits', 'all').images
-  learner = moco.MoCo(moco.MoCoConfig(queue_size=256), images.shape[1:], 64)
-  state = loop.train(learner.method(), learner.init(jax.random.key(0)), images,
-                     loop.LoopConfig(num_steps=60, batch_size=64, log_every=10, checkpoint_every=60, progress=False),
-                     tmp_path)
+  train = loop.TrainConfig(num_steps=60, batch_size=64, log_every=10, checkpoint_every=60, progress=False)
+  learner = moco.moco(moco.MoCoConfig(queue_size=256), train)
+  state = loop.train(learner, learner.init(jax.random.key(0), images[:1]), images, train, tmp_path,
+                     key=jax.random.key(0))
   lines = [__import__('json').loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert lines[-1]['loss'] < lines[0]['loss'] - 0.3  # the contrastive loss goes down
   assert int(state.queue_ptr) == (60 * 64) % 256

@@ -1,4 +1,5 @@
 """The training core: data-parallel step, resume, non-finite guard, single compilation."""
+import json
 import os
 import pathlib
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 
 from unsupervised_jax import data
 from unsupervised_jax.methods import autoencoder
+from unsupervised_jax.methods import base
 from unsupervised_jax.training import checkpoints
 from unsupervised_jax.training import loop
 from unsupervised_jax.training import parallel
@@ -21,14 +23,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DRIVER = ROOT / 'tests' / '_train_driver.py'
 
 
-def _learner(images):
-  return autoencoder.Autoencoder(autoencoder.AEConfig(hidden=(32,), latent_dim=4, noise_std=0.1),
-                                 images.shape[1:])
+def _learner():
+  return autoencoder.autoencoder(autoencoder.AEConfig(hidden=(32,), latent_dim=4, noise_std=0.1))
 
 
 def _final_params(workdir, images):
-  learner = _learner(images)
-  like = learner.init(jax.random.key(0))
+  learner = _learner()
+  like = learner.init(jax.random.key(0), images[:1])
   return checkpoints.restore_latest(checkpoints.manager(workdir), like)
 
 
@@ -37,14 +38,15 @@ import jax, numpy as np
 jax.config.update('jax_num_cpu_devices', 4)
 from unsupervised_jax import data
 from unsupervised_jax.methods import autoencoder
+from unsupervised_jax.methods import base
 from unsupervised_jax.training import parallel
 images = data.load('digits', 'all').images
-learner = autoencoder.Autoencoder(autoencoder.AEConfig(hidden=(32,), latent_dim=4, noise_std=0.1), images.shape[1:])
+learner = autoencoder.autoencoder(autoencoder.AEConfig(hidden=(32,), latent_dim=4, noise_std=0.1))
 key = jax.random.key(0)
 finals = []
 for n in (1, 4):
     mesh = parallel.make_mesh(n)
-    state = parallel.replicate(learner.init(jax.random.key(1)), mesh)
+    state = parallel.replicate(learner.init(jax.random.key(1), images[:1]), mesh)
     step = parallel.data_parallel_step(learner.train_step, mesh, 64)
     dataset = parallel.replicate(images, mesh)
     for _ in range(3):
@@ -52,7 +54,7 @@ for n in (1, 4):
         jax.block_until_ready(state)  # XLA:CPU collectives: see training.loop._needs_step_sync
     finals.append(jax.device_get(state))
 diff = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(finals[0].params), jax.tree.leaves(finals[1].params)))
-moved = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(finals[0].params), jax.tree.leaves(jax.device_get(learner.init(jax.random.key(1)).params))))
+moved = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(finals[0].params), jax.tree.leaves(jax.device_get(learner.init(jax.random.key(1), images[:1]).params))))
 print('MAXDIFF', diff, 'MOVED', moved, 'STEP', int(finals[1].step))
 '''
 
@@ -97,15 +99,15 @@ def _toy_method(nan_from_step):
     del keys
     loss = jnp.mean(images.astype(jnp.float32)) * 0 + jnp.where(state.step >= nan_from_step, jnp.nan, 1.0)
     return state.replace(params=state.params + loss), {'loss': loss}
-  return loop.Method(train_step=train_step)
+  return base.Method('toy', None, train_step, None)
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   images = np.zeros((16, 2, 2, 1), np.uint8)
-  config = loop.LoopConfig(num_steps=10, batch_size=4, log_every=1, checkpoint_every=2, progress=False)
+  config = loop.TrainConfig(num_steps=10, batch_size=4, log_every=1, checkpoint_every=2, progress=False)
   state = _ToyState(jnp.zeros((), jnp.int32), jnp.zeros(()))
   with pytest.raises(loop.NonFiniteLossError, match='last good checkpoint'):
-    loop.train(_toy_method(nan_from_step=5), state, images, config, tmp_path)
+    loop.train(_toy_method(nan_from_step=5), state, images, config, tmp_path, key=jax.random.key(0))
   mngr = checkpoints.manager(tmp_path)
   assert mngr.latest_step() == 4
   restored = checkpoints.restore_latest(mngr, state)
@@ -114,22 +116,44 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_step_compiles_once(tmp_path):
   images = data.load('digits', 'train').images
-  learner = _learner(images)
+  learner = _learner()
   traced = chex.assert_max_traces(learner.train_step, n=1)
-  method = loop.Method(train_step=traced)
-  config = loop.LoopConfig(num_steps=6, batch_size=16, log_every=2, checkpoint_every=3, progress=False)
-  state = loop.train(method, learner.init(jax.random.key(0)), images, config, tmp_path)
+  method = learner._replace(train_step=traced)
+  config = loop.TrainConfig(num_steps=6, batch_size=16, log_every=2, checkpoint_every=3, progress=False)
+  state = loop.train(method, learner.init(jax.random.key(0), images[:1]), images, config, tmp_path,
+                     key=jax.random.key(0))
   assert int(state.step) == 6
+
+
+def _tensorboard_scalars(workdir, tag):
+  """``[(step, value)]`` of ``tag`` in the TensorBoard event files of ``workdir`` (TFRecord framing read by hand)."""
+  import struct
+
+  from tensorboardX.proto import event_pb2
+  out = []
+  for path in sorted(pathlib.Path(workdir).glob('events.out.tfevents.*')):
+    raw = path.read_bytes()
+    offset = 0
+    while offset < len(raw):
+      (length,) = struct.unpack('<Q', raw[offset:offset + 8])
+      event = event_pb2.Event.FromString(raw[offset + 12:offset + 12 + length])
+      offset += 12 + length + 4
+      out += [(event.step, v.simple_value) for v in event.summary.value if v.tag == tag]
+  return out
 
 
 def test_metrics_jsonl_and_resume_noop(tmp_path):
   images = data.load('digits', 'train').images
-  learner = _learner(images)
-  config = loop.LoopConfig(num_steps=4, batch_size=16, log_every=2, checkpoint_every=2, progress=False)
-  loop.train(learner.method(), learner.init(jax.random.key(0)), images, config, tmp_path)
+  learner = _learner()
+  config = loop.TrainConfig(num_steps=4, batch_size=16, log_every=2, checkpoint_every=2, progress=False)
+  loop.train(learner, learner.init(jax.random.key(0), images[:1]), images, config, tmp_path, key=jax.random.key(0))
   lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
   assert len(lines) == 2 and '"loss"' in lines[0] and '"images_per_s"' in lines[0]
-  state = loop.train(learner.method(), learner.init(jax.random.key(0)), images, config, tmp_path)
+  losses = _tensorboard_scalars(tmp_path, 'loss')  # the TensorBoard events hold the same curve
+  assert [step for step, _ in losses] == [2, 4]
+  assert [value for _, value in losses] == pytest.approx([json.loads(l)['loss'] for l in lines])
+  state = loop.train(learner, learner.init(jax.random.key(0), images[:1]), images, config, tmp_path,
+                     key=jax.random.key(0))
   assert int(state.step) == 4  # already done: restored, no new step
   assert len((tmp_path / 'metrics.jsonl').read_text().splitlines()) == 2
 
@@ -137,10 +161,10 @@ def test_metrics_jsonl_and_resume_noop(tmp_path):
 @pytest.mark.parametrize('kwargs,match', [({'num_steps': 0}, 'num_steps'), ({'batch_size': 0}, 'batch_size'),
                                           ({'checkpoint_every': 0}, 'checkpoint_every')])
 def test_bad_loop_config(tmp_path, kwargs, match):
-  config = loop.LoopConfig(**{'num_steps': 2, 'batch_size': 2, **kwargs})
+  config = loop.TrainConfig(**{'num_steps': 2, 'batch_size': 2, **kwargs})
   with pytest.raises(ValueError, match=match):
     loop.train(_toy_method(99), _ToyState(jnp.zeros((), jnp.int32), jnp.zeros(())), np.zeros((4, 1, 1, 1), np.uint8),
-               config, tmp_path / 'run')
+               config, tmp_path / 'run', key=jax.random.key(0))
   assert not (tmp_path / 'run').exists()
 
 
@@ -181,27 +205,3 @@ def test_sample_batch_indexes_every_array_of_a_pytree_data_set_alike():
   np.testing.assert_array_equal(np.asarray(single(images, jax.random.key(0))), np.asarray(batch['images']))
   with pytest.raises(ValueError, match='same number of examples'):
     parallel.num_examples({'images': images, 'labels': jnp.zeros(99)})
-
-
-@flax.struct.dataclass
-class _CountingState:
-  step: jax.Array
-  params: jax.Array
-  epochs_seen: jax.Array
-
-
-def test_epoch_end_update_runs_once_per_epoch_over_the_whole_data_set(tmp_path):
-  """MiCE's analytic prototype update: a whole-data-set pass inside the same loop."""
-  images = np.arange(12, dtype=np.uint8).reshape(12, 1, 1, 1)
-
-  def train_step(state, batch, keys):
-    return state, {'loss': jnp.float32(0.0)}
-
-  def epoch_end(state, all_images, key):
-    del key
-    return state.replace(params=jnp.sum(all_images.astype(jnp.float32)), epochs_seen=state.epochs_seen + 1)
-
-  state = _CountingState(jnp.zeros((), jnp.int32), jnp.zeros(()), jnp.zeros((), jnp.int32))
-  config = loop.LoopConfig(num_steps=9, batch_size=4, log_every=3, checkpoint_every=9, progress=False)
-  state = loop.train(loop.Method(train_step, epoch_end), state, images, config, tmp_path, steps_per_epoch=3)
-  assert int(state.epochs_seen) == 3 and float(state.params) == float(np.arange(12).sum())

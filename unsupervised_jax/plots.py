@@ -59,3 +59,14 @@ def scatter(points, labels, path, *, title: str = '') -> pathlib.Path:
   ax.set_xticks([]), ax.set_yticks([])
   ax.set_title(title, fontsize=9)
   return _save(fig, path)
+
+
+def tsne(features, labels, path, *, max_points: int = 5000, seed: int = 0, title: str = '') -> pathlib.Path:
+  """2-D t-SNE (scikit-learn) of up to ``max_points`` features ``[N, D]`` coloured by ``labels [N]``, as PNG."""
+  from sklearn import manifold
+
+  rng = np.random.default_rng(seed)
+  features = np.asarray(features)
+  keep = rng.choice(len(features), min(max_points, len(features)), replace=False)
+  points = manifold.TSNE(2, init='pca', random_state=seed).fit_transform(features[keep])
+  return scatter(points, np.asarray(labels)[keep], path, title=title)

@@ -9,7 +9,7 @@ shuffle-BN guards against cannot happen; a BN backbone would need shuffle-BN.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -19,10 +19,11 @@ import optax
 
 from unsupervised_jax import augment
 from unsupervised_jax import losses
+from unsupervised_jax import settings
+from unsupervised_jax.methods import base
 from unsupervised_jax.models import conv
 from unsupervised_jax.models import convnet
-from unsupervised_jax.training import loop
-from unsupervised_jax.training import parallel
+from unsupervised_jax.settings import setting
 
 MOMENTUM_SCHEDULES = ('constant', 'cosine')
 VIEWS = {'digits': augment.digits_view, 'digits_strong': augment.strong_digits_view,
@@ -43,35 +44,27 @@ class MoCoState:
 
 @dataclasses.dataclass(frozen=True)
 class MoCoConfig:
-  queue_size: int = 4096  # K, in keys (not batches)
-  momentum: float = 0.99  # EMA momentum of the key encoder (at step 0 when scheduled)
-  momentum_schedule: str = 'constant'  # or 'cosine': from `momentum` up to 1 over `num_steps` (BYOL)
-  num_steps: int = 0  # training length, for the cosine schedule
-  temperature: float = 0.1
-  learning_rate: float = 1e-3
-  feature_dim: int = 128
-  mlp_head: bool = False  # MoCo v2: a 2-layer MLP projection head
-  view: str = 'digits'
-  conv_implementation: str = 'auto'  # models.conv.Conv: matmul on CPU, XLA's convolution elsewhere
+  queue_size: int = setting(4096, 'Queue length K, in keys (a multiple of the global batch).', minimum=1)
+  momentum: float = setting(0.99, 'EMA momentum of the key encoder (teacher), in [0, 1) (at step 0 when '
+                            'scheduled).', minimum=0)
+  momentum_schedule: str = setting('constant', "EMA momentum schedule ('cosine': from --momentum up to 1 over the "
+                                   'run, as BYOL).', choices=MOMENTUM_SCHEDULES)
+  temperature: float = setting(0.1, 'InfoNCE temperature.', above=0)
+  learning_rate: float = setting(1e-3, 'Adam learning rate.', above=0)
+  feature_dim: int = setting(128, 'Feature size.', minimum=1)
+  mlp_head: bool = setting(False, 'MoCo v2 MLP projection head.')
+  view: str = setting('digits', 'Augmentation family of the two views.', choices=tuple(sorted(VIEWS)))
+  conv_implementation: str = setting('auto', "Convolution: 'auto' = matrix products on CPU (faster there), XLA's "
+                                     'elsewhere.', choices=conv.IMPLEMENTATIONS)
 
-  def validate(self, global_batch: int):
-    if not self.temperature > 0:
-      raise ValueError(f'temperature must be > 0, got {self.temperature}.')
-    if not 0 <= self.momentum < 1:
+  def validate(self, train):
+    """Raises ValueError (one line) on a bad setting; ``train`` is the run's ``TrainConfig``."""
+    settings.check(self)
+    if not self.momentum < 1:
       raise ValueError(f'momentum must be in [0, 1), got {self.momentum}.')
-    if not self.learning_rate > 0:
-      raise ValueError(f'learning_rate must be > 0, got {self.learning_rate}.')
-    if self.queue_size < global_batch or self.queue_size % global_batch:
+    if train.batch_size >= 1 and (self.queue_size < train.batch_size or self.queue_size % train.batch_size):
       raise ValueError(f'queue_size {self.queue_size} must be a multiple of the global batch size '
-                       f'{global_batch} (whole batches of keys are enqueued).')
-    if self.momentum_schedule not in MOMENTUM_SCHEDULES:
-      raise ValueError(f'momentum_schedule must be one of {MOMENTUM_SCHEDULES}, got {self.momentum_schedule!r}.')
-    if self.momentum_schedule == 'cosine' and self.num_steps <= 0:
-      raise ValueError('the cosine momentum schedule needs num_steps > 0.')
-    if self.conv_implementation not in conv.IMPLEMENTATIONS:
-      raise ValueError(f'conv_implementation must be one of {conv.IMPLEMENTATIONS}, got {self.conv_implementation!r}.')
-    if self.view not in VIEWS:
-      raise ValueError(f'view must be one of {sorted(VIEWS)}, got {self.view!r}.')
+                       f'{train.batch_size} (whole batches of keys are enqueued).')
 
 
 class Encoder(nn.Module):
@@ -95,69 +88,59 @@ class Encoder(nn.Module):
     return h
 
 
-def enqueue(queue: jax.Array, queue_ptr: jax.Array, keys: jax.Array):
-  """Writes ``keys [B, D]`` at ``queue_ptr`` of the ring buffer ``queue [K, D]`` (K a multiple of B).
-
-  Returns ``(queue, queue_ptr)`` with the pointer advanced by B modulo K.
-  """
-  queue = jax.lax.dynamic_update_slice(queue, keys.astype(queue.dtype), (queue_ptr, 0))
-  return queue, (queue_ptr + keys.shape[0]) % queue.shape[0]
-
-
-def momentum_at(config: MoCoConfig, step: jax.Array) -> jax.Array:
-  """The key encoder's EMA momentum at ``step``: constant, or BYOL's cosine from ``momentum`` to 1."""
+def momentum_at(config: MoCoConfig, step: jax.Array, num_steps: int) -> jax.Array:
+  """The key encoder's EMA momentum at ``step``: constant, or BYOL's cosine from ``momentum`` to 1 over
+  ``num_steps``."""
   if config.momentum_schedule == 'constant':
     return jnp.asarray(config.momentum, jnp.float32)
-  progress = jnp.minimum(step / config.num_steps, 1.0)
+  progress = jnp.minimum(step / num_steps, 1.0)
   return 1.0 - (1.0 - config.momentum) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
 
 
-def ema(teacher_params, params, momentum):
-  """``momentum * teacher + (1 - momentum) * params``, leaf by leaf."""
-  return optax.incremental_update(params, teacher_params, step_size=1.0 - momentum)
+def moco(config: MoCoConfig, train) -> base.Method:
+  """MoCo as a :class:`~unsupervised_jax.methods.base.Method`; ``embed`` gives the backbone features
+  ``[B, feature_dim]`` (before the MLP head).
 
+  Args:
+    config: MoCo's settings.
+    train: the run's ``TrainConfig`` (global batch for the queue, length for the momentum schedule).
 
-class MoCo:
-  """Model, optimizer and the pure functions the trainer and the evaluation need."""
+  Raises:
+    ValueError: a bad setting.
+  """
+  config.validate(train)
+  model = Encoder(config.feature_dim, config.mlp_head, config.conv_implementation)
+  optimizer = optax.adam(config.learning_rate)
+  view = VIEWS[config.view]
 
-  def __init__(self, config: MoCoConfig, image_shape: Sequence[int], global_batch: int):
-    config.validate(global_batch)
-    self.config = config
-    self.image_shape = tuple(image_shape)
-    self.model = Encoder(config.feature_dim, config.mlp_head, config.conv_implementation)
-    self.optimizer = optax.adam(config.learning_rate)
-    self.view = VIEWS[config.view]
-
-  def init(self, key: jax.Array) -> MoCoState:
+  def init(key, sample):
     params_key, queue_key = jax.random.split(key)
-    params = self.model.init(params_key, jnp.zeros((1,) + self.image_shape))['params']
-    queue = losses.l2_normalize(jax.random.normal(queue_key, (self.config.queue_size, self.config.feature_dim)))
+    params = model.init(params_key, augment.to_float(sample))['params']
+    queue = losses.l2_normalize(jax.random.normal(queue_key, (config.queue_size, config.feature_dim)))
     teacher_params = jax.tree.map(jnp.copy, params)  # own buffers: the train step donates the state
-    return MoCoState(jnp.zeros((), jnp.int32), params, self.optimizer.init(params), teacher_params, queue,
+    return MoCoState(base.zeros_step(), params, optimizer.init(params), teacher_params, queue,
                      jnp.zeros((), jnp.int32))
 
-  def train_step(self, state: MoCoState, images, example_keys):
-    views = jax.vmap(lambda k, x: jnp.stack([self.view(k_, x) for k_ in jax.random.split(k)]))(
+  def train_step(state, images, example_keys):
+    views = jax.vmap(lambda k, x: jnp.stack([view(k_, x) for k_ in jax.random.split(k)]))(
         example_keys, augment.to_float(images))  # [B, 2, H, W, C]
-    teacher_params = ema(state.teacher_params, state.params, momentum_at(self.config, state.step))
-    keys = self.model.apply({'params': teacher_params}, views[:, 1])
+    teacher_params = base.ema(state.teacher_params, state.params, momentum_at(config, state.step, train.num_steps))
+    keys = model.apply({'params': teacher_params}, views[:, 1])
 
     def loss_fn(params):
-      queries = self.model.apply({'params': params}, views[:, 0])
-      return losses.moco_loss(queries, keys, state.queue, self.config.temperature)
+      queries = model.apply({'params': params}, views[:, 0])
+      return losses.moco_loss(queries, keys, state.queue, config.temperature)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    grads = jax.lax.pmean(grads, parallel.AXIS)
-    updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+    params, opt_state = base.apply_gradients(optimizer, grads, state.params, state.opt_state)
     # Every device enqueues the whole global batch of keys, in device order.
-    global_keys = jax.lax.all_gather(losses.l2_normalize(keys), parallel.AXIS, tiled=True)
-    queue, queue_ptr = enqueue(state.queue, state.queue_ptr, global_keys)
-    return state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
-                         teacher_params=teacher_params, queue=queue, queue_ptr=queue_ptr), {'loss': loss}
+    global_keys = jax.lax.all_gather(losses.l2_normalize(keys), base.AXIS, tiled=True)
+    queue, queue_ptr = base.enqueue(state.queue, state.queue_ptr, global_keys)
+    return state.replace(params=params, opt_state=opt_state, teacher_params=teacher_params, queue=queue,
+                         queue_ptr=queue_ptr), {'loss': loss}
 
-  def method(self) -> loop.Method:
-    return loop.Method(train_step=self.train_step)
+  def embed(state, images):
+    return model.apply({'params': state.params}, augment.to_float(images), method='features')
 
-  def embed(self, params, images):
-    """Backbone features ``[B, feature_dim]`` of uint8 ``images [B, H, W, C]``."""
-    return self.model.apply({'params': params}, augment.to_float(images), method='features')
+  backbone = base.Backbone(model, 'features', lambda state: state.params, view)
+  return base.Method('moco', init, train_step, embed, backbone=backbone, config=config)

@@ -19,7 +19,7 @@ exceeds the threshold, and ignored otherwise. No label is read anywhere.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict
+from typing import Any, Dict
 
 import flax
 import flax.linen as nn
@@ -29,58 +29,46 @@ import numpy as np
 import optax
 
 from unsupervised_jax import augment
-from unsupervised_jax.training import loop
-from unsupervised_jax.training import parallel
+from unsupervised_jax import settings
+from unsupervised_jax.evaluation import neighbours
+from unsupervised_jax.methods import base
+from unsupervised_jax.settings import setting
 
 
 @dataclasses.dataclass(frozen=True)
 class SelfLabelConfig:
-  num_steps: int = 1000  # fine-tuning steps (cosine-decayed learning rate)
-  confident_fraction: float = 0.5  # kept per cluster, most confident first
-  neighbors: int = 20  # neighbours in code space whose clusters vote for a point's confidence
-  learning_rate: float = 1e-3
-  online_threshold: float = 0.0  # > 0: unconfident images join once the classifier's probability exceeds it
+  """The self-labelling stage's settings (flags ``--self_label_<name>``)."""
+  steps: int = setting(0, 'Refine the clustering by self-labelling (fine-tune the encoder with a cluster head on '
+                       'the confident pseudo-labels, cosine-decayed learning rate) for this many steps; 0 = off.',
+                       minimum=0)
+  fraction: float = setting(0.5, 'Share of each cluster kept as pseudo-labels, most confident first, in (0, 1].',
+                            above=0)
+  neighbors: int = setting(20, 'Nearest neighbours (in code space) whose clusters vote for confidence.', minimum=1)
+  threshold: float = setting(0.0, "The other images join, trained towards the classifier's own prediction, once "
+                             'its probability exceeds this (SCAN uses 0.99), in [0, 1); 0 = off.', minimum=0)
+  learning_rate: float = setting(1e-3, 'Adam learning rate of the fine-tuning.', above=0)
+
+  PREFIX = 'self_label_'
 
   def validate(self):
-    if self.num_steps < 1:
-      raise ValueError(f'self-label num_steps must be >= 1, got {self.num_steps}.')
-    if not 0 < self.confident_fraction <= 1:
-      raise ValueError(f'confident_fraction must be in (0, 1], got {self.confident_fraction}.')
-    if self.neighbors < 1:
-      raise ValueError(f'self-label neighbors must be >= 1, got {self.neighbors}.')
-    if not self.learning_rate > 0:
-      raise ValueError(f'self-label learning_rate must be > 0, got {self.learning_rate}.')
-    if not 0 <= self.online_threshold < 1:
-      raise ValueError(f'self-label online_threshold must be in [0, 1), got {self.online_threshold}.')
+    """Raises ValueError (one line, naming the flag) on a bad setting."""
+    settings.check(self, self.PREFIX)
+    if self.fraction > 1:
+      raise ValueError(f'self_label_fraction must be in (0, 1], got {self.fraction}.')
+    if not self.threshold < 1:
+      raise ValueError(f'self_label_threshold must be in [0, 1), got {self.threshold}.')
 
 
-def neighbour_agreement(codes, assignments, k: int, block_size: int = 2048) -> np.ndarray:
+def neighbour_agreement(codes, assignments, k: int) -> np.ndarray:
   """``[N]``: fraction of each point's ``k`` nearest neighbours (cosine, itself excluded) in its cluster.
 
   Args:
     codes: ``[N, D]`` features.
     assignments: ``[N]`` int cluster of every point.
   """
-  codes = jnp.asarray(codes, jnp.float32)
-  codes = codes / jnp.linalg.norm(codes, axis=1, keepdims=True).clip(1e-12)
-  assignments = jnp.asarray(assignments)
-  n = codes.shape[0]
-  k = min(k, n - 1)
-  block_size = min(block_size, n)
-
-  @jax.jit  # the data are arguments, not constants baked into the program
-  def agreement(codes, assignments, start):
-    block = jax.lax.dynamic_slice_in_dim(codes, start, block_size)
-    own = start + jnp.arange(block_size)
-    similarity = (block @ codes.T).at[jnp.arange(block_size), own].set(-jnp.inf)  # not its own neighbour
-    _, neighbours = jax.lax.top_k(similarity, k)
-    return jnp.mean(assignments[neighbours] == assignments[own][:, None], axis=1)
-
-  out = np.empty(n, np.float32)
-  for start in range(0, n, block_size):
-    start = min(start, n - block_size)  # the last block is shifted back to stay in range (overlap: same values)
-    out[start:start + block_size] = np.asarray(agreement(codes, assignments, start))
-  return out
+  assignments = np.asarray(assignments)
+  _, indices = neighbours.cosine_top_k(codes, codes, min(k, len(assignments) - 1), exclude_self=True)
+  return np.mean(assignments[indices] == assignments[:, None], axis=1).astype(np.float32)
 
 
 def select_confident(assignments, confidence, fraction: float) -> np.ndarray:
@@ -118,72 +106,80 @@ class Classifier(nn.Module):
     return nn.Dense(self.n_clusters, name='head')(nn.relu(codes))
 
 
-class SelfLabel:
-  """Fine-tunes ``encoder`` (initialised from ``encoder_params``) on pseudo-labelled images.
+def targets(model: Classifier, threshold: float, params, images, labels, confident):
+  """``(targets [B] int32, weights [B])``: the pseudo-label where ``confident``; elsewhere the classifier's
+  prediction on the unaugmented float ``images [B, H, W, C]`` when its probability exceeds ``threshold``
+  (weight 1), else weight 0 (FixMatch's rule, SCAN's self-labelling). ``threshold`` 0: confident ones only."""
+  if not threshold:
+    return labels, confident.astype(jnp.float32)
+  probabilities = jax.nn.softmax(jax.lax.stop_gradient(model.apply({'params': params}, images)))
+  sure = jnp.max(probabilities, axis=1) > threshold
+  predicted = jnp.where(confident, labels, jnp.argmax(probabilities, axis=1).astype(labels.dtype))
+  return predicted, (confident | sure).astype(jnp.float32)
 
-  The trainer's data set is ``{'images': [N, H, W, C] uint8, 'labels': [N] int32,
-  'confident': [N] bool}``: with ``online_threshold`` 0, the confident examples
-  only (``confident`` all True); otherwise every image, the unconfident ones
-  trained towards the classifier's own sure predictions.
+
+def self_label(config: SelfLabelConfig, backbone: base.Backbone, encoder_params, n_clusters: int) -> base.Method:
+  """The fine-tuning as a :class:`~unsupervised_jax.methods.base.Method` whose ``assign`` is the refined clustering.
+
+  Its data set is :func:`pseudo_labelled` (a pytree ``{'images', 'labels', 'confident'}``):
+  with ``threshold`` 0 the confident examples only; otherwise every image, the
+  unconfident ones trained towards the classifier's own sure predictions.
+
+  Args:
+    config: the stage's settings (``steps`` >= 1).
+    backbone: the trained method's encoder and augmentation.
+    encoder_params: its trained parameters (copied into the classifier).
+    n_clusters: the head's outputs.
+
+  Raises:
+    ValueError: a bad setting.
   """
+  config.validate()
+  if config.steps < 1:
+    raise ValueError(f'self_label_steps must be >= 1 to fine-tune, got {config.steps}.')
+  model = Classifier(backbone.module, n_clusters, backbone.feature_method)
+  optimizer = optax.adam(optax.cosine_decay_schedule(config.learning_rate, config.steps))
 
-  def __init__(self, config: SelfLabelConfig, encoder: nn.Module, encoder_params, image_shape, n_clusters: int,
-               view: Callable[[jax.Array, jax.Array], jax.Array], feature_method: str = 'features'):
-    config.validate()
-    self.config = config
-    self.model = Classifier(encoder, n_clusters, feature_method)
-    self.encoder_params = encoder_params
-    self.image_shape = tuple(image_shape)
-    self.optimizer = optax.adam(optax.cosine_decay_schedule(config.learning_rate, config.num_steps))
-    self.view = view
+  def init(key, sample):
+    params = model.init(key, augment.to_float(sample))['params']
+    params = dict(params, encoder=jax.tree.map(jnp.copy, encoder_params))  # own buffers: donated
+    return SelfLabelState(base.zeros_step(), params, optimizer.init(params))
 
-  def init(self, key: jax.Array) -> SelfLabelState:
-    params = self.model.init(key, jnp.zeros((1,) + self.image_shape))['params']
-    params = dict(params, encoder=jax.tree.map(jnp.copy, self.encoder_params))  # own buffers: donated
-    return SelfLabelState(jnp.zeros((), jnp.int32), params, self.optimizer.init(params))
-
-  def targets(self, params, images, labels, confident):
-    """``(targets [B] int32, weights [B])``: the pseudo-label where confident; elsewhere the classifier's
-    prediction on the unaugmented ``images`` (float) if its probability exceeds ``online_threshold``
-    (weight 1), else weight 0."""
-    if not self.config.online_threshold:
-      return labels, confident.astype(jnp.float32)
-    probabilities = jax.nn.softmax(jax.lax.stop_gradient(self.model.apply({'params': params}, images)))
-    sure = jnp.max(probabilities, axis=1) > self.config.online_threshold
-    targets = jnp.where(confident, labels, jnp.argmax(probabilities, axis=1).astype(labels.dtype))
-    return targets, (confident | sure).astype(jnp.float32)
-
-  def train_step(self, state: SelfLabelState, batch: Dict[str, jax.Array], example_keys):
+  def train_step(state, batch, example_keys):
     images = augment.to_float(batch['images'])
-    targets, weights = self.targets(state.params, images, batch['labels'], batch['confident'])
-    views = jax.vmap(self.view)(example_keys, images)
+    target, weights = targets(model, config.threshold, state.params, images, batch['labels'], batch['confident'])
+    views = jax.vmap(backbone.view)(example_keys, images)
 
     def loss_fn(params):
-      logits = self.model.apply({'params': params}, views)
-      losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+      logits = model.apply({'params': params}, views)
+      losses = optax.softmax_cross_entropy_with_integer_labels(logits, target)
       agree = jnp.argmax(logits, axis=1) == batch['labels']
       confident = batch['confident'].astype(jnp.float32)
       return (jnp.sum(weights * losses) / jnp.maximum(jnp.sum(weights), 1.0),
               jnp.sum(confident * agree) / jnp.maximum(jnp.sum(confident), 1.0))
 
     (loss, agreement), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grads = jax.lax.pmean(grads, parallel.AXIS)
-    updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-    return state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state), {
+    params, opt_state = base.apply_gradients(optimizer, grads, state.params, state.opt_state)
+    return state.replace(params=params, opt_state=opt_state), {
         'loss': loss, 'pseudo_label_agreement': agreement, 'trained_share': jnp.mean(weights)}
 
-  def dataset(self, images, assignments, chosen) -> Dict[str, np.ndarray]:
-    """The trainer's data set from all ``images [N, ...]``, their clusters ``[N]`` and the confident indices."""
-    confident = np.zeros(len(images), bool)
-    confident[chosen] = True
-    if not self.config.online_threshold:
-      images, assignments, confident = images[chosen], assignments[chosen], confident[chosen]
-    return {'images': images, 'labels': np.asarray(assignments, np.int32), 'confident': confident}
+  def embed(state, images):
+    """The fine-tuned encoder's features ``[B, D]``."""
+    return backbone.module.apply({'params': state.params['encoder']}, augment.to_float(images),
+                                 method=backbone.feature_method)
 
-  def method(self) -> loop.Method:
-    return loop.Method(train_step=self.train_step)
-
-  def predict(self, params, images):
-    """Cluster ``[B]`` int32 of uint8 ``images [B, H, W, C]``."""
-    logits = self.model.apply({'params': params}, augment.to_float(images))
+  def assign(state, images):
+    """Cluster ``[B]`` int32 of uint8 ``images [B, H, W, C]``: the classifier's arg-max."""
+    logits = model.apply({'params': state.params}, augment.to_float(images))
     return jnp.argmax(logits, axis=1).astype(jnp.int32)
+
+  return base.Method('self_label', init, train_step, embed, assign=assign, config=config)
+
+
+def pseudo_labelled(config: SelfLabelConfig, images, assignments, chosen) -> Dict[str, np.ndarray]:
+  """The fine-tuning's data set from all ``images [N, ...]``, their clusters ``[N]`` and the confident indices."""
+  confident = np.zeros(len(images), bool)
+  confident[chosen] = True
+  if not config.threshold:
+    images, assignments, confident = images[chosen], np.asarray(assignments)[chosen], confident[chosen]
+  return {'images': images, 'labels': np.asarray(assignments, np.int32), 'confident': confident}

@@ -1,11 +1,11 @@
 """The one training loop every learned method runs on.
 
-``train(method, state, images, config, workdir)``: compiled data-parallel
+``train(method, state, dataset, config, workdir, key=...)``: compiled data-parallel
 steps (:mod:`unsupervised_jax.training.parallel`), a progress bar with rate and
 ETA, metrics as JSON lines in ``<workdir>/metrics.jsonl``, periodic
 evaluation, an optional once-per-epoch whole-data-set update (MiCE's analytic
 prototypes), orbax checkpoints every N steps (keep last k) and automatic
-resume from the latest one.
+resume from the latest one, TensorBoard event files beside ``metrics.jsonl``.
 """
 from __future__ import annotations
 
@@ -15,13 +15,16 @@ import os
 import pathlib
 import signal
 import time
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, Optional
 
 import jax
 import numpy as np
 
+from unsupervised_jax import settings
+from unsupervised_jax.methods import base
 from unsupervised_jax.training import checkpoints
 from unsupervised_jax.training import parallel
+from unsupervised_jax.settings import setting
 
 # Test hook: kill -9 this process right after this step (checks crash + resume).
 CRASH_ENV = 'UNSUPERVISED_JAX_CRASH_AFTER_STEP'
@@ -31,40 +34,22 @@ class NonFiniteLossError(RuntimeError):
   """Training produced a non-finite metric; the last good checkpoint is left as it was."""
 
 
-class Method(NamedTuple):
-  """What a learned method gives the trainer.
-
-  Attributes:
-    train_step: per-device ``(state, images [B_local, H, W, C] uint8,
-      example_keys [B_local]) -> (state, metrics)`` (``images`` is a pytree of
-      batches when the data set is a pytree); averages its gradients
-      with ``lax.pmean(..., 'batch')``. ``state`` is a ``flax.struct``
-      dataclass with an int32 ``step`` field (incremented by the trainer).
-    epoch_end: optional ``(state, images [N, H, W, C], key) -> state``, run
-      jitted every ``steps_per_epoch`` steps over the whole data set.
-  """
-  train_step: parallel.StepFn
-  epoch_end: Optional[Callable[[Any, jax.Array, jax.Array], Any]] = None
-
-
-@dataclasses.dataclass
-class LoopConfig:
-  num_steps: int
-  batch_size: int
-  seed: int = 0
-  log_every: int = 100
-  eval_every: int = 0  # 0: only at the end
-  checkpoint_every: int = 1000
-  keep_checkpoints: int = 3
-  num_devices: Optional[int] = None
-  progress: bool = True
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """How long and how the trainer runs (the flags of every learned method)."""
+  num_steps: int = setting(1000, 'Training steps.', minimum=1)
+  batch_size: int = setting(256, 'Global batch size (a multiple of the device count).', minimum=1)
+  log_every: int = setting(100, 'Steps between metric lines (metrics.jsonl and TensorBoard).', minimum=1)
+  eval_every: int = setting(0, 'Steps between evaluations during training; 0 = at the end only.', minimum=0)
+  checkpoint_every: int = setting(1000, 'Steps between checkpoints (the run resumes from the latest).', minimum=1)
+  keep_checkpoints: int = setting(3, 'Checkpoints kept.', minimum=1)
+  num_devices: int = setting(0, 'Devices to use; 0 = all.', minimum=0)
+  progress: bool = setting(True, 'Show a progress bar.')
 
   def validate(self):
-    for name in ('num_steps', 'batch_size', 'log_every', 'checkpoint_every', 'keep_checkpoints'):
-      if getattr(self, name) < 1:
-        raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}.')
-    if self.eval_every < 0:
-      raise ValueError(f'eval_every must be >= 0, got {self.eval_every}.')
+    """Raises ValueError (one line) on a bad setting, or a batch the devices cannot split."""
+    settings.check(self)
+    parallel.check_batch_size(self.batch_size, parallel.make_mesh(self.num_devices or None))
 
 
 def _needs_step_sync(mesh) -> bool:
@@ -75,32 +60,50 @@ def _needs_step_sync(mesh) -> bool:
 
 
 class MetricsWriter:
-  """Appends ``{"step": ..., name: value}`` lines to ``<workdir>/metrics.jsonl``."""
+  """Appends ``{"step": ..., name: value}`` lines to ``<workdir>/metrics.jsonl`` and the same scalars
+  to TensorBoard event files in ``<workdir>`` (``tensorboard --logdir runs/`` shows every run)."""
 
   def __init__(self, workdir):
     self.path = pathlib.Path(workdir) / 'metrics.jsonl'
+    self._tensorboard = None
+    self._workdir = pathlib.Path(workdir)
 
   def write(self, step: int, metrics: Dict[str, Any]):
     line = {'step': int(step), **{k: (float(v) if np.ndim(v) == 0 else np.asarray(v).tolist())
                                   for k, v in metrics.items()}}
     with self.path.open('a') as f:
       f.write(json.dumps(line) + '\n')
+    if self._tensorboard is None:
+      import tensorboardX  # a small, well-kept event writer (no TensorFlow)
+      self._tensorboard = tensorboardX.SummaryWriter(str(self._workdir), flush_secs=30)
+    for name, value in line.items():
+      if name != 'step' and np.ndim(value) == 0:
+        self._tensorboard.add_scalar(name, value, int(step))
+
+  def close(self):
+    if self._tensorboard is not None:
+      self._tensorboard.close()
+      self._tensorboard = None
 
 
-def train(method: Method, state: Any, images: np.ndarray, config: LoopConfig, workdir,
-          evaluate: Optional[Callable[[Any], Dict[str, float]]] = None, steps_per_epoch: int = 0):
+def train(method: base.Method, state: Any, dataset, config: TrainConfig, workdir, *, key: jax.Array,
+          evaluate: Optional[Callable[[Any], Dict[str, float]]] = None):
   """Trains ``state`` for ``config.num_steps`` steps (resuming from ``workdir`` if it holds checkpoints).
 
   Args:
-    method: the method's per-device step (and optional epoch-end update).
+    method: the method (:class:`unsupervised_jax.methods.base.Method`): its
+      per-device ``train_step`` and, when given, its ``epoch_end`` (run every
+      ``epoch_end.period`` steps over the whole data set, sharded over the
+      devices and chunked; its metrics are logged with the prefix ``epoch_end/``).
     state: freshly initialised train state (used as is when nothing to resume).
-    images: ``[N, H, W, C]`` uint8 data set, put on every device once; or a
+    dataset: ``[N, H, W, C]`` uint8 images, put on every device once; or a
       pytree of per-example ``[N, ...]`` arrays (the step then gets the same
       pytree of batches).
     config: loop settings.
-    workdir: checkpoints and ``metrics.jsonl`` go here.
+    workdir: checkpoints, ``metrics.jsonl`` and TensorBoard events go here.
+    key: the run's data key: batches and augmentations at step ``s`` come from
+      ``fold_in(key, s)`` (:func:`unsupervised_jax.training.parallel.sample_batch`).
     evaluate: ``state -> {name: value}``, run every ``eval_every`` steps and at the end.
-    steps_per_epoch: period of ``method.epoch_end``.
 
   Returns:
     The final state.
@@ -108,10 +111,10 @@ def train(method: Method, state: Any, images: np.ndarray, config: LoopConfig, wo
   Raises:
     NonFiniteLossError: a step produced NaN/inf; nothing after the last good
       checkpoint is saved.
+    ValueError: a bad setting (before anything is written).
   """
   config.validate()
-  mesh = parallel.make_mesh(config.num_devices)
-  parallel.check_batch_size(config.batch_size, mesh)
+  mesh = parallel.make_mesh(config.num_devices or None)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   mngr = checkpoints.manager(workdir, keep=config.keep_checkpoints)
@@ -120,15 +123,14 @@ def train(method: Method, state: Any, images: np.ndarray, config: LoopConfig, wo
   if restored is not None:
     state = parallel.replicate(restored, mesh)
   start = int(jax.device_get(state.step))
-  writer = MetricsWriter(workdir)
   if start >= config.num_steps:
     return state
-  parallel.num_examples(images)  # one N for every array, checked before compiling
-  images = parallel.replicate(jax.tree.map(np.asarray, images), mesh)
-  key = jax.random.key(config.seed)
-  epoch_key = jax.random.split(key)[1]  # a stream apart from the steps' fold_in(key, step)
+  writer = MetricsWriter(workdir)
+  parallel.num_examples(dataset)  # one N for every array, checked before compiling
+  dataset = parallel.replicate(jax.tree.map(np.asarray, dataset), mesh)
   step_fn = parallel.data_parallel_step(method.train_step, mesh, config.batch_size)
-  epoch_end = jax.jit(method.epoch_end, donate_argnums=0) if method.epoch_end and steps_per_epoch else None
+  epoch_end = (parallel.data_parallel_epoch_end(method.epoch_end, mesh, max(1, config.batch_size // mesh.size))
+               if method.epoch_end is not None else None)
   sync_every_step = _needs_step_sync(mesh)
   crash_after = int(os.environ.get(CRASH_ENV, '-1'))
 
@@ -138,17 +140,19 @@ def train(method: Method, state: Any, images: np.ndarray, config: LoopConfig, wo
   all_finite = True
   window_start, window_steps = time.perf_counter(), 0
   for step in range(start + 1, config.num_steps + 1):
-    state, metrics = step_fn(state, images, key)
+    state, metrics = step_fn(state, dataset, key)
     all_finite = metrics['finite'] & all_finite  # stays on device: no sync
     if sync_every_step:
       jax.block_until_ready(state)
     window_steps += 1
-    if epoch_end is not None and step % steps_per_epoch == 0:
-      state = epoch_end(state, images, jax.random.fold_in(epoch_key, step))
+    if epoch_end is not None and step % method.epoch_end.period == 0:
+      state, epoch_metrics = epoch_end(state, dataset)
+      writer.write(step, {f'epoch_end/{k}': v for k, v in jax.device_get(epoch_metrics).items()})
     last = step == config.num_steps
     if step % config.log_every == 0 or step % config.checkpoint_every == 0 or last:
       if not bool(all_finite):
         bar.close()
+        writer.close()
         mngr.wait_until_finished()  # the last good checkpoint must be complete on disk
         raise NonFiniteLossError(
             f'non-finite training metrics before step {step} (last: {jax.device_get(metrics)}); stopped. '
@@ -172,5 +176,6 @@ def train(method: Method, state: Any, images: np.ndarray, config: LoopConfig, wo
       mngr.wait_until_finished()
       os.kill(os.getpid(), signal.SIGKILL)
   bar.close()
+  writer.close()
   mngr.wait_until_finished()
   return state

@@ -28,9 +28,10 @@ from jax.sharding import PartitionSpec as P
 
 AXIS = 'batch'
 
+# The per-device step of a method (methods.base.StepFn):
 # (state, images [B_local, H, W, C] uint8 (or a pytree of such per-example arrays), example_keys [B_local])
 #   -> (state, metrics)
-StepFn = Callable[[Any, jax.Array, jax.Array], Tuple[Any, Dict[str, jax.Array]]]
+StepFn = Callable[[Any, Any, jax.Array], Tuple[Any, Dict[str, jax.Array]]]
 
 
 def make_mesh(num_devices: Optional[int] = None) -> jax.sharding.Mesh:
@@ -141,3 +142,37 @@ def data_parallel_map(fn: Callable[[Any, jax.Array], jax.Array], mesh: jax.shard
     return sharded(params, inputs)[:n]
 
   return apply
+
+
+def data_parallel_epoch_end(epoch_end, mesh: jax.sharding.Mesh, chunk_size: int):
+  """Compiles a method's whole-data-set update (:class:`unsupervised_jax.methods.base.EpochEnd`).
+
+  Returns ``update(state, dataset) -> (state, metrics)`` where ``dataset`` is
+  the replicated data set (as the training step takes it). Device ``d`` takes
+  the ``d``-th contiguous share of the ``N`` examples and walks it in chunks of
+  ``chunk_size`` (``lax.map``; the last chunk padded and masked), summing
+  ``epoch_end.accumulate`` over its chunks; the sums are added over devices
+  (``lax.psum``) and ``epoch_end.finalize`` makes the new state on every
+  device. The state argument is donated.
+  """
+  if chunk_size < 1:
+    raise ValueError(f'chunk_size must be >= 1, got {chunk_size}.')
+
+  def per_device(state, dataset):
+    n = num_examples(dataset)
+    share = -(-n // jax.lax.axis_size(AXIS))  # examples per device, the last device's share padded
+    num_chunks = -(-share // chunk_size)
+    first = jax.lax.axis_index(AXIS) * share
+
+    def chunk_sums(c):
+      positions = first + c * chunk_size + jnp.arange(chunk_size)
+      mask = (positions < n) & (positions < first + share)
+      chunk = jax.tree.map(lambda leaf: leaf[jnp.minimum(positions, n - 1)], dataset)
+      return epoch_end.accumulate(state, chunk, mask)
+
+    sums = jax.tree.map(lambda x: jnp.sum(x, axis=0), jax.lax.map(chunk_sums, jnp.arange(num_chunks)))
+    new_state, metrics = epoch_end.finalize(state, jax.lax.psum(sums, AXIS))
+    return new_state, metrics
+
+  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P()), out_specs=(P(), P()), check_vma=False)
+  return jax.jit(sharded, donate_argnums=0)

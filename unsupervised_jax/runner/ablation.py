@@ -1,0 +1,54 @@
+"""A grid of learned-method runs (an ablation) in one command, tabulated."""
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from unsupervised_jax import results
+from unsupervised_jax.methods import base
+from unsupervised_jax.runner import config as run_config
+from unsupervised_jax.runner import learned
+from unsupervised_jax.runner import records
+
+
+def run(cells: Sequence[Tuple[Dict[str, Any], run_config.Experiment, base.Method]], out_dir,
+        title: str, reference: Optional[Dict[str, Any]] = None,
+        results_path: Optional[str] = None) -> pathlib.Path:
+  """Runs :func:`unsupervised_jax.runner.learned.run` for each ``(settings, experiment, method)`` and tabulates them.
+
+  Every cell is validated before any runs. Each cell reuses what the runner reuses: seeds already evaluated
+  alike are read, seeds trained but evaluated otherwise are re-evaluated from
+  their last checkpoint, so an interrupted grid resumes and cells may be
+  trained and evaluated by separate processes. Writes
+  ``<out_dir>/ablation.json`` (settings and the record of every cell) and
+  ``ablation.md`` (mean ± std per metric), with ``reference`` (published
+  numbers to compare against: ``{'source': str, <metric>: value}``) under the table;
+  the JSON also to ``results_path`` when given (the ablation form of the results schema).
+  """
+  out_dir = pathlib.Path(out_dir)
+  for _, experiment, _ in cells:
+    experiment.validate()
+  if results_path:
+    records.check_replaceable_table(results_path, title, [(settings, experiment.settings())
+                                                          for settings, experiment, _ in cells])
+  rows = [{'settings': settings, 'record': learned.run(experiment, method)} for settings, experiment, method in cells]
+  table = {'title': title, 'command': results.command(), 'git_commit': results.git_commit(),
+           'reference': reference, 'cells': rows}
+  results.write_json(out_dir / 'ablation.json', table)
+  if results_path:
+    print(f'wrote {results.write_json(results_path, table)}')
+  names = list(rows[0]['settings'])
+  metric_names = list(rows[0]['record']['metrics'])
+  lines = [f'# {title}', '', '| ' + ' | '.join(names + metric_names) + ' |',
+           '|' + ' --- |' * (len(names) + len(metric_names))]
+  for row in rows:
+    m = row['record']['metrics']
+    lines.append('| ' + ' | '.join([str(row['settings'][n]) for n in names] +
+                                   [f'{m[k]["mean"]:.4f} ± {m[k]["std"]:.4f}' for k in metric_names]) + ' |')
+  if reference:
+    lines += ['', f'Reference ({reference["source"]}): ' + ', '.join(
+        f'{k} {v}' for k, v in reference.items() if k != 'source') + '.']
+  path = out_dir / 'ablation.md'
+  path.write_text('\n'.join(lines) + '\n')
+  print('\n'.join(lines))
+  return path

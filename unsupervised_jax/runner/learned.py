@@ -1,0 +1,120 @@
+"""The runner of learned methods: per seed, train on the core, evaluate, record.
+
+``run(experiment, method)`` validates everything first (settings, the data's
+size against ``n_clusters``, a stage the method cannot do, a workdir or record
+of other settings), then per seed trains
+(:func:`unsupervised_jax.training.loop.train`), evaluates
+(:func:`unsupervised_jax.evaluation.protocol.evaluate`), optionally refines by
+self-labelling (:mod:`unsupervised_jax.runner.self_label_stage`), and writes
+the record (:mod:`unsupervised_jax.results`).
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Dict
+
+from unsupervised_jax import data
+from unsupervised_jax import metrics
+from unsupervised_jax import plots
+from unsupervised_jax import results
+from unsupervised_jax.evaluation import protocol
+from unsupervised_jax.methods import base
+from unsupervised_jax.runner import config as run_config
+from unsupervised_jax.runner import records
+from unsupervised_jax.runner import self_label_stage
+from unsupervised_jax.training import loop
+from unsupervised_jax.training import parallel
+
+
+def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any]:
+  """Trains and evaluates ``method`` over the experiment's seeds; returns the record.
+
+  Writes per seed ``<workdir>/seed_<s>/`` (checkpoints, ``metrics.jsonl``,
+  TensorBoard events, ``eval.json``), figures, the record to
+  ``<workdir>/metrics.json`` and, with ``results_dir``, to the results. A seed
+  whose ``eval.json`` holds the same evaluation settings is reused, not rerun,
+  so seeds can run as separate processes (or resume after a crash) into one
+  record; with other evaluation settings a trained seed is re-evaluated from
+  its last checkpoint without training again.
+
+  Raises:
+    ValueError: a bad setting, data or workdir, before training or writing anything.
+  """
+  results.git_commit()  # pin the commit of the code that runs
+  experiment.validate()
+  run_settings, train = experiment.run, experiment.train
+  train_split = data.load(run_settings.dataset, 'train', run_settings.data_dir)
+  test_split = data.load(run_settings.dataset, 'test', run_settings.data_dir)
+  splits = protocol.eval_data(train_split, test_split, run_settings.protocol)
+  experiment.eval.validate(num_examples=len(splits.cluster.images))
+  n_clusters = experiment.eval.n_clusters or run_config.default_clusters(run_settings.dataset, train_split.labels)
+  if experiment.self_label.steps and method.backbone is None:
+    raise ValueError(f'self-labelling needs a method with an encoder and augmentations; {method.name} has none.')
+  flat = experiment.settings()
+  workdir = experiment.workdir()
+  run_config.check_resumable(workdir, flat)
+  record_path = None
+  if run_settings.results_dir:
+    record_path = records.record_path(run_settings.results_dir, run_settings.results_name, method.name,
+                                      run_settings.dataset)
+    records.check_replaceable(record_path, flat)
+  run_config.write_config(workdir, flat)
+  mesh = parallel.make_mesh(train.num_devices or None)
+
+  per_seed, seed_walls = [], []
+  evaluation_settings = {k: flat[k] for k in run_config.EVALUATION_SETTINGS}
+  for seed in run_settings.seeds:
+    seed_dir = workdir / f'seed_{seed}'
+    finished = seed_dir / 'eval.json'
+    done = json.loads(finished.read_text()) if finished.is_file() else {}
+    if done.get('evaluation') == evaluation_settings:  # evaluated alike before (another process, a crash)
+      per_seed.append(done['scores'])
+      seed_walls.append(done['wall_s'])
+      print(f'seed {seed}: reusing {finished}', flush=True)
+      continue
+    keys = run_config.seed_keys(seed)
+    start = time.perf_counter()
+    state = method.init(keys.init, splits.cluster.images[:1])
+    evaluate = (lambda state: protocol.progress(method, state, splits, n_clusters, keys.evaluation,
+                                                experiment.eval.knn_k, mesh)) if train.eval_every else None
+    state = loop.train(method, state, splits.cluster.images, train, seed_dir, key=keys.data, evaluate=evaluate)
+    # Re-evaluating a trained seed restores its last checkpoint: count the training time it took then.
+    train_s = time.perf_counter() - start + done.get('train_s', done.get('wall_s', 0.0))
+    start = time.perf_counter()
+    evaluation = protocol.evaluate(method, state, splits, experiment.eval, n_clusters, keys.evaluation, mesh)
+    scores = evaluation.scores
+    scored = {'assigned' if method.assign is not None else 'codes': evaluation.predictions}
+    if experiment.self_label.steps:
+      refined, scored['refined'] = self_label_stage.refine(
+          method, state, evaluation, splits, experiment.self_label, train, n_clusters, keys.fine_tune,
+          seed_dir / 'self_label', mesh)
+      scores = dict(scores, **refined, **{f'codes_{k}': scores[k] for k in ('acc', 'nmi', 'ari')})
+    print(f'seed {seed}: ' + '  '.join(f'{k} {v:.4f}' for k, v in scores.items()), flush=True)
+    confusions = {name: metrics.matched_confusion(splits.score.labels, clusters) for name, clusters in scored.items()}
+    for name, confusion in confusions.items():
+      print(f'seed {seed}: largest confusions of the {name} clusters: {metrics.largest_confusions(confusion)}',
+            flush=True)
+    per_seed.append(scores)
+    seed_walls.append(train_s + time.perf_counter() - start)
+    confusion_lists = {name: {field: value.tolist() for field, value in confusion._asdict().items()}
+                       for name, confusion in confusions.items()}
+    results.write_json(finished, {'scores': scores, 'wall_s': seed_walls[-1], 'train_s': train_s,
+                                  'evaluation': evaluation_settings,
+                                  'confusion': confusion_lists})  # before the slow figures
+    if run_settings.figures and seed == run_settings.seeds[0] and not (workdir / 'tsne.png').is_file():
+      plots.tsne(evaluation.cluster_codes, splits.cluster.labels, workdir / 'tsne.png',
+                 title=f'{method.name} codes, {run_settings.label()} (t-SNE)')
+      if method.figures is not None:
+        method.figures(state, test_split.images, workdir)
+  wall = sum(seed_walls)  # seeds may have run in separate processes: the sum of their own wall times
+
+  description = records.protocol_description(flat, n_clusters, assigns=method.assign is not None)
+  record = results.method_record(method.name, run_settings.label(), description, run_settings.seeds, per_seed,
+                                 wall, config=flat)
+  results.write_json(workdir / 'metrics.json', record)
+  if record_path is not None:
+    records.write(record_path, record)
+  print(f'{method.name} on {run_settings.label()} over seeds {list(run_settings.seeds)}: ' + '  '.join(
+      f'{k} {v["mean"]:.4f} ± {v["std"]:.4f}' for k, v in record['metrics'].items()) + f'  ({wall:.0f} s)')
+  return record

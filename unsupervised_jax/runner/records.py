@@ -1,0 +1,88 @@
+"""A run's record: its protocol in words, and where it is written without overwriting another run's."""
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Dict
+
+from unsupervised_jax import results
+from unsupervised_jax.runner import config as run_config
+
+# Settings that do not change what a record reports: where things live, logging, devices.
+_NOT_RECORD_DEFINING = run_config.REPORTING_SETTINGS
+
+
+def protocol_description(flat: Dict[str, Any], n_clusters: int, assigns: bool = False) -> str:
+  """The record's ``protocol``: how a learned method was trained and evaluated, in words.
+
+  Args:
+    flat: the run's settings (:meth:`unsupervised_jax.runner.config.Experiment.settings`, or a record's).
+    n_clusters: the clusters used.
+    assigns: the method assigns its own clusters (no clustering of codes).
+  """
+  flat = run_config.from_legacy(flat)
+  all_data = flat['protocol'] == 'all'
+  parts = [f'{flat["method"]} trained {flat["num_steps"]} steps x batch {flat["batch_size"]} on '
+           f'{"train+test" if all_data else "train"}']
+  if assigns:
+    parts.append(f'its own clusters (K={n_clusters}) of {"train+test" if all_data else "test"}')
+  else:
+    options = {'n_init': flat['cluster_n_init']}
+    if flat['cluster_method'] == 'gmm':
+      options['covariance_type'] = flat['covariance_type']
+    manifold = (f'UMAP({flat["manifold_neighbors"]} neighbours, min_dist 0, {n_clusters} dims) of the '
+                if flat['manifold'] == 'umap' else '')
+    parts.append(f'{flat["cluster_method"]} (K={n_clusters}, {json.dumps(options, sort_keys=True)}) on the '
+                 f'{manifold}codes of {"train+test" if all_data else "train, scored on test"}')
+  if flat.get('self_label_steps'):
+    parts.append(self_label_description(flat))
+  parts.append(f'kNN (cosine, k={flat["knn_k"]}) and linear probe train -> test')
+  return '; '.join(parts)
+
+
+def self_label_description(flat: Dict[str, Any]) -> str:
+  """The self-labelling stage of :func:`protocol_description`."""
+  threshold = flat.get('self_label_threshold', 0.0)
+  online = f', the others once predicted with probability > {threshold:g}' if threshold else ''
+  return (f'refined by self-labelling ({flat["self_label_steps"]} steps on the {flat["self_label_fraction"]:g} most '
+          f'confident of each cluster by {flat["self_label_neighbors"]}-NN agreement{online})')
+
+
+def record_path(results_dir, results_name, method: str, dataset: str) -> pathlib.Path:
+  """``<results_dir>/<results_name or method_dataset>.json``."""
+  return pathlib.Path(results_dir) / f'{results_name or f"{method}_{run_config.dataset_label(dataset)}"}.json'
+
+
+def check_replaceable(path, flat: Dict[str, Any]):
+  """Raises ValueError when ``path`` holds a record of other settings or seeds: a record is replaced only
+  by a run of the same settings and seeds (evaluation included); anything else needs its own name."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    return
+  previous = json.loads(path.read_text())
+  if 'config' not in previous:
+    raise ValueError(f'{path} is not a record this run can replace; pass another --results_name.')
+  names = run_config.differing(previous['config'], flat, _NOT_RECORD_DEFINING)
+  if names:
+    raise ValueError(f'{path} holds a record of other settings ({", ".join(names)}); pass --results_name=<name> '
+                     'to keep both.')
+
+
+def write(path, record: Dict[str, Any]) -> pathlib.Path:
+  path = results.write_json(path, record)
+  print(f'wrote {path}')
+  return path
+
+
+def check_replaceable_table(path, title: str, cells) -> None:
+  """Raises ValueError when ``path`` holds an ablation table of another title, other cells, or cells
+  run with other settings or seeds; ``cells`` are ``(cell settings, flat run settings)`` pairs."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    return
+  previous = json.loads(path.read_text())
+  same_cells = [c['settings'] for c in previous.get('cells', [])] == [settings for settings, _ in cells]
+  if previous.get('title') != title or not same_cells or any(
+      run_config.differing(old['record'].get('config', {}), flat, _NOT_RECORD_DEFINING)
+      for old, (_, flat) in zip(previous['cells'], cells)):
+    raise ValueError(f'{path} holds another grid or other settings; pass --results_name=<name> to keep both.')
