@@ -197,3 +197,19 @@ def test_shared_mnist(shared_mnist_dir):
   mnist = data.load('mnist', 'all', shared_mnist_dir)
   assert mnist.images.shape == (70_000, 28, 28, 1)
   assert np.bincount(mnist.labels).tolist()[:2] == [6903, 7877]
+  assert os.environ.get(data.DATA_DIR_ENV)  # conftest's session setting, which entry points inherit
+  np.testing.assert_array_equal(data.load('mnist', 'test').labels, mnist.labels[60_000:])
+
+
+def test_data_dir_comes_from_the_environment(tmp_path, monkeypatch):
+  np.savez(tmp_path / 'mnist.npz', x_train=np.full((2, 28, 28), 7, np.uint8), y_train=np.array([3, 4]))
+  monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+  loaded = data.load('mnist', 'train')
+  assert (loaded.images == 7).all() and loaded.labels.tolist() == [3, 4]
+
+
+def test_flagfiles_name_no_machine_data_dir():
+  flagfiles = sorted((ROOT / 'experiments' / 'configs').glob('*.flags'))
+  assert len(flagfiles) >= 5
+  for path in flagfiles:  # the data directory comes from --data_dir or $UNSUPERVISED_JAX_DATA_DIR
+    assert not [line for line in path.read_text().splitlines() if line.startswith('--data_dir')], path
