@@ -1,8 +1,21 @@
+import os
 import pathlib
 
 import pytest
 
+from unsupervised_jax import data
+
 SHARED_MNIST = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'mnist.npz'
+
+
+@pytest.fixture(scope='session', autouse=True)
+def shared_data_dir_env():
+  """Where ``../shared/data`` exists (CI, the project machines), ``$UNSUPERVISED_JAX_DATA_DIR`` points at it
+  for the session (subprocesses inherit it) unless already set; elsewhere tensorflow-datasets supplies MNIST."""
+  with pytest.MonkeyPatch.context() as patch:
+    if SHARED_MNIST.parent.is_dir() and not os.environ.get(data.DATA_DIR_ENV):
+      patch.setenv(data.DATA_DIR_ENV, str(SHARED_MNIST.parent))
+    yield os.environ.get(data.DATA_DIR_ENV)
 
 
 @pytest.fixture

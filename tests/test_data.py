@@ -1,10 +1,17 @@
 import gzip
+import os
+import pathlib
+import pickle
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 
 from unsupervised_jax import data
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _write_idx(path, array):
@@ -94,6 +101,75 @@ def test_offline_without_local_files_fails_fast_with_one_line(tmp_path, monkeypa
   assert '\n' not in message and 'mnist.npz' in message and str(tmp_path) in message
 
 
+class _Tripwire:
+  """Unpickling it creates ``path``: proof that a file was unpickled."""
+
+  def __init__(self, path):
+    self.path = str(path)
+
+  def __reduce__(self):
+    return (open, (self.path, 'w'))
+
+
+def test_random_bytes_npz_is_named_as_not_an_npz(tmp_path):
+  (tmp_path / 'mnist.npz').write_bytes(np.random.default_rng(0).bytes(4096))
+  with pytest.raises(data.DataUnavailableError) as error:
+    data.load('mnist', 'train', str(tmp_path))
+  message = str(error.value)
+  assert '\n' not in message and 'not a valid .npz' in message and str(tmp_path / 'mnist.npz') in message
+  assert 'pickle' not in message  # numpy's own message advises allow_pickle=True on an untrusted file
+
+
+@pytest.mark.parametrize('layout', ['pickle_file', 'object_array'])
+def test_pickles_are_never_loaded(tmp_path, layout):
+  tripwire = tmp_path / 'unpickled'
+  path = tmp_path / 'mnist.npz'
+  if layout == 'pickle_file':  # a bare pickle named .npz
+    path.write_bytes(pickle.dumps(_Tripwire(tripwire)))
+  else:  # a real .npz whose x_train is an object array (pickled inside)
+    np.savez(path, x_train=np.array([_Tripwire(tripwire)], dtype=object), y_train=np.zeros(1, int))
+  with pytest.raises(data.DataUnavailableError, match=str(path)) as error:
+    data.load('mnist', 'train', str(tmp_path))
+  assert not tripwire.exists()
+  assert '\n' not in str(error.value) and 'allow_pickle' not in str(error.value)
+
+
+# Prints what a user's program would print: the error's one line on stderr; stdout says whether tfds was imported.
+_LOAD_SCRIPT = """
+import sys
+from unsupervised_jax import data
+try:
+  data.load('mnist', 'train', sys.argv[1])
+except data.DataUnavailableError as error:
+  print(error, file=sys.stderr)
+print('tensorflow_datasets' in sys.modules)
+"""
+
+
+def _stderr_of_load(data_dir):
+  env = dict(os.environ, **{data.OFFLINE_ENV: '1'})
+  env.pop(data.DATA_DIR_ENV, None)
+  proc = subprocess.run([sys.executable, '-c', _LOAD_SCRIPT, str(data_dir)], cwd=ROOT, capture_output=True,
+                        text=True, timeout=120, env=env)
+  assert proc.returncode == 0, proc.stderr
+  return proc.stderr.splitlines(), proc.stdout.strip() == 'True'
+
+
+def test_nonexistent_data_dir_is_one_clean_line_before_tfds(tmp_path):
+  missing = tmp_path / 'nonexistent'
+  lines, imported_tfds = _stderr_of_load(missing)
+  assert len(lines) == 1, lines  # no tensorflow-datasets warning before it
+  assert f'data directory {missing} does not exist' in lines[0]
+  assert not imported_tfds
+
+
+def test_empty_data_dir_offline_is_one_line_without_tfds_warnings(tmp_path):
+  lines, imported_tfds = _stderr_of_load(tmp_path)
+  assert imported_tfds  # tfds was asked whether mnist is prepared there...
+  assert len(lines) == 1, lines  # ...and its "Variant folder ... has no dataset_info.json" is not shown
+  assert lines[0].startswith('mnist is not available offline') and str(tmp_path) in lines[0]
+
+
 def test_network_probe_is_bounded_even_when_the_connect_hangs(monkeypatch):
   monkeypatch.delenv(data.OFFLINE_ENV, raising=False)
   def hung_connect(*args, **kwargs):  # a DNS look-up that hangs, then gives up
@@ -121,3 +197,19 @@ def test_shared_mnist(shared_mnist_dir):
   mnist = data.load('mnist', 'all', shared_mnist_dir)
   assert mnist.images.shape == (70_000, 28, 28, 1)
   assert np.bincount(mnist.labels).tolist()[:2] == [6903, 7877]
+  assert os.environ.get(data.DATA_DIR_ENV)  # conftest's session setting, which entry points inherit
+  np.testing.assert_array_equal(data.load('mnist', 'test').labels, mnist.labels[60_000:])
+
+
+def test_data_dir_comes_from_the_environment(tmp_path, monkeypatch):
+  np.savez(tmp_path / 'mnist.npz', x_train=np.full((2, 28, 28), 7, np.uint8), y_train=np.array([3, 4]))
+  monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+  loaded = data.load('mnist', 'train')
+  assert (loaded.images == 7).all() and loaded.labels.tolist() == [3, 4]
+
+
+def test_flagfiles_name_no_machine_data_dir():
+  flagfiles = sorted((ROOT / 'experiments' / 'configs').glob('*.flags'))
+  assert len(flagfiles) >= 5
+  for path in flagfiles:  # the data directory comes from --data_dir or $UNSUPERVISED_JAX_DATA_DIR
+    assert not [line for line in path.read_text().splitlines() if line.startswith('--data_dir')], path

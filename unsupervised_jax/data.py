@@ -14,7 +14,9 @@
 
 With nothing local and no network, it fails after a bounded check (a few
 seconds) with a one-line :class:`DataUnavailableError` saying which file to
-put where. ``name`` may also be the path of an ``.npz`` file of your own, and
+put where. A data directory that does not exist, or a local ``.npz`` that is
+not one, fails at once the same way (pickled contents are never loaded).
+``name`` may also be the path of an ``.npz`` file of your own, and
 :func:`from_arrays` wraps in-memory arrays; either works with every method.
 
 ``digits`` (scikit-learn's bundled 1,797 real 8x8 handwritten digits) needs no
@@ -26,12 +28,15 @@ label -1.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
+import logging
 import os
 import pathlib
 import socket
 import threading
+import zipfile
 from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -51,7 +56,7 @@ IMAGENET_DOG_WNIDS = (
 
 
 class DataUnavailableError(ValueError):
-  """The data set is neither local nor downloadable; the message says what to put where."""
+  """The data set is neither local (or its local file is unreadable) nor downloadable; the message says what to put where."""
 
 
 class Dataset(NamedTuple):
@@ -164,6 +169,7 @@ def load(name: str, split: str = 'train', data_dir: Optional[str] = None, *, dow
   if name == 'digits':
     return _concat([_load_digits(s) for s in splits])
   if data_dir is not None:
+    _check_data_dir(pathlib.Path(data_dir), dataset)
     local = _find_local(pathlib.Path(data_dir), dataset, splits)
     if local is not None:
       return local
@@ -179,19 +185,47 @@ def _load_digits(split: str) -> Dataset:
   return Dataset(images[part], labels[part])
 
 
+def _check_data_dir(root: pathlib.Path, dataset: DatasetInfo):
+  """A data directory that was named must exist: fail here, before tensorflow-datasets logs about it."""
+  if not root.is_dir():
+    raise DataUnavailableError(f'data directory {root} does not exist; create it (tensorflow-datasets downloads '
+                               f'into it) or point data_dir / ${DATA_DIR_ENV} at the one holding {dataset.name}.npz.')
+
+
+def _not_npz(path: pathlib.Path) -> DataUnavailableError:
+  return DataUnavailableError(f'{path} is not a valid .npz file (numpy arrays in a zip archive); replace it, '
+                              'e.g. with the keras mnist.npz.')
+
+
 def _load_npz_file(path: pathlib.Path, split: str) -> Dataset:
+  """Reads ``x_<split>`` / ``y_<split>`` from an ``.npz``; never unpickles (object arrays are refused)."""
   if not path.is_file():
     raise DataUnavailableError(f'no such file: {path}')
-  with np.load(path) as npz:
-    available = sorted(k[2:] for k in npz.files if k.startswith('x_'))
-    names = available if split == 'all' else split.split('+')
-    parts = []
-    for s in names:
-      if f'x_{s}' not in npz.files:
-        raise ValueError(f'{path} has no x_{s} array; it has splits {available}.')
-      labels = npz[f'y_{s}'] if f'y_{s}' in npz.files else None
-      parts.append(from_arrays(npz[f'x_{s}'], labels))
+  if not zipfile.is_zipfile(path):  # np.load would guess a pickle and suggest allow_pickle
+    raise _not_npz(path)
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      available = sorted(k[2:] for k in npz.files if k.startswith('x_'))
+      names = available if split == 'all' else split.split('+')
+      parts = []
+      for s in names:
+        if f'x_{s}' not in npz.files:
+          raise ValueError(f'{path} has no x_{s} array; it has splits {available}.')
+        images = _read_member(npz, f'x_{s}', path)
+        labels = _read_member(npz, f'y_{s}', path) if f'y_{s}' in npz.files else None
+        parts.append(from_arrays(images, labels))
+  except (zipfile.BadZipFile, EOFError, OSError):
+    raise _not_npz(path) from None
   return _concat(parts)
+
+
+def _read_member(npz, key: str, path: pathlib.Path) -> np.ndarray:
+  """One array of an open ``.npz``; a corrupt or pickled (object) member is a :class:`DataUnavailableError`."""
+  try:
+    return npz[key]
+  except ValueError:  # object arrays (pickles) under allow_pickle=False, or a malformed .npy header
+    raise DataUnavailableError(f'{path}: array {key} is not a plain numeric array (pickled objects or a corrupt '
+                               'member); save it with np.savez from uint8/int arrays.') from None
 
 
 _IDX_PREFIX = {'train': 'train', 'test': 't10k'}
@@ -266,12 +300,33 @@ def _unavailable_message(dataset: DatasetInfo, data_dir) -> str:
   return f'{dataset.name} is not available offline: {hint} (or go online for tensorflow-datasets).'
 
 
+class _DropUnpreparedWarnings(logging.Filter):
+  """Drops tfds' "Variant folder ... has no dataset_info.json": it only means "not prepared yet"."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith('Variant folder')
+
+
+@contextlib.contextmanager
+def _quiet_tfds_probe():
+  """While tfds looks for a prepared data set: its warnings about unprepared folders are not shown."""
+  quiet = _DropUnpreparedWarnings()
+  logger = logging.getLogger('absl')
+  logger.addFilter(quiet)
+  try:
+    yield
+  finally:
+    logger.removeFilter(quiet)
+
+
 def _load_tfds(dataset: DatasetInfo, split: str, data_dir, download: bool) -> Dataset:
   import tensorflow_datasets as tfds  # heavy import, only when needed
 
   tfds_split = 'validation' if (dataset.name == 'imagenet_dog' and split == 'test') else split
-  builder = tfds.builder(dataset.tfds_name, data_dir=data_dir)
-  if not builder.is_prepared():
+  with _quiet_tfds_probe():
+    builder = tfds.builder(dataset.tfds_name, data_dir=data_dir)
+    prepared = builder.is_prepared()
+  if not prepared:
     if dataset.name == 'imagenet_dog':
       root = data_dir or os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')
       manual = pathlib.Path(root).expanduser() / 'downloads' / 'manual'

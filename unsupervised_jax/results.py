@@ -165,3 +165,72 @@ def markdown_table(directory) -> str:
 
 if __name__ == '__main__':
   print(markdown_table(sys.argv[1] if len(sys.argv) > 1 else 'results'))
+
+
+# The README's results table: one row per method, by its headline record in results/ (None: not implemented yet).
+HEADLINE_RECORDS = {
+    'K-means': 'kmeans_mnist',
+    'GMM': 'gmm_mnist',
+    'AE + GMM': 'autoencoder_mnist_poster',
+    'AE + UMAP + GMM (N2D)': 'autoencoder_mnist',
+    'MoCo': 'moco_mnist',
+    'MoCo + self-labelling': 'moco_selflabel_mnist',
+    'InfoGAN': None,
+    'capsules (SCAE)': None,
+    'MiCE': None,
+}
+# Published MNIST clustering accuracy (fraction) beside each row, with its source.
+HEADLINE_REFERENCES = {
+    'K-means': (0.752, 'poster'),
+    'GMM': (0.808, 'poster'),
+    'AE + GMM': (0.912, 'poster'),
+    'AE + UMAP + GMM (N2D)': (0.979, 'N2D paper'),
+    'MoCo': (0.969, 'poster'),
+    'MoCo + self-labelling': (0.969, "poster's MoCo"),
+    'InfoGAN': (0.920, 'poster'),
+    'capsules (SCAE)': (0.985, 'poster'),
+}
+# Our protocol in a few words (every record: fit and scored on MNIST's 70,000 train+test images).
+HEADLINE_PROTOCOLS = {
+    'K-means': 'raw pixels; k-means++, 10 restarts',
+    'GMM': 'PCA-50 pixels; full covariances',
+    'AE + GMM': "the poster's MLP 784-128-12; GMM on the codes",
+    'AE + UMAP + GMM (N2D)': "DEC's MLP 784-500-500-2000-10; UMAP to 10-d; GMM",
+    'MoCo': "the poster's ConvNet, 5,000 steps; UMAP; K-means",
+    'MoCo + self-labelling': 'MoCo as above; 3,000 steps on the 70% most confident',
+}
+
+
+def _where(machine: str) -> str:
+  """``'2 cores AMD EPYC; jax 0.10.2 on 1 x cpu (cpu)'`` -> ``'CPU, 2 cores'``; a GPU's kind otherwise."""
+  head, _, devices = machine.rpartition(' on ')
+  if devices.endswith('(cpu)'):
+    return f'CPU, {head.split(" cores")[0]} cores'
+  count, _, kind = devices.rsplit(' (', 1)[0].partition(' x ')
+  return f'{count} x {kind.removeprefix("NVIDIA ").split(" ")[0]}'
+
+
+def summary_table(directory) -> str:
+  """The README's short results table from ``directory``: one markdown row per :data:`HEADLINE_RECORDS` entry.
+
+  ACC / NMI / ARI as mean ± std over seeds (fractions), the number of seeds, where it ran, the published
+  reference ACC with its source, our protocol and the record. Methods without a record are "not yet" rows.
+  """
+  directory = pathlib.Path(directory)
+  fmt = lambda m: f'{m["mean"]:.3f} ± {m["std"]:.3f}'
+  lines = ['| method | ACC | NMI | ARI | seeds | ran on | reference ACC | protocol (ours) | record |',
+           '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+  for label, name in HEADLINE_RECORDS.items():
+    value, source = HEADLINE_REFERENCES.get(label, (None, ''))
+    reference = f'{value:.3f} ({source})' if value is not None else ''
+    if name is None:
+      lines.append(f'| {label} | not yet |  |  |  |  | {reference} |  |  |')
+      continue
+    path = directory / f'{name}.json'
+    if not path.is_file():
+      raise ValueError(f'headline record {path} is missing; run its command or change HEADLINE_RECORDS[{label!r}].')
+    record = json.loads(path.read_text())
+    m = record['metrics']
+    lines.append(f'| {label} | {fmt(m["acc"])} | {fmt(m["nmi"])} | {fmt(m["ari"])} | {len(record["seeds"])} | '
+                 f'{_where(record["machine"])} | {reference} | {HEADLINE_PROTOCOLS[label]} | `{name}` |')
+  return '\n'.join(lines)
