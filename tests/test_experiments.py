@@ -106,11 +106,17 @@ def test_committed_learned_records_protocol_is_written_from_their_config(record)
 @pytest.mark.parametrize('flag,match', [('--learning_rate=-1', 'learning_rate'),
                                         ('--dataset=nope', 'unknown dataset'),
                                         ('--batch_size=0', 'batch_size'),
-                                        ('--manifold=tsne', 'manifold')])
-def test_autoencoder_bad_flags_fail_before_anything_is_written(tmp_path, flag, match):
-  proc = _run('experiments.autoencoder', flag, f'--workdir={tmp_path / "run"}', '--num_steps=5')
+                                        ('--manifold=tsne', 'manifold'),
+                                        ('--covariance_type=ful', 'covariance_type must be one of full'),
+                                        ('--n_clusters=5000', 'n_clusters=5000 exceeds the 1797 images'),
+                                        ('--seeds=a,b', '--seeds must be a list of int'),
+                                        ('--num_steps=x', '--num_steps must be an integer'),
+                                        ('--self_label_steps=5', 'self-labelling needs a method with an encoder')])
+def test_autoencoder_bad_flags_fail_in_one_line_before_anything_is_written(tmp_path, flag, match):
+  proc = _run('experiments.autoencoder', f'--workdir={tmp_path / "run"}', '--num_steps=5', flag)
   assert proc.returncode != 0
-  assert match in proc.stderr
+  assert match in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+  assert 'Traceback' not in proc.stderr and 'step' not in proc.stdout  # no training began
   assert not (tmp_path / 'run').exists()
 
 
@@ -192,9 +198,10 @@ def test_moco_with_self_labelling_records_both_clusterings_and_refines_without_r
 
 def test_moco_bad_flags(tmp_path):
   for flag, match in (('--queue_size=100', 'multiple of the global batch'), ('--temperature=0', 'temperature'),
-                      ('--momentum=1', 'momentum')):
+                      ('--momentum=1', 'momentum'), ('--batch_size=0', 'batch_size must be >= 1'),
+                      ('--view=blur', 'view must be one of')):
     proc = _run('experiments.moco', flag, f'--workdir={tmp_path / "run"}')
-    assert proc.returncode != 0 and match in proc.stderr
+    assert proc.returncode != 0 and match in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / 'run').exists()
 
 

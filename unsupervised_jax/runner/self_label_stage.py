@@ -51,7 +51,7 @@ def refine(method, state, evaluation: protocol.Evaluation, splits: protocol.Eval
   (workdir / 'settings.json').write_text(json.dumps(stage_settings, indent=2) + '\n')
 
   refiner = self_label.self_label(config, method.backbone, method.backbone.params(state), n_clusters)
-  init_key, data_key = key, key  # PHASE1
+  init_key, data_key = jax.random.split(key)
   stage_train = dataclasses.replace(train, num_steps=config.steps, checkpoint_every=min(train.checkpoint_every,
                                                                                         config.steps), eval_every=0)
   fine_tuned = loop.train(refiner, refiner.init(init_key, splits.cluster.images[:1]),
