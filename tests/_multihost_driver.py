@@ -36,9 +36,9 @@ def flat(params, prefix=''):
 
 
 images = data.load('digits', 'all').images
-learner = autoencoder.Autoencoder(autoencoder.AEConfig(hidden=(32,), latent_dim=4), images.shape[1:])
+learner = autoencoder.autoencoder(autoencoder.AEConfig(hidden=(32,), latent_dim=4))
 mesh = parallel.make_mesh()
-state = parallel.replicate(learner.init(jax.random.key(0)), mesh)
+state = parallel.replicate(learner.init(jax.random.key(0), images[:1]), mesh)
 initial = flat(state.params, 'init/')
 images = parallel.replicate(images, mesh)
 train_step = parallel.data_parallel_step(learner.train_step, mesh, global_batch=32)

@@ -256,3 +256,48 @@ def test_a_copied_workdir_resumes_but_other_settings_are_refused(tmp_path):
   run_config.check_resumable(copy, dict(config, workdir=str(copy), data_dir='data'))
   with pytest.raises(ValueError, match=r'other settings \(method_config\)'):
     run_config.check_resumable(copy, dict(config, method_config={'momentum': 0.9}))
+
+
+def test_a_record_is_replaced_only_by_a_run_of_the_same_settings_and_seeds(tmp_path):
+  common = ('experiments.autoencoder', '--num_steps=20', '--log_every=10', '--checkpoint_every=20', '--nofigures',
+            '--cluster_method=kmeans', '--knn_k=20', f'--results_dir={tmp_path / "results"}')
+  assert _run(*common, '--seeds=0,1', f'--workdir={tmp_path / "a"}').returncode == 0
+  path = tmp_path / 'results' / 'autoencoder_digits.json'
+  kept = path.read_text()
+  for variant in ('--seeds=0', '--num_steps=10', '--knn_k=5'):  # a variant of the README command
+    proc = _run(*common, '--seeds=0,1', f'--workdir={tmp_path / "b"}', variant)
+    assert proc.returncode != 0 and 'holds a record of other settings' in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / 'b').exists()
+    assert path.read_text() == kept
+  proc = _run(*common, '--seeds=0', f'--workdir={tmp_path / "c"}', '--results_name=seed0')  # kept apart
+  assert proc.returncode == 0 and (tmp_path / 'results' / 'seed0.json').is_file() and path.read_text() == kept
+  # The same settings and seeds (another workdir, another machine): replaced, with the same scores.
+  assert _run(*common, '--seeds=0,1', f'--workdir={tmp_path / "d"}').returncode == 0
+  assert json.loads(path.read_text())['metrics'] == json.loads(kept)['metrics']
+
+
+def test_unlabelled_npz_asks_for_n_clusters_and_writes_clusters_without_scores(tmp_path):
+  from sklearn import datasets
+  images = (datasets.load_digits().images * 255 / 16).round().astype('uint8')[..., None]
+  np.savez(tmp_path / 'mine.npz', x_train=images[:300], x_test=images[300:400])
+  args = ('experiments.kmeans', f'--dataset={tmp_path / "mine.npz"}', '--seeds=0,1', f'--workdir={tmp_path / "run"}',
+          f'--results_dir={tmp_path / "results"}')
+  proc = _run(*args)
+  assert proc.returncode != 0 and 'has no labels: give --n_clusters' in proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / 'run').exists()
+  proc = _run(*args, '--n_clusters=4')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert 'ACC' not in proc.stdout and 'nothing to score' in proc.stdout
+  clusters = np.load(tmp_path / 'run' / 'clusters.npz')
+  assert sorted(clusters.files) == ['seed_0', 'seed_1'] and clusters['seed_0'].shape == (400,)
+  assert set(np.unique(clusters['seed_0'])) == {0, 1, 2, 3}
+  assert not (tmp_path / 'results').exists()
+
+
+def test_pixel_clustering_refuses_too_many_clusters_before_writing_and_records_the_values_used(tmp_path):
+  proc = _run('experiments.kmeans', '--n_clusters=5000', f'--workdir={tmp_path / "w"}')
+  assert proc.returncode != 0 and 'n_clusters=5000 exceeds the 1797 images' in proc.stderr
+  assert not (tmp_path / 'w').exists()
+  assert _run('experiments.kmeans', '--seeds=0', f'--workdir={tmp_path / "v"}', '--nofigures').returncode == 0
+  written = json.loads((tmp_path / 'v' / 'config.json').read_text())
+  assert written['n_clusters'] == 10 and written['workdir'] == str(tmp_path / 'v')
