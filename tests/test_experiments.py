@@ -301,3 +301,18 @@ def test_pixel_clustering_refuses_too_many_clusters_before_writing_and_records_t
   assert _run('experiments.kmeans', '--seeds=0', f'--workdir={tmp_path / "v"}', '--nofigures').returncode == 0
   written = json.loads((tmp_path / 'v' / 'config.json').read_text())
   assert written['n_clusters'] == 10 and written['workdir'] == str(tmp_path / 'v')
+
+
+def test_check_record_reruns_a_records_command_and_flags_scores_outside_its_std(tmp_path):
+  assert _run('experiments.autoencoder', '--num_steps=20', '--log_every=10', '--checkpoint_every=20', '--nofigures',
+              '--cluster_method=kmeans', '--knn_k=20', '--seeds=0,1', f'--workdir={tmp_path / "run"}',
+              f'--results_dir={tmp_path / "results"}').returncode == 0
+  path = tmp_path / 'results' / 'autoencoder_digits.json'
+  proc = _run('experiments.check_record', f'--record={path}', '--seeds=1')
+  assert proc.returncode == 0 and 'every score within its std' in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+  assert proc.stdout.count(' ok') >= 5  # acc, nmi, ari, knn_acc, linear_acc of seed 1
+  record = json.loads(path.read_text())
+  record['metrics']['acc']['per_seed'][1] += 0.5  # a record that its command does not reproduce
+  path.write_text(json.dumps(record))
+  proc = _run('experiments.check_record', f'--record={path}', '--seeds=1')
+  assert proc.returncode == 1 and 'OUTSIDE' in proc.stdout
