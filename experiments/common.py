@@ -16,6 +16,10 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first (TPU pods, multi-node GPU; see '
                   'docs/multihost.md).')
+flags.DEFINE_string('coordinator_address', None, "With --multihost on plain hosts: process 0's host:port (a launcher "
+                    'such as SLURM, Open MPI or a TPU pod sets it otherwise).')
+flags.DEFINE_integer('num_processes', None, 'With --multihost on plain hosts: the number of processes.')
+flags.DEFINE_integer('process_id', None, "With --multihost on plain hosts: this process's id, 0 .. num_processes-1.")
 
 
 def _kind(cls, field):
@@ -88,7 +92,10 @@ def run(main):
     try:
       if FLAGS.multihost:
         import jax
-        jax.distributed.initialize()
+        given = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+        if any(v is not None for v in given) and any(v is None for v in given):
+          raise ValueError('give all of --coordinator_address, --num_processes and --process_id, or none.')
+        jax.distributed.initialize(*given)
       return main(argv)
     except ValueError as error:
       print(f'error: {error}', file=sys.stderr)
