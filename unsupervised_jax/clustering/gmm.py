@@ -22,8 +22,8 @@ differences ``x - mu_k``, never as ``E[x^2] - E[x]^2``:
 * M-step: counts are plain sums (no constant added to them), variances are
   weighted sums of squared differences to the new means: each point's
   largest responsibility at matmul speed, every pair of the points that
-  split their mass, and a component whose mass comes mostly from the
-  neglected tails gets its own exact pass.
+  split their mass, and a component whose variances the neglected tails
+  could move (by a bound) gets its own exact pass.
 * 'full' works on differences throughout.
 
 Covariance types and the shape of ``covariances`` / ``precision_cholesky``:
@@ -132,9 +132,9 @@ def make_params(weights, means, covariances, covariance_type: str) -> GMMParams:
 _LOG_TAIL = 20.0
 # sklearn's guard against empty components, as in float64: nk + 10 * eps64.
 _EMPTY_GUARD = 10 * float(np.finfo(np.float64).eps)
-# A component whose neglected tail mass exceeds this fraction of its count
-# gets an exact variance pass over all points.
-_TAIL_MASS = 1e-6
+# A component whose neglected tails could move a variance (reg_covar
+# included) by more than this fraction gets an exact pass over all points.
+_TAIL_SHARE = 1e-6
 # Elements of the [rows, K, D] differences materialised at once.
 _CHUNK_ELEMENTS = 1 << 20
 
@@ -182,18 +182,21 @@ def log_gaussian_density(x: Array, params: GMMParams, covariance_type: str, *,
 
 
 class _Centred(NamedTuple):
-  """Centred data ``x [N, D]`` with what the E-step's expanded form reuses: ``sq`` = ``x^2 [N, D]``
-  ('diag'), ``|x|^2 [N, 1]`` ('spherical'), ``None`` ('full')."""
+  """Centred data ``x [N, D]`` with what the iterations reuse: ``sq`` = ``x^2 [N, D]`` ('diag'),
+  ``|x|^2 [N, 1]`` ('spherical'), ``None`` ('full'), for the E-step's expanded form, and
+  ``extent [D]`` = ``max_n |x_nd|``, for the M-step's bound on neglected tails."""
   x: Array
   sq: Optional[Array]
+  extent: Array
 
 
 def _centred(x_c: Array, covariance_type: str) -> _Centred:
+  extent = jnp.max(jnp.abs(x_c), axis=0)
   if covariance_type == 'diag':
-    return _Centred(x_c, x_c * x_c)
+    return _Centred(x_c, x_c * x_c, extent)
   if covariance_type == 'spherical':
-    return _Centred(x_c, jnp.sum(x_c * x_c, axis=1, keepdims=True))
-  return _Centred(x_c, None)
+    return _Centred(x_c, jnp.sum(x_c * x_c, axis=1, keepdims=True), extent)
+  return _Centred(x_c, None, extent)
 
 
 def _weighted_log_prob(data: _Centred, params: GMMParams, covariance_type: str) -> Array:
@@ -256,23 +259,31 @@ def e_step(x: Array, params: GMMParams, covariance_type: str) -> tuple[Array, Ar
   return _e_step_centred(_centred(x_c, covariance_type), _shift(params, offset), covariance_type)
 
 
-def _means(x_c: Array, responsibilities: Array, offset: Array) -> tuple[Array, Array]:
-  """``(counts [K], centred means [K, D])``; an empty component's mean is 0 (in the data's frame), as sklearn's."""
+def _means(x_c: Array, responsibilities: Array) -> tuple[Array, Array]:
+  """``(counts [K], centred means [K, D])``.
+
+  As sklearn's ``sums / (counts + 10 eps64)``, but shrinking a (nearly) empty
+  component's mean towards the data's mean, not the origin: in float32 a
+  mean left at the origin, far from the data, gives an empty component a
+  covariance that no longer has a Cholesky factor. Only components holding
+  less than ~1e-8 of a point differ.
+  """
   counts = jnp.sum(responsibilities, axis=0)
   sums = jnp.dot(responsibilities.T, x_c, precision=_HIGHEST)
-  # sums / (counts + 1e-15) in float64, where only a count below ~1e-8 differs from sums / counts.
-  keep = counts / (counts + _EMPTY_GUARD)
-  means = keep[:, None] * (sums / jnp.where(counts > 0, counts, 1.0)[:, None]) - (1.0 - keep)[:, None] * offset
-  return counts, means
+  keep = counts / (counts + _EMPTY_GUARD)  # exactly 1 above a count of ~4e-8
+  return counts, keep[:, None] * (sums / jnp.where(counts > 0, counts, 1.0)[:, None])
 
 
-def _diag_scatter(x_c: Array, responsibilities: Array, means: Array) -> Array:
+def _diag_scatter(x_c: Array, responsibilities: Array, means: Array, reg_covar: float, extent: Array) -> Array:
   """``sum_n r_nk (x_n - mu_k)^2`` ``[K, D]``, from differences.
 
   A point's largest responsibility goes through one gathered pass and a
   matmul; the points with a second responsibility above ``exp(-_LOG_TAIL)``
-  of their largest are done pair by pair; a component that would still miss
-  more than ``_TAIL_MASS`` of its count gets a pass of its own.
+  of their largest are done pair by pair. The rest (the tails) is left out
+  unless it could move a variance by ``_TAIL_SHARE``: bounded by
+  ``tail mass * (extent + |mu|)^2`` (``extent [D]`` = ``max_n |x_nd|``),
+  against ``scatter + reg_covar * count``; such a component gets an exact
+  pass of its own.
   """
   n, d = x_c.shape
   k = means.shape[0]
@@ -294,10 +305,12 @@ def _diag_scatter(x_c: Array, responsibilities: Array, means: Array) -> Array:
   scatter = _common.fold_flagged_rows(pairs, split, _common.block_rows_for(k * d, _CHUNK_ELEMENTS), scatter)
   counts = jnp.sum(responsibilities, axis=0)
   tail = jnp.sum(jnp.where(is_top | split[:, None], 0.0, responsibilities), axis=0)  # [K] left out
+  tail_bound = tail[:, None] * jnp.square(extent[None] + jnp.abs(means))  # [K, D]
+  needs_own_pass = jnp.any(tail_bound > _TAIL_SHARE * (scatter + reg_covar * counts[:, None]), axis=1)
 
   def own_pass(j, scatter):
     return jax.lax.cond(
-        tail[j] > _TAIL_MASS * counts[j],
+        needs_own_pass[j],
         lambda: scatter.at[j].set(jnp.dot(responsibilities[:, j], jnp.square(x_c - means[j]), precision=_HIGHEST)),
         lambda: scatter)
 
@@ -305,10 +318,10 @@ def _diag_scatter(x_c: Array, responsibilities: Array, means: Array) -> Array:
 
 
 def _m_step_centred(x_c: Array, responsibilities: Array, covariance_type: str, reg_covar: float,
-                    offset: Array) -> GMMParams:
-  """:func:`m_step` on centred ``x_c``; the means stay centred (``offset`` locates the data's origin)."""
+                    extent: Optional[Array] = None) -> GMMParams:
+  """:func:`m_step` on centred ``x_c``; the means stay centred (``extent``: see :class:`_Centred`)."""
   n, d = x_c.shape
-  counts, means = _means(x_c, responsibilities, offset)
+  counts, means = _means(x_c, responsibilities)
   guarded = counts + _EMPTY_GUARD
   if covariance_type == 'full':
     def component_covariance(resp_k, mean_k, count_k):
@@ -317,7 +330,9 @@ def _m_step_centred(x_c: Array, responsibilities: Array, covariance_type: str, r
       return cov + reg_covar * jnp.eye(d, dtype=x_c.dtype)
     covariances = jax.lax.map(lambda a: component_covariance(*a), (responsibilities.T, means, guarded))
   else:
-    covariances = _diag_scatter(x_c, responsibilities, means) / guarded[:, None] + reg_covar
+    if extent is None:
+      extent = jnp.max(jnp.abs(x_c), axis=0)
+    covariances = _diag_scatter(x_c, responsibilities, means, reg_covar, extent) / guarded[:, None] + reg_covar
     if covariance_type == 'spherical':
       covariances = jnp.mean(covariances, axis=1)
   return GMMParams(guarded / n, means, covariances, precision_cholesky_from_covariances(covariances, covariance_type))
@@ -326,12 +341,12 @@ def _m_step_centred(x_c: Array, responsibilities: Array, covariance_type: str, r
 def m_step(x: Array, responsibilities: Array, covariance_type: str, reg_covar: float) -> GMMParams:
   """M-step: maximum-likelihood parameters given ``responsibilities [N, K]`` (rows sum to 1).
 
-  Means are ``sum_n r_nk x_n / sum_n r_nk`` (an empty component's is 0, as
-  sklearn's), variances weighted sums of squared differences to them, about
-  the data's mean (see the module docstring), plus ``reg_covar``.
+  Means are ``sum_n r_nk x_n / sum_n r_nk`` (an empty component's is the
+  data's mean), variances weighted sums of squared differences to them, on
+  centred data (see the module docstring), plus ``reg_covar``.
   """
   x_c, offset = _common.centre(x)
-  return _shift(_m_step_centred(x_c, responsibilities, covariance_type, reg_covar, offset), -offset)
+  return _shift(_m_step_centred(x_c, responsibilities, covariance_type, reg_covar), -offset)
 
 
 def init_from_labels(x: Array, labels: Array, n_components: int, covariance_type: str,
@@ -371,6 +386,11 @@ def fit_gmm(key: Optional[Array], x: Array, n_components: int, *, covariance_typ
 
   Returns:
     :class:`GMMResult`.
+
+  Raises:
+    ValueError: bad options or data (before compiling), or, after the fit, a
+      covariance that lost positive definiteness (NaN lower bound), where
+      sklearn raises too.
   """
   _validate(x, n_components, covariance_type, reg_covar, tol, max_iter)
   if not isinstance(n_init, (int, np.integer)) or n_init < 1:
@@ -380,12 +400,19 @@ def fit_gmm(key: Optional[Array], x: Array, n_components: int, *, covariance_typ
       raise ValueError('explicit init_params give identical restarts: pass n_init=1.')
     if init_params.means.shape != (n_components, x.shape[1]):
       raise ValueError(f'init_params.means must be {(n_components, x.shape[1])}, got {init_params.means.shape}.')
-    return _em(x, init_params, covariance_type=covariance_type, tol=tol, max_iter=max_iter,
-               reg_covar=reg_covar)
+    return _check_fitted(_em(x, init_params, covariance_type=covariance_type, tol=tol, max_iter=max_iter,
+                             reg_covar=reg_covar))
   if key is None:
     raise ValueError('fit_gmm needs a PRNG key for its K-means initialisation (or init_params).')
-  return _fit_gmm(key, x, n_components=n_components, covariance_type=covariance_type, tol=tol,
-                  reg_covar=reg_covar, max_iter=max_iter, n_init=n_init)
+  return _check_fitted(_fit_gmm(key, x, n_components=n_components, covariance_type=covariance_type, tol=tol,
+                                reg_covar=reg_covar, max_iter=max_iter, n_init=n_init))
+
+
+def _check_fitted(result: GMMResult) -> GMMResult:
+  if _common.is_concrete(result.lower_bound) and not np.isfinite(float(result.lower_bound)):
+    raise ValueError('EM failed: a covariance is not positive definite in float32 (collapsed or singleton '
+                     'components); use fewer components or a larger reg_covar.')
+  return result
 
 
 @functools.partial(jax.jit, static_argnames=('n_components', 'covariance_type', 'max_iter', 'n_init'))
@@ -399,8 +426,8 @@ def _fit_gmm(key, x, *, n_components, covariance_type, tol, reg_covar, max_iter,
     seeds = kmeans_lib._kmeans_plusplus_indices(restart_key, x_c, x_sq_norms, n_components, None)
     labels = kmeans_lib._lloyd_centred(x_c, x_sq_norms, abs_tol, x_c[seeds], 300).labels
     params = _m_step_centred(x_c, jax.nn.one_hot(labels, n_components, dtype=x.dtype), covariance_type, reg_covar,
-                             offset)
-    return _em_centred(data, params, offset, covariance_type=covariance_type, tol=tol, max_iter=max_iter,
+                             data.extent)
+    return _em_centred(data, params, covariance_type=covariance_type, tol=tol, max_iter=max_iter,
                        reg_covar=reg_covar)
 
   keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(n_init))
@@ -413,19 +440,19 @@ def _fit_gmm(key, x, *, n_components, covariance_type, tol, reg_covar, max_iter,
 @functools.partial(jax.jit, static_argnames=('covariance_type', 'max_iter'))
 def _em(x, params, *, covariance_type, tol, max_iter, reg_covar):
   x_c, offset = _common.centre(x)
-  result = _em_centred(_centred(x_c, covariance_type), _shift(params, offset), offset,
+  result = _em_centred(_centred(x_c, covariance_type), _shift(params, offset),
                        covariance_type=covariance_type, tol=tol, max_iter=max_iter, reg_covar=reg_covar)
   return result._replace(params=_shift(result.params, -offset))
 
 
-def _em_centred(data: _Centred, params, offset, *, covariance_type, tol, max_iter, reg_covar) -> GMMResult:
+def _em_centred(data: _Centred, params, *, covariance_type, tol, max_iter, reg_covar) -> GMMResult:
   """EM on centred data from centred ``params``; the result's means stay centred."""
   def cond(state):
     return (state.n_iter < max_iter) & ~state.converged
 
   def body(state: EMState) -> EMState:
     mean_log_likelihood, log_resp = _e_step_centred(data, state.params, covariance_type)
-    params = _m_step_centred(data.x, jnp.exp(log_resp), covariance_type, reg_covar, offset)
+    params = _m_step_centred(data.x, jnp.exp(log_resp), covariance_type, reg_covar, data.extent)
     previous = jnp.where(state.n_iter > 0, state.lower_bound[state.n_iter - 1], -jnp.inf)
     converged = jnp.abs(mean_log_likelihood - previous) < tol
     return EMState(params, state.lower_bound.at[state.n_iter].set(mean_log_likelihood),
