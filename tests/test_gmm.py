@@ -101,3 +101,76 @@ def test_bad_data():
     gmm.fit_gmm(jax.random.key(0), np.array([[np.nan, 0.0], [1.0, 1.0]], np.float32), 1)
   with pytest.raises(ValueError, match='larger than'):
     gmm.fit_gmm(jax.random.key(0), np.zeros((2, 2), np.float32), 3)
+
+
+@pytest.mark.parametrize('covariance_type', ['full', 'diag', 'spherical'])
+def test_variances_and_means_of_two_far_points(covariance_type):
+  """Issue #22, case 1: each point its own component: variance reg_covar exactly, means exactly the points."""
+  x = np.array([[9999.0], [0.0]], np.float32)
+  result = gmm.fit_gmm(jax.random.key(0), x, 2, covariance_type=covariance_type, reg_covar=0.1)
+  np.testing.assert_allclose(np.asarray(result.params.covariances).ravel(), [0.1, 0.1], rtol=1e-6)
+  assert sorted(np.asarray(result.params.means).ravel().tolist()) == [0.0, 9999.0]
+
+
+@pytest.mark.parametrize('covariance_type', ['full', 'diag', 'spherical'])
+def test_blobs_far_from_origin_match_sklearn_float64(covariance_type):
+  """Issue #22, case 2: two blobs (sd 0.1, 3 apart) shifted by +1e4: not one NaN cluster."""
+  rng = np.random.default_rng(0)
+  x = (np.concatenate([rng.normal(0, 0.1, (30, 1)), rng.normal(3, 0.1, (30, 1))]) + 1e4).astype(np.float32)
+  ref = mixture.GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(x.astype(np.float64))
+  ours = gmm.fit_gmm(jax.random.key(0), x, 2, covariance_type=covariance_type)
+  labels = np.asarray(ours.labels)
+  assert np.isfinite(float(ours.lower_bound))
+  assert (labels[:30] == labels[0]).all() and (labels[30:] == labels[30]).all() and labels[0] != labels[30]
+  assert float(ours.lower_bound) == pytest.approx(ref.lower_bound_, abs=1e-3)
+
+
+@pytest.mark.parametrize('covariance_type', ['full', 'diag', 'spherical'])
+def test_more_components_than_distinct_values(covariance_type):
+  """Issue #22, case 3: 3 values, K=5; the lower bound is sklearn's 4.8902 for every covariance type."""
+  x = np.repeat([1.0, 2.0, 7.0], 10)[:, None].astype(np.float32)
+  ref = mixture.GaussianMixture(5, covariance_type=covariance_type, random_state=0).fit(x.astype(np.float64))
+  ours = gmm.fit_gmm(jax.random.key(0), x, 5, covariance_type=covariance_type)
+  assert ref.lower_bound_ == pytest.approx(4.8902, abs=1e-4)
+  assert float(ours.lower_bound) == pytest.approx(ref.lower_bound_, abs=1e-4)
+
+
+@pytest.mark.parametrize('covariance_type', ['diag', 'spherical'])
+def test_e_step_exact_where_the_expanded_form_cancels(covariance_type):
+  """Tight components (sd 1e-3) 10 apart: the expanded Mahalanobis form is off by O(1) nats in float32."""
+  rng = np.random.default_rng(1)
+  x = np.concatenate([rng.normal(-5, 1e-3, (20, 2)), rng.normal(5, 1e-3, (20, 2))]).astype(np.float32)
+  cov = np.full((2, 2), 1e-6) if covariance_type == 'diag' else np.full(2, 1e-6)
+  means = np.array([x[:20].mean(0), x[20:].mean(0)])
+  ref = mixture.GaussianMixture(2, covariance_type=covariance_type).fit(x.astype(np.float64))
+  ref.weights_, ref.means_, ref.covariances_ = np.array([0.5, 0.5]), means.astype(np.float64), cov
+  ref.precisions_cholesky_ = mixture._gaussian_mixture._compute_precision_cholesky(cov, covariance_type)
+  params = gmm.make_params(*(np.asarray(a, np.float32) for a in ([0.5, 0.5], means, cov)), covariance_type)
+  mean_ll, log_resp = gmm.e_step(jnp.asarray(x), params, covariance_type)
+  ref_mean_ll, ref_log_resp = ref._e_step(x.astype(np.float64))
+  assert float(mean_ll) == pytest.approx(ref_mean_ll, abs=1e-4)
+  np.testing.assert_allclose(np.exp(log_resp), np.exp(ref_log_resp), atol=1e-6)
+  np.testing.assert_allclose(gmm.score_samples(x, params, covariance_type), ref.score_samples(x.astype(np.float64)),
+                             atol=1e-4)
+  np.testing.assert_allclose(gmm.log_gaussian_density(jnp.asarray(x), params, covariance_type),
+                             ref._estimate_log_prob(x.astype(np.float64)), rtol=1e-5)
+
+
+@pytest.mark.parametrize('covariance_type', ['full', 'diag', 'spherical'])
+def test_m_step_variances_from_differences(covariance_type):
+  """Points 1e4 from the origin with sd 1e-2, soft responsibilities: E[x^2] - E[x]^2 would lose every digit."""
+  rng = np.random.default_rng(2)
+  x = (rng.normal(0, 1e-2, (50, 3)) + 1e4).astype(np.float32)
+  resp = rng.dirichlet([0.3, 0.3, 0.3], 50).astype(np.float32)
+  params = gmm.m_step(jnp.asarray(x), jnp.asarray(resp), covariance_type, reg_covar=0.0)
+  x64, r64 = x.astype(np.float64), resp.astype(np.float64)
+  nk = r64.sum(0)
+  means = r64.T @ x64 / nk[:, None]
+  diag = np.stack([(r64[:, k:k + 1] * (x64 - means[k]) ** 2).sum(0) / nk[k] for k in range(3)])
+  np.testing.assert_allclose(params.means, means, rtol=1e-7, atol=2e-3)
+  if covariance_type == 'full':
+    full = np.stack([(r64[:, k:k + 1] * (x64 - means[k])).T @ (x64 - means[k]) / nk[k] for k in range(3)])
+    np.testing.assert_allclose(params.covariances, full, rtol=1e-3, atol=1e-9)
+  else:
+    expected = diag if covariance_type == 'diag' else diag.mean(1)
+    np.testing.assert_allclose(params.covariances, expected, rtol=1e-3)

@@ -161,3 +161,40 @@ def test_points_sharded_over_two_devices_give_the_same_fit():
   proc = subprocess.run([sys.executable, '-c', SHARDED_SCRIPT], capture_output=True, text=True, timeout=300,
                         cwd=pathlib.Path(__file__).resolve().parents[1])
   assert proc.returncode == 0 and 'OK' in proc.stdout, proc.stderr[-3000:]
+
+
+def test_inertia_from_exact_distances_not_the_expanded_form():
+  """Issue #22, case 4: |x|^2 - 2x.c + |c|^2 cancels to 0 in float32; the inertia is 4.0013e-08."""
+  x = np.array([[-1.0001], [-0.9999], [0.9999], [1.0001]], np.float32)
+  ours = kmeans.kmeans(jax.random.key(0), x, 2, n_init=1)
+  ref = sk_cluster.KMeans(2, init=np.asarray(ours.centers, np.float64), n_init=1).fit(x.astype(np.float64))
+  np.testing.assert_allclose(np.sort(np.asarray(ours.centers).ravel()), [-1, 1], atol=1e-6)
+  assert ref.inertia_ == pytest.approx(4.0013276e-08, rel=1e-4)
+  assert float(ours.inertia) == pytest.approx(ref.inertia_, rel=1e-4)
+
+
+def test_restarts_chosen_by_exact_inertia():
+  """Two tight pairs and a lone point near +-1: the optima differ by ~1e-8, below the expanded form's round-off."""
+  x = np.array([[-1.0002], [-0.9998], [-1.0], [0.9999], [1.0001], [1.0]], np.float32)
+  result = kmeans.kmeans(jax.random.key(0), x, 3, n_init=10)
+  x64 = x.astype(np.float64)
+  singles = []
+  for i in range(10):
+    one = kmeans.kmeans(jax.random.fold_in(jax.random.key(0), i), x, 3, n_init=1)
+    singles.append(((x64 - np.asarray(one.centers, np.float64)[np.asarray(one.labels)]) ** 2).sum())
+  ref = sk_cluster.KMeans(3, n_init=10, random_state=0).fit(x64)
+  assert float(result.inertia) == pytest.approx(min(singles), rel=1e-3)
+  assert float(result.inertia) == pytest.approx(ref.inertia_, rel=1e-3)
+
+
+@pytest.mark.parametrize('offset', [1e4, -3e3])
+def test_far_from_origin_same_labels_and_inertia_as_sklearn_float64(offset):
+  x = (_blobs(1, n=300, k=4, d=3) * 0.01 + offset).astype(np.float32)
+  init = x[np.random.default_rng(0).choice(len(x), 4, replace=False)]
+  ref = sk_cluster.KMeans(4, init=init.astype(np.float64), n_init=1, algorithm='lloyd').fit(x.astype(np.float64))
+  ours = kmeans.kmeans(None, x, 4, init=init, n_init=1)
+  np.testing.assert_array_equal(np.asarray(ours.labels), ref.labels_)
+  assert float(ours.inertia) == pytest.approx(ref.inertia_, rel=1e-4)
+  # predict: the exact closest of the (float32) centres it is given.
+  exact = ((x[:, None].astype(np.float64) - np.asarray(ours.centers, np.float64)[None]) ** 2).sum(-1).argmin(1)
+  np.testing.assert_array_equal(kmeans.predict(x, ours.centers), exact)

@@ -107,3 +107,13 @@ def test_ari_large_n_no_overflow():
 def test_bad_labels(y_true, y_pred, match):
   with pytest.raises(ValueError, match=match):
     metrics.clustering_scores(np.asarray(y_true), np.asarray(y_pred))
+
+
+def test_match_clusters_accepts_the_labels_the_other_metrics_accept():
+  """Issue #22, case 8: string labels, as cluster_accuracy, nmi, ari and matched_confusion take them."""
+  y_true, y_pred = ['cat', 'cat', 'dog'], ['x', 'y', 'y']
+  assert metrics.match_clusters(y_true, y_pred) == {'x': 'cat', 'y': 'dog'}
+  assert metrics.cluster_accuracy(y_true, y_pred) == pytest.approx(2 / 3)
+  assert metrics.nmi(y_true, y_pred) == pytest.approx(sk_metrics.normalized_mutual_info_score(y_true, y_pred))
+  mapping = metrics.match_clusters([0, 0, 1, 1], [5, 5, 7, 7])
+  assert mapping == {5: 0, 7: 1} and all(type(k) is int and type(v) is int for k, v in mapping.items())

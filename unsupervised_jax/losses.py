@@ -9,8 +9,14 @@ Array = jax.Array
 
 
 def l2_normalize(x: Array, axis: int = -1, eps: float = 1e-12) -> Array:
-  """``x / max(||x||, eps)`` along ``axis``."""
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), eps)
+  """``x / max(||x||, eps)`` along ``axis``, with that function's gradient everywhere.
+
+  Computed as ``x * rsqrt(max(|x|^2, eps^2))``: at ``x = 0`` the gradient is
+  ``1 / eps`` (finite), where differentiating ``||x||`` itself gives ``0 / 0``.
+  """
+  dtype = jnp.promote_types(x.dtype, jnp.float32)  # eps^2 underflows in float16
+  sq_norm = jnp.sum(jnp.square(x.astype(dtype)), axis=axis, keepdims=True)
+  return (x * jax.lax.rsqrt(jnp.maximum(sq_norm, jnp.asarray(eps, dtype) ** 2))).astype(x.dtype)
 
 
 def info_nce(query: Array, positive_key: Array, negatives: Array, temperature: float) -> Array:

@@ -1,13 +1,14 @@
 """Clustering metrics: accuracy under Hungarian matching, NMI and ARI.
 
-All functions take integer label vectors of the same length ``[N]`` and run on
+All functions take label vectors of the same length ``[N]`` (integers, strings,
+anything ``np.unique`` sorts) and run on
 the host in float64 (they are evaluation code, called once per evaluation, and
 the Hungarian matching needs scipy anyway). The definitions are those of
 scikit-learn (NMI with arithmetic normalisation), which the tests check to 1e-6.
 """
 from __future__ import annotations
 
-from typing import Dict, NamedTuple
+from typing import Dict, Hashable, NamedTuple
 
 import numpy as np
 from scipy import optimize
@@ -49,15 +50,17 @@ def contingency_matrix(y_true, y_pred) -> Contingency:
   return Contingency(table, classes, clusters)
 
 
-def match_clusters(y_true, y_pred) -> Dict[int, int]:
+def match_clusters(y_true, y_pred) -> Dict[Hashable, Hashable]:
   """Hungarian matching: ``{cluster: class}`` maximising the matched samples.
 
-  With more clusters than classes the surplus clusters stay unmatched (absent
-  from the dict); with fewer, some classes get no cluster.
+  Keys and values are the labels as given, as Python scalars (``int`` for
+  integer labels, ``str`` for strings). With more clusters than classes the
+  surplus clusters stay unmatched (absent from the dict); with fewer, some
+  classes get no cluster.
   """
   table, classes, clusters = contingency_matrix(y_true, y_pred)
   rows, cols = optimize.linear_sum_assignment(table, maximize=True)
-  return {int(clusters[c]): int(classes[r]) for r, c in zip(rows, cols)}
+  return {clusters[c].item(): classes[r].item() for r, c in zip(rows, cols)}
 
 
 def cluster_accuracy(y_true, y_pred) -> float:

@@ -1,4 +1,12 @@
-"""Input checks and blocked distance computations shared by K-means and the GMM."""
+"""Input checks and blocked distance computations shared by K-means and the GMM.
+
+Numerics: the fits run on centred data (:func:`centre`), and every squared
+distance computed through the fast expanded form ``|x|^2 - 2 x.c + |c|^2``
+comes with a rigorous bound on its round-off (:func:`expansion_error`). Where
+that bound leaves a decision open (which centre is closest, whether a point
+sits on a centre), the distances of those rows are recomputed from their
+differences (:func:`refine_rows`), which has no cancellation. The expanded
+form thus only ever decides what it can decide exactly."""
 from __future__ import annotations
 
 import math
@@ -76,11 +84,85 @@ def block_rows_for(n_columns: int, max_block_elements: int = DEFAULT_MAX_BLOCK_E
   return max(1, max_block_elements // max(1, n_columns))
 
 
+def centre(x: Array) -> tuple[Array, Array]:
+  """``(x - offset [N, D], offset [D])`` with ``offset`` the column means of ``x [N, D]``.
+
+  Distances and variances are invariant under the shift, and about the mean
+  the expanded forms lose only what the data's own spread costs, not their
+  distance from the origin.
+  """
+  offset = jnp.mean(x, axis=0)
+  return x - offset, offset
+
+
+def expansion_error(d: int, dtype, sq_norms_a: Array, sq_norms_b: Array) -> Array:
+  """Bound on ``|computed - exact|`` of the expanded ``|a|^2 - 2 a.b + |b|^2``.
+
+  Each of the three terms is a length-``d`` dot product, off by at most
+  ``d u`` times the sum of its terms' magnitudes whatever the summation order
+  (``u`` = unit round-off), and ``2|a.b| <= |a|^2 + |b|^2``; the two
+  additions add ``4u``. Hence ``(2d + 4) u (|a|^2 + |b|^2) = (d + 2) eps (...)``.
+  ``sq_norms_a`` and ``sq_norms_b`` broadcast against each other.
+  """
+  return (d + 2) * jnp.finfo(dtype).eps * (sq_norms_a + sq_norms_b)
+
+
+def exact_relative_error(d: int, dtype) -> float:
+  """Relative round-off bound of ``sum((a - b)^2)`` over ``d`` features (no cancellation)."""
+  return float((d + 4) * jnp.finfo(dtype).eps)
+
+
+def exact_squared_distances(x: Array, centers: Array) -> Array:
+  """``[M, K]`` squared distances of ``x [M, D]`` to ``centers [K, D]`` from their differences."""
+  return jnp.sum(jnp.square(x[:, None, :] - centers[None]), axis=-1)
+
+
+def fold_flagged_rows(body: Callable, rows: Array, chunk: int, carry):
+  """Folds ``body(idx [chunk], valid [chunk], carry) -> carry`` over the flagged rows, ``chunk`` at a time.
+
+  ``rows [M]`` bool flags the rows; ``idx`` holds their indices (padding
+  slots hold ``M``: gather them with ``mode='clip'``, scatter with
+  ``mode='drop'``, or mask them with ``valid``). There are as many steps as
+  chunks of flagged rows, so the cost follows the number flagged.
+  """
+  m = rows.shape[0]
+  chunk = max(1, min(m, chunk))
+  n_chunks = -(-m // chunk)
+  order = jnp.nonzero(rows, size=n_chunks * chunk, fill_value=m)[0]
+  count = jnp.sum(rows)
+
+  def step(i, carry):
+    idx = jax.lax.dynamic_slice(order, (i * chunk,), (chunk,))
+    return body(idx, i * chunk + jnp.arange(chunk) < count, carry)
+
+  return jax.lax.fori_loop(0, (count + chunk - 1) // chunk, step, carry)
+
+
+def refine_rows(x: Array, centers: Array, d: Array, err: Array, rows: Array,
+                max_block_elements: int = 1 << 20) -> tuple[Array, Array]:
+  """Exact distances for the flagged rows: ``d, err [M, K]`` with rows ``rows [M]`` recomputed.
+
+  Flagged rows get :func:`exact_squared_distances` and their relative error
+  bound, a chunk of rows at a time (at most ``max_block_elements``
+  differences at once).
+  """
+  rel = exact_relative_error(x.shape[1], x.dtype)
+
+  def body(idx, valid, carry):
+    d, err = carry
+    exact = exact_squared_distances(x.at[idx].get(mode='clip'), centers)
+    return d.at[idx].set(exact, mode='drop'), err.at[idx].set(rel * exact, mode='drop')
+
+  return fold_flagged_rows(body, rows, block_rows_for(d.shape[1] * x.shape[1], max_block_elements), (d, err))
+
+
 def squared_distances(x: Array, centers: Array, x_sq_norms: Array | None = None) -> Array:
   """Squared Euclidean distances ``[N, K]`` between ``x [N, D]`` and ``centers [K, D]``.
 
-  Uses ``|x|^2 - 2 x.c + |c|^2`` (one matmul); clipped at 0 against round-off.
-  Pass ``x_sq_norms [N]`` to avoid recomputing them every iteration.
+  Uses ``|x|^2 - 2 x.c + |c|^2`` (one matmul); clipped at 0 against round-off,
+  which is up to :func:`expansion_error`: centre the data first, and refine
+  where a decision depends on it. Pass ``x_sq_norms [N]`` to avoid
+  recomputing them every iteration.
   """
   if x_sq_norms is None:
     x_sq_norms = jnp.sum(x * x, axis=-1)

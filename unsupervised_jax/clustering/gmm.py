@@ -2,11 +2,29 @@
 
 The E-step (:func:`e_step`) and M-step (:func:`m_step`) are separate pure
 functions; :func:`fit_gmm` runs them in a ``lax.while_loop`` over
-:class:`EMState`. Parametrisation and numerics follow scikit-learn's
+:class:`EMState`. Parametrisation follows scikit-learn's
 ``GaussianMixture``: precisions are stored through their Cholesky factors
 (``precision_cholesky``), log-densities are combined with log-sum-exp, and
 ``reg_covar`` is added to the covariance diagonal. The lower bound is the mean
 log-likelihood per sample; EM stops when it changes by less than ``tol``.
+
+Numerics: float32 gives scikit-learn's float64 answer whatever the data's
+offset and scale. The fit runs on centred data (the offset is added back to
+the means); Mahalanobis distances and variances that matter are computed from
+differences ``x - mu_k``, never as ``E[x^2] - E[x]^2``:
+
+* E-step ('diag', 'spherical'): the expanded form (two matmuls) ranks the
+  components of each point, with a rigorous bound on its round-off; the top
+  one is recomputed from differences, and so is every component of the
+  points where another one could be within ``_LOG_TAIL`` nats of it
+  (typically a few per cent of the points). Components further down have
+  responsibilities below ``exp(-_LOG_TAIL)``.
+* M-step: counts are plain sums (no constant added to them), variances are
+  weighted sums of squared differences to the new means: each point's
+  largest responsibility at matmul speed, every pair of the points that
+  split their mass, and a component whose variances the neglected tails
+  could move (by a bound) gets its own exact pass.
+* 'full' works on differences throughout.
 
 Covariance types and the shape of ``covariances`` / ``precision_cholesky``:
   * ``'full'``:      ``[K, D, D]`` (precision Cholesky is upper triangular,
@@ -108,65 +126,227 @@ def make_params(weights, means, covariances, covariance_type: str) -> GMMParams:
                    precision_cholesky_from_covariances(covariances, covariance_type))
 
 
-def log_gaussian_density(x: Array, params: GMMParams, covariance_type: str) -> Array:
-  """``log N(x_n | mu_k, Sigma_k)`` as ``[N, K]`` for ``x [N, D]``."""
-  d = x.shape[1]
+# Responsibilities more than exp(-_LOG_TAIL) = 2e-9 below a point's largest
+# are taken from the expanded form (E-step) and left out of the variances of
+# the points that have no other sizeable one (M-step).
+_LOG_TAIL = 20.0
+# sklearn's guard against empty components, as in float64: nk + 10 * eps64.
+_EMPTY_GUARD = 10 * float(np.finfo(np.float64).eps)
+# A component whose neglected tails could move a variance (reg_covar
+# included) by more than this fraction gets an exact pass over all points.
+_TAIL_SHARE = 1e-6
+# Elements of the [rows, K, D] differences materialised at once.
+_CHUNK_ELEMENTS = 1 << 20
+
+
+def _diag_precision_cholesky(params: GMMParams, covariance_type: str, d: int) -> tuple[Array, Array]:
+  """``(pc [K, D], log_det [K])``: per-feature precision Cholesky and ``log det`` of it ('diag', 'spherical')."""
   pc = params.precision_cholesky
-  means = params.means
+  if covariance_type == 'spherical':
+    return jnp.broadcast_to(pc[:, None], (pc.shape[0], d)), d * jnp.log(pc)
+  return pc, jnp.sum(jnp.log(pc), axis=-1)
+
+
+def _exact_mahalanobis(x: Array, means: Array, pc: Array) -> Array:
+  """``[M, K]`` squared Mahalanobis distances of ``x [M, D]`` for diagonal ``pc [K, D]``, from differences."""
+  return jnp.sum(jnp.square((x[:, None, :] - means[None]) * pc[None]), axis=-1)
+
+
+def _full_mahalanobis(x: Array, means: Array, pc: Array) -> Array:
+  """``[N, K]`` for full ``pc [K, D, D]``: ``|(x - mu_k) P_k|^2``, one component at a time."""
+  def component(args):
+    pc_k, mean_k = args
+    y = jnp.dot(x - mean_k, pc_k, precision=_HIGHEST)  # [N, D], never [N, K, D]
+    return jnp.sum(y * y, axis=1)
+  return jax.lax.map(component, (pc, means)).T
+
+
+def log_gaussian_density(x: Array, params: GMMParams, covariance_type: str, *,
+                         max_block_elements: int = _common.DEFAULT_MAX_BLOCK_ELEMENTS) -> Array:
+  """``log N(x_n | mu_k, Sigma_k)`` as ``[N, K]`` for ``x [N, D]``, every entry from differences ``x - mu_k``.
+
+  The differences are formed in blocks of rows (at most ``max_block_elements``
+  at once). :func:`e_step` is faster: it computes exactly only the entries
+  that matter for the responsibilities.
+  """
+  d = x.shape[1]
   if covariance_type == 'full':
-    log_det = jnp.sum(jnp.log(jnp.diagonal(pc, axis1=-2, axis2=-1)), axis=-1)  # [K]
-
-    def component(args):
-      pc_k, mean_k = args
-      # One component at a time keeps the intermediate at [N, D], not [N, K, D].
-      y = jnp.dot(x, pc_k, precision=_HIGHEST) - jnp.dot(mean_k, pc_k, precision=_HIGHEST)
-      return jnp.sum(y * y, axis=1)
-
-    mahalanobis = jax.lax.map(component, (pc, means)).T
-  elif covariance_type == 'diag':
-    log_det = jnp.sum(jnp.log(pc), axis=-1)
-    precisions = pc * pc  # [K, D]
-    mahalanobis = (jnp.sum(means * means * precisions, axis=1)[None]
-                   - 2.0 * jnp.dot(x, (means * precisions).T, precision=_HIGHEST)
-                   + jnp.dot(x * x, precisions.T, precision=_HIGHEST))
+    log_det = jnp.sum(jnp.log(jnp.diagonal(params.precision_cholesky, axis1=-2, axis2=-1)), axis=-1)
+    mahalanobis = _full_mahalanobis(x, params.means, params.precision_cholesky)
   else:
-    log_det = d * jnp.log(pc)
-    precisions = pc * pc  # [K]
-    mahalanobis = (jnp.sum(means * means, axis=1)[None] * precisions[None]
-                   - 2.0 * jnp.dot(x, means.T, precision=_HIGHEST) * precisions[None]
-                   + jnp.sum(x * x, axis=1)[:, None] * precisions[None])
+    pc, log_det = _diag_precision_cholesky(params, covariance_type, d)
+    k = pc.shape[0]
+    mahalanobis = _common.map_blocks(lambda xb: _exact_mahalanobis(xb, params.means, pc), x,
+                                     _common.block_rows_for(k * d, max_block_elements))
   return -0.5 * (d * math.log(2 * math.pi) + mahalanobis) + log_det[None]
+
+
+class _Centred(NamedTuple):
+  """Centred data ``x [N, D]`` with what the iterations reuse: ``sq`` = ``x^2 [N, D]`` ('diag'),
+  ``|x|^2 [N, 1]`` ('spherical'), ``None`` ('full'), for the E-step's expanded form, and
+  ``extent [D]`` = ``max_n |x_nd|``, for the M-step's bound on neglected tails."""
+  x: Array
+  sq: Optional[Array]
+  extent: Array
+
+
+def _centred(x_c: Array, covariance_type: str) -> _Centred:
+  extent = jnp.max(jnp.abs(x_c), axis=0)
+  if covariance_type == 'diag':
+    return _Centred(x_c, x_c * x_c, extent)
+  if covariance_type == 'spherical':
+    return _Centred(x_c, jnp.sum(x_c * x_c, axis=1, keepdims=True), extent)
+  return _Centred(x_c, None, extent)
+
+
+def _weighted_log_prob(data: _Centred, params: GMMParams, covariance_type: str) -> Array:
+  """``log w_k + log N(x_n | mu_k, Sigma_k)`` ``[N, K]``: exact within ``_LOG_TAIL`` of each row's largest."""
+  x = data.x
+  n, d = x.shape
+  log_weights = jnp.log(params.weights)
+  if covariance_type == 'full':
+    log_det = jnp.sum(jnp.log(jnp.diagonal(params.precision_cholesky, axis1=-2, axis2=-1)), axis=-1)
+    mahalanobis = _full_mahalanobis(x, params.means, params.precision_cholesky)
+    return log_weights[None] + log_det[None] - 0.5 * (d * math.log(2 * math.pi) + mahalanobis)
+  pc, log_det = _diag_precision_cholesky(params, covariance_type, d)
+  means = params.means
+  k = means.shape[0]
+  const = log_weights + log_det - 0.5 * d * math.log(2 * math.pi)  # [K]
+  # Screening: the expanded form and a bound on its round-off (see
+  # _common.expansion_error; one more ulp per term for the products with P).
+  precisions = pc * pc
+  sq_precisions = precisions[:, :1] if covariance_type == 'spherical' else precisions
+  quad_x = jnp.dot(data.sq, sq_precisions.T, precision=_HIGHEST)  # [N, K]
+  quad_mu = jnp.sum(means * means * precisions, axis=1)  # [K]
+  cross = jnp.dot(x, (means * precisions).T, precision=_HIGHEST)
+  approx = jnp.maximum(quad_x - 2.0 * cross + quad_mu[None], 0.0)
+  err = (d + 8) * jnp.finfo(x.dtype).eps * (quad_x + quad_mu[None])
+  weighted = const[None] - 0.5 * approx
+  # Each row's top component from differences.
+  top = jnp.argmax(weighted, axis=1)
+  is_top = jnp.arange(k)[None] == top[:, None]
+  top_weighted = const[top] - 0.5 * jnp.sum(jnp.square((x - means[top]) * pc[top]), axis=1)
+  weighted = jnp.where(is_top, top_weighted[:, None], weighted)
+  # Rows where another component may come within _LOG_TAIL: all from differences.
+  rival = jnp.max(jnp.where(is_top, -jnp.inf, weighted + 0.5 * err), axis=1)
+  flagged = rival >= top_weighted - _LOG_TAIL
+
+  def refine(idx, valid, weighted):
+    exact = const[None] - 0.5 * _exact_mahalanobis(x.at[idx].get(mode='clip'), means, pc)
+    return weighted.at[idx].set(exact, mode='drop')
+
+  return _common.fold_flagged_rows(refine, flagged, _common.block_rows_for(k * d, _CHUNK_ELEMENTS), weighted)
+
+
+def _e_step_centred(data: _Centred, params: GMMParams, covariance_type: str) -> tuple[Array, Array]:
+  weighted = _weighted_log_prob(data, params, covariance_type)
+  log_norm = jax.nn.logsumexp(weighted, axis=1)
+  return jnp.mean(log_norm), weighted - log_norm[:, None]
+
+
+def _shift(params: GMMParams, offset: Array) -> GMMParams:
+  return params._replace(means=params.means - offset)
 
 
 def e_step(x: Array, params: GMMParams, covariance_type: str) -> tuple[Array, Array]:
   """E-step.
 
   Returns:
-    ``(mean_log_likelihood [], log_responsibilities [N, K])``.
+    ``(mean_log_likelihood [], log_responsibilities [N, K])``; entries more
+    than ``_LOG_TAIL`` nats below a row's largest come from the expanded form.
   """
-  weighted = log_gaussian_density(x, params, covariance_type) + jnp.log(params.weights)[None]
-  log_norm = jax.nn.logsumexp(weighted, axis=1)
-  return jnp.mean(log_norm), weighted - log_norm[:, None]
+  x_c, offset = _common.centre(x)
+  return _e_step_centred(_centred(x_c, covariance_type), _shift(params, offset), covariance_type)
+
+
+def _means(x_c: Array, responsibilities: Array) -> tuple[Array, Array]:
+  """``(counts [K], centred means [K, D])``.
+
+  As sklearn's ``sums / (counts + 10 eps64)``, but shrinking a (nearly) empty
+  component's mean towards the data's mean, not the origin: in float32 a
+  mean left at the origin, far from the data, gives an empty component a
+  covariance that no longer has a Cholesky factor. Only components holding
+  less than ~1e-8 of a point differ.
+  """
+  counts = jnp.sum(responsibilities, axis=0)
+  sums = jnp.dot(responsibilities.T, x_c, precision=_HIGHEST)
+  keep = counts / (counts + _EMPTY_GUARD)  # exactly 1 above a count of ~4e-8
+  return counts, keep[:, None] * (sums / jnp.where(counts > 0, counts, 1.0)[:, None])
+
+
+def _diag_scatter(x_c: Array, responsibilities: Array, means: Array, reg_covar: float, extent: Array) -> Array:
+  """``sum_n r_nk (x_n - mu_k)^2`` ``[K, D]``, from differences.
+
+  A point's largest responsibility goes through one gathered pass and a
+  matmul; the points with a second responsibility above ``exp(-_LOG_TAIL)``
+  of their largest are done pair by pair. The rest (the tails) is left out
+  unless it could move a variance by ``_TAIL_SHARE``: bounded by
+  ``tail mass * (extent + |mu|)^2`` (``extent [D]`` = ``max_n |x_nd|``),
+  against ``scatter + reg_covar * count``; such a component gets an exact
+  pass of its own.
+  """
+  n, d = x_c.shape
+  k = means.shape[0]
+  top = jnp.argmax(responsibilities, axis=1)
+  is_top = jnp.arange(k)[None] == top[:, None]
+  r_top = jnp.max(responsibilities, axis=1)
+  second = jnp.max(jnp.where(is_top, 0.0, responsibilities), axis=1)
+  split = second > math.exp(-_LOG_TAIL) * r_top
+  weight = jnp.where(split, 0.0, r_top)
+  diff = x_c - means[top]
+  assigned = (jax.nn.one_hot(top, k, dtype=x_c.dtype) * weight[:, None]).T  # [K, N]
+  scatter = jnp.dot(assigned, diff * diff, precision=_HIGHEST)
+
+  def pairs(idx, valid, scatter):
+    r = jnp.where(valid[:, None], responsibilities.at[idx].get(mode='clip'), 0.0)  # [C, K]
+    diffs = x_c.at[idx].get(mode='clip')[:, None, :] - means[None]  # [C, K, D]
+    return scatter + jnp.einsum('ck,ckd->kd', r, diffs * diffs, precision=_HIGHEST)
+
+  scatter = _common.fold_flagged_rows(pairs, split, _common.block_rows_for(k * d, _CHUNK_ELEMENTS), scatter)
+  counts = jnp.sum(responsibilities, axis=0)
+  tail = jnp.sum(jnp.where(is_top | split[:, None], 0.0, responsibilities), axis=0)  # [K] left out
+  tail_bound = tail[:, None] * jnp.square(extent[None] + jnp.abs(means))  # [K, D]
+  needs_own_pass = jnp.any(tail_bound > _TAIL_SHARE * (scatter + reg_covar * counts[:, None]), axis=1)
+
+  def own_pass(j, scatter):
+    return jax.lax.cond(
+        needs_own_pass[j],
+        lambda: scatter.at[j].set(jnp.dot(responsibilities[:, j], jnp.square(x_c - means[j]), precision=_HIGHEST)),
+        lambda: scatter)
+
+  return jax.lax.fori_loop(0, k, own_pass, scatter)
+
+
+def _m_step_centred(x_c: Array, responsibilities: Array, covariance_type: str, reg_covar: float,
+                    extent: Optional[Array] = None) -> GMMParams:
+  """:func:`m_step` on centred ``x_c``; the means stay centred (``extent``: see :class:`_Centred`)."""
+  n, d = x_c.shape
+  counts, means = _means(x_c, responsibilities)
+  guarded = counts + _EMPTY_GUARD
+  if covariance_type == 'full':
+    def component_covariance(resp_k, mean_k, count_k):
+      diff = x_c - mean_k
+      cov = jnp.dot((resp_k[:, None] * diff).T, diff, precision=_HIGHEST) / count_k
+      return cov + reg_covar * jnp.eye(d, dtype=x_c.dtype)
+    covariances = jax.lax.map(lambda a: component_covariance(*a), (responsibilities.T, means, guarded))
+  else:
+    if extent is None:
+      extent = jnp.max(jnp.abs(x_c), axis=0)
+    covariances = _diag_scatter(x_c, responsibilities, means, reg_covar, extent) / guarded[:, None] + reg_covar
+    if covariance_type == 'spherical':
+      covariances = jnp.mean(covariances, axis=1)
+  return GMMParams(guarded / n, means, covariances, precision_cholesky_from_covariances(covariances, covariance_type))
 
 
 def m_step(x: Array, responsibilities: Array, covariance_type: str, reg_covar: float) -> GMMParams:
-  """M-step: maximum-likelihood parameters given ``responsibilities [N, K]`` (rows sum to 1)."""
-  n = x.shape[0]
-  counts = jnp.sum(responsibilities, axis=0) + 10 * jnp.finfo(x.dtype).eps  # [K]
-  means = jnp.dot(responsibilities.T, x, precision=_HIGHEST) / counts[:, None]
-  if covariance_type == 'full':
-    def component_covariance(resp_k, mean_k, count_k):
-      diff = x - mean_k
-      cov = jnp.dot((resp_k[:, None] * diff).T, diff, precision=_HIGHEST) / count_k
-      return cov + reg_covar * jnp.eye(x.shape[1], dtype=x.dtype)
-    covariances = jax.lax.map(lambda a: component_covariance(*a), (responsibilities.T, means, counts))
-  else:
-    second_moment = jnp.dot(responsibilities.T, x * x, precision=_HIGHEST) / counts[:, None]
-    covariances = second_moment - means * means + reg_covar
-    if covariance_type == 'spherical':
-      covariances = jnp.mean(covariances, axis=1)
-  return GMMParams(counts / n, means, covariances,
-                   precision_cholesky_from_covariances(covariances, covariance_type))
+  """M-step: maximum-likelihood parameters given ``responsibilities [N, K]`` (rows sum to 1).
+
+  Means are ``sum_n r_nk x_n / sum_n r_nk`` (an empty component's is the
+  data's mean), variances weighted sums of squared differences to them, on
+  centred data (see the module docstring), plus ``reg_covar``.
+  """
+  x_c, offset = _common.centre(x)
+  return _shift(_m_step_centred(x_c, responsibilities, covariance_type, reg_covar), -offset)
 
 
 def init_from_labels(x: Array, labels: Array, n_components: int, covariance_type: str,
@@ -206,6 +386,11 @@ def fit_gmm(key: Optional[Array], x: Array, n_components: int, *, covariance_typ
 
   Returns:
     :class:`GMMResult`.
+
+  Raises:
+    ValueError: bad options or data (before compiling), or, after the fit, a
+      covariance that lost positive definiteness (NaN lower bound), where
+      sklearn raises too.
   """
   _validate(x, n_components, covariance_type, reg_covar, tol, max_iter)
   if not isinstance(n_init, (int, np.integer)) or n_init < 1:
@@ -215,46 +400,69 @@ def fit_gmm(key: Optional[Array], x: Array, n_components: int, *, covariance_typ
       raise ValueError('explicit init_params give identical restarts: pass n_init=1.')
     if init_params.means.shape != (n_components, x.shape[1]):
       raise ValueError(f'init_params.means must be {(n_components, x.shape[1])}, got {init_params.means.shape}.')
-    return _em(x, init_params, covariance_type=covariance_type, tol=tol, max_iter=max_iter,
-               reg_covar=reg_covar)
+    return _check_fitted(_em(x, init_params, covariance_type=covariance_type, tol=tol, max_iter=max_iter,
+                             reg_covar=reg_covar))
   if key is None:
     raise ValueError('fit_gmm needs a PRNG key for its K-means initialisation (or init_params).')
-  return _fit_gmm(key, x, n_components=n_components, covariance_type=covariance_type, tol=tol,
-                  reg_covar=reg_covar, max_iter=max_iter, n_init=n_init)
+  return _check_fitted(_fit_gmm(key, x, n_components=n_components, covariance_type=covariance_type, tol=tol,
+                                reg_covar=reg_covar, max_iter=max_iter, n_init=n_init))
+
+
+def _check_fitted(result: GMMResult) -> GMMResult:
+  if _common.is_concrete(result.lower_bound) and not np.isfinite(float(result.lower_bound)):
+    raise ValueError('EM failed: a covariance is not positive definite in float32 (collapsed or singleton '
+                     'components); use fewer components or a larger reg_covar.')
+  return result
 
 
 @functools.partial(jax.jit, static_argnames=('n_components', 'covariance_type', 'max_iter', 'n_init'))
 def _fit_gmm(key, x, *, n_components, covariance_type, tol, reg_covar, max_iter, n_init):
+  x_c, offset = _common.centre(x)
+  x_sq_norms = jnp.sum(x_c * x_c, axis=-1)
+  abs_tol = kmeans_lib._centred_tolerance(x_c, x_sq_norms, 1e-4)
+  data = _centred(x_c, covariance_type)
+
   def one_restart(restart_key):
-    centers = kmeans_lib.kmeans_plusplus(restart_key, x, n_components)
-    labels = kmeans_lib._lloyd(x, centers, max_iter=300, tol=1e-4).labels
-    params = init_from_labels(x, labels, n_components, covariance_type, reg_covar)
-    return _em(x, params, covariance_type=covariance_type, tol=tol, max_iter=max_iter, reg_covar=reg_covar)
+    seeds = kmeans_lib._kmeans_plusplus_indices(restart_key, x_c, x_sq_norms, n_components, None)
+    labels = kmeans_lib._lloyd_centred(x_c, x_sq_norms, abs_tol, x_c[seeds], 300).labels
+    params = _m_step_centred(x_c, jax.nn.one_hot(labels, n_components, dtype=x.dtype), covariance_type, reg_covar,
+                             data.extent)
+    return _em_centred(data, params, covariance_type=covariance_type, tol=tol, max_iter=max_iter,
+                       reg_covar=reg_covar)
 
   keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(n_init))
   results = jax.lax.map(one_restart, keys)  # sequential: K-means' bounded passes branch
   best = jnp.argmax(results.lower_bound)
-  return jax.tree.map(lambda r: r[best], results)
+  best = jax.tree.map(lambda r: r[best], results)
+  return best._replace(params=_shift(best.params, -offset))
 
 
 @functools.partial(jax.jit, static_argnames=('covariance_type', 'max_iter'))
 def _em(x, params, *, covariance_type, tol, max_iter, reg_covar):
+  x_c, offset = _common.centre(x)
+  result = _em_centred(_centred(x_c, covariance_type), _shift(params, offset),
+                       covariance_type=covariance_type, tol=tol, max_iter=max_iter, reg_covar=reg_covar)
+  return result._replace(params=_shift(result.params, -offset))
+
+
+def _em_centred(data: _Centred, params, *, covariance_type, tol, max_iter, reg_covar) -> GMMResult:
+  """EM on centred data from centred ``params``; the result's means stay centred."""
   def cond(state):
     return (state.n_iter < max_iter) & ~state.converged
 
   def body(state: EMState) -> EMState:
-    mean_log_likelihood, log_resp = e_step(x, state.params, covariance_type)
-    params = m_step(x, jnp.exp(log_resp), covariance_type, reg_covar)
+    mean_log_likelihood, log_resp = _e_step_centred(data, state.params, covariance_type)
+    params = _m_step_centred(data.x, jnp.exp(log_resp), covariance_type, reg_covar, data.extent)
     previous = jnp.where(state.n_iter > 0, state.lower_bound[state.n_iter - 1], -jnp.inf)
     converged = jnp.abs(mean_log_likelihood - previous) < tol
     return EMState(params, state.lower_bound.at[state.n_iter].set(mean_log_likelihood),
                    state.n_iter + 1, converged)
 
-  init = EMState(params, jnp.full((max_iter,), jnp.nan, x.dtype), jnp.zeros((), jnp.int32),
+  init = EMState(params, jnp.full((max_iter,), jnp.nan, data.x.dtype), jnp.zeros((), jnp.int32),
                  jnp.zeros((), bool))
   final = jax.lax.while_loop(cond, body, init)
   # Closing E-step so labels agree with the returned parameters.
-  _, log_resp = e_step(x, final.params, covariance_type)
+  _, log_resp = _e_step_centred(data, final.params, covariance_type)
   return GMMResult(final.params, jnp.argmax(log_resp, axis=1).astype(jnp.int32),
                    final.lower_bound[final.n_iter - 1], final.lower_bound, final.n_iter, final.converged)
 
@@ -273,7 +481,8 @@ def predict(x: Array, params: GMMParams, covariance_type: str) -> Array:
 @functools.partial(jax.jit, static_argnames=('covariance_type',))
 def score_samples(x: Array, params: GMMParams, covariance_type: str) -> Array:
   """Log-likelihood ``[N]`` of each row of ``x [N, D]`` under the mixture."""
-  weighted = log_gaussian_density(x, params, covariance_type) + jnp.log(params.weights)[None]
+  x_c, offset = _common.centre(x)
+  weighted = _weighted_log_prob(_centred(x_c, covariance_type), _shift(params, offset), covariance_type)
   return jax.nn.logsumexp(weighted, axis=1)
 
 
