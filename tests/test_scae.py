@@ -180,10 +180,11 @@ def test_short_digits_run_lowers_the_loss(tmp_path):
   lines = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert all(math.isfinite(line['loss']) for line in lines)
   assert np.mean([l['loss'] for l in lines[-3:]]) < lines[0]['loss'] - 10, [l['loss'] for l in lines]
-  codes = learner.embed(state, images[:16])
+  embed = jax.jit(learner.embed)
+  codes = embed(state, images[:16])
   assert codes.shape == (16, 4) and np.all(np.isfinite(codes))
-  np.testing.assert_allclose(learner.embed(state, images[4:8]), codes[4:8], atol=1e-6)  # batch-independent
-  learner.figures(state, images[:6], tmp_path)
+  np.testing.assert_allclose(embed(state, images[4:20])[:12], codes[4:], atol=1e-6)  # batch-independent
+  learner.figures(state, images[:16], tmp_path)
   assert (tmp_path / 'scae_templates.png').is_file() and (tmp_path / 'scae_reconstructions.png').is_file()
 
 

@@ -136,7 +136,7 @@ def scae_loss(config: SCAEConfig, out) -> Tuple[jax.Array, dict]:
 def model_of(config: SCAEConfig, channels: int = 1) -> capsules.SCAE:
   return capsules.SCAE(config.n_part_caps, config.n_obj_caps, config.n_part_features, config.n_obj_params,
                        config.template_size, channels, config.encoder_channels, tuple(config.encoder_strides),
-                       config.presence_noise, config.normalize_part_mixture)
+                       config.normalize_part_mixture)
 
 
 def scae(config: SCAEConfig, train) -> base.Method:
@@ -166,20 +166,20 @@ def scae(config: SCAEConfig, train) -> base.Method:
     pairs = jax.vmap(jax.random.split)(keys)
     return pairs[:, 0], pairs[:, 1]
 
+  def noise(keys):
+    # One noise key per example: an image's noise does not depend on its batch.
+    return jax.vmap(lambda k: capsules.presence_noise(k, config.n_part_caps, config.n_obj_caps,
+                                                      config.presence_noise))(keys)
+
   def forward(params, images, keys):
     shift_keys, noise_keys = split_keys(keys)
-    x = canvas(shift_keys, images)
-    # One noise key per example: an image's noise does not depend on its batch.
-    apply = lambda x_, k: model(images.shape[-1]).apply({'params': params}, x_[None], rngs={'noise': k})
-    out = jax.vmap(apply)(x, noise_keys)
-    out = jax.tree.map(lambda v: v[:, 0] if v.ndim > 1 else v, out)
-    out['dynamic_l2'] = jnp.mean(out['dynamic_l2'])  # per example (batch of 1) -> per batch
-    return out
+    return model(images.shape[-1]).apply({'params': params}, canvas(shift_keys, images), noise(noise_keys))
 
   def init(key, sample):
-    params_key, noise_key = jax.random.split(key)
-    x = canvas(noise_key[None], sample)
-    params = model(sample.shape[-1]).init({'params': params_key, 'noise': noise_key}, x)['params']
+    params_key, data_key = jax.random.split(key)
+    shift_keys, noise_keys = split_keys(data_key[None])
+    init_fn = jax.jit(lambda k, x: model(sample.shape[-1]).init(k, canvas(shift_keys, x), noise(noise_keys)))
+    params = init_fn(params_key, sample)['params']
     return SCAEState(base.zeros_step(), params, optimizer.init(params))
 
   def train_step(state, images, example_keys):

@@ -15,8 +15,9 @@ features from which per-capsule MLPs predict part presences ``a_km`` and the
 object-part relations ``OP_km = static + dynamic``, so votes are
 ``V_km = OV_k OP_km`` (:func:`~unsupervised_jax.losses.scae_part_log_likelihood`).
 
-Presence noise ``U(-s/2, s/2)`` on the part and object logits draws from the
-``'noise'`` rng (the official code adds it in training and evaluation alike).
+Presence noise ``U(-s/2, s/2)`` on the part and object logits is an input
+(:func:`presence_noise`, per example; the official code adds it in training and
+evaluation alike).
 Shapes follow the official TF1 code's MNIST model (``configs/model_config.py``).
 """
 from __future__ import annotations
@@ -35,10 +36,13 @@ from unsupervised_jax import rendering
 Array = jax.Array
 
 
-def _uniform_noise(module: nn.Module, shape, scale: float) -> Array:
-  if not scale:
-    return jnp.zeros(shape)
-  return (jax.random.uniform(module.make_rng('noise'), shape) - 0.5) * scale
+def presence_noise(key: Array, n_parts: int, n_objects: int, scale: float) -> Dict[str, Array]:
+  """One example's presence-logit noise ``U(-scale/2, scale/2)``: ``parts [M]``, ``objects [K]``, ``votes [K, M]``
+  (``jax.vmap`` it over per-example keys)."""
+  parts, objects, votes = jax.random.split(key, 3)
+  draw = lambda k, shape: (jax.random.uniform(k, shape) - 0.5) * scale
+  return {'parts': draw(parts, (n_parts,)), 'objects': draw(objects, (n_objects,)),
+          'votes': draw(votes, (n_objects, n_parts))}
 
 
 def _glorot_uniform_tf(shape) -> float:
@@ -167,15 +171,14 @@ class ObjectCapsules(nn.Module):
   final bias) split into the dynamic OP ``[M, 6]``, OV ``[6]``, presence logit ``[1]``, per-vote
   presence logits ``[M]`` and scales ``[M]``, the last four with a per-capsule bias. ``OP_km =
   geometric_transform(dynamic + static)``, ``V_km = OV_k OP_km``, ``a_k = sigmoid(logit + noise)``,
-  ``a_km = sigmoid(vote logit + noise)``, ``lambda_km = softplus(s + 0.5) + 0.01``.
+  ``a_km = sigmoid(vote logit + noise)`` (``noise``: ``objects [B, K]``, ``votes [B, K, M]``), ``lambda_km = softplus(s + 0.5) + 0.01``.
   """
   n_parts: int
   n_params: int = 32
   n_hiddens: int = 128
-  noise_scale: float = 4.0
 
   @nn.compact
-  def __call__(self, h) -> Dict[str, Array]:
+  def __call__(self, h, noise) -> Dict[str, Array]:
     batch, n_caps, m = h.shape[0], h.shape[1], self.n_parts
     params = BatchDense(self.n_params)(nn.relu(BatchDense(self.n_hiddens)(h)))  # [B, K, P]
     params = jnp.concatenate([params, jnp.ones_like(params[..., :1])], -1)
@@ -186,8 +189,8 @@ class ObjectCapsules(nn.Module):
     bias = lambda name, x: x + self.param(name, nn.initializers.zeros_init(), x.shape[1:])
     ccr, caps_logit, vote_logit, vote_scale = (bias(name, x) for name, x in zip(
         ('ov_bias', 'presence_bias', 'vote_presence_bias', 'scale_bias'), (ccr, caps_logit, vote_logit, vote_scale)))
-    caps_logit = caps_logit[..., 0] + _uniform_noise(self, (batch, n_caps), self.noise_scale)
-    vote_logit = vote_logit + _uniform_noise(self, (batch, n_caps, m), self.noise_scale)
+    caps_logit = caps_logit[..., 0] + noise['objects']
+    vote_logit = vote_logit + noise['votes']
     cpr_static = self.param('cpr_static', _tf_glorot, (n_caps, m, 6))
     ov = rendering.to_matrix(rendering.geometric_transform(ccr))  # [B, K, 3, 3]
     op = rendering.to_matrix(rendering.geometric_transform(cpr_dynamic + cpr_static))  # [B, K, M, 3, 3]
@@ -199,7 +202,7 @@ class ObjectCapsules(nn.Module):
 
 
 class SCAE(nn.Module):
-  """Both autoencoders; ``__call__(images [B, S, S, C] in [0, 1])`` returns a dict of ``[B]`` log-likelihoods
+  """Both autoencoders; ``__call__(images [B, S, S, C] in [0, 1], noise)`` (:func:`presence_noise`, batched) returns a dict of ``[B]`` log-likelihoods
   (``image_ll``, ``part_ll``), ``dynamic_l2``, part ``poses [B, M, 6]``, ``part_presence [B, M]``,
   ``prior [B, K]`` (``max_m a_k a_km``, the object presences), ``posterior [B, K, M]``, the placed
   templates ``rendered [B, M, S, S, C]`` and the mixture's ``log_weights [B, M + 1, S, S]`` and
@@ -212,7 +215,6 @@ class SCAE(nn.Module):
   channels: int = 1
   encoder_channels: int = 128
   encoder_strides: Sequence[int] = (2, 2, 1, 1)
-  noise_scale: float = 4.0
   normalize_part_mixture: bool = True
 
   def setup(self):
@@ -226,16 +228,16 @@ class SCAE(nn.Module):
     self.background_value = self.param('background_value', nn.initializers.zeros_init(), (self.channels,))
     self.background_logit = self.param('background_mixing_logit', nn.initializers.zeros_init(), ())
     self.set_transformer = SetTransformer(self.n_objects)
-    self.object_capsules = ObjectCapsules(self.n_parts, self.n_object_params, noise_scale=self.noise_scale)
+    self.object_capsules = ObjectCapsules(self.n_parts, self.n_object_params)
 
   def templates(self) -> Array:
     """The learned templates ``[M, t, t, C]`` in [0, 1] (before colouring)."""
     return jax.nn.sigmoid(self.template_logits)
 
-  def __call__(self, images) -> Dict[str, Any]:
+  def __call__(self, images, noise) -> Dict[str, Any]:
     batch, canvas = images.shape[0], images.shape[1]
     raw_pose, features, presence_logit = self.part_encoder(images)
-    presence_logit = presence_logit + _uniform_noise(self, presence_logit.shape, self.noise_scale)
+    presence_logit = presence_logit + noise['parts']
     presence = jax.nn.sigmoid(presence_logit)
     poses = rendering.geometric_transform(raw_pose)
     colour = jax.nn.sigmoid(self.colour_out(nn.relu(self.colour_hidden(features))))  # [B, M, C]
@@ -245,7 +247,7 @@ class SCAE(nn.Module):
     stop = jax.lax.stop_gradient
     set_input = jnp.concatenate([stop(poses), stop(1.0 - presence[..., None]), features,
                                  stop(coloured.reshape(batch, self.n_parts, -1))], -1)
-    objects = self.object_capsules(self.set_transformer(set_input, stop(presence)))
+    objects = self.object_capsules(self.set_transformer(set_input, stop(presence)), noise)
     part_ll, posterior = losses.scae_part_log_likelihood(
         stop(poses), stop(presence), objects['votes'], objects['scales'], objects['vote_presence'],
         normalize=self.normalize_part_mixture)
