@@ -6,8 +6,8 @@ Step: the MNIST model of ``experiments/configs/scae_mnist.flags`` (40 parts of 1
 canvas) on the training core (the jitted data-parallel step on one device, batch drawn and padded on
 device). Renderer: ``[B, 40]`` coloured templates with alpha ``[11, 11, 2]`` placed on the 40x40 canvas,
 forward and gradient (w.r.t. templates and poses) of a sum, three ways: ``rendering.render_batch`` (vmap
-over images and parts, gather-free tent weights: ours), a Python loop over the parts (reference), and
-``jax.scipy.ndimage.map_coordinates`` as the sampler, vmapped alike. Rounds alternate; medians are kept.
+over images and parts, a 4-corner gather: ours), a Python loop over the parts (reference),
+``jax.scipy.ndimage.map_coordinates`` as the sampler and the gather-free tent-weight sampler, vmapped alike. Rounds alternate; medians are kept.
 Writes ``results/scae_step.json``.
 """
 import argparse
@@ -63,7 +63,9 @@ def render_timers(batch, parts=40, size=11, canvas=40):
   templates = jnp.asarray(rng.uniform(size=(batch, parts, size, size, 2)), jnp.float32)
   poses = rendering.geometric_transform(jnp.asarray(rng.normal(size=(batch, parts, 6)), jnp.float32))
   by_scipy = jax.vmap(jax.vmap(rendering.render_map_coordinates, in_axes=(0, 0, None)), in_axes=(0, 0, None))
-  renderers = {'vmap': rendering.render_batch, 'loop': rendering.render_batch_loop, 'map_coordinates': by_scipy}
+  tent = lambda t, p, s: rendering.render_batch(t, p, s, rendering.bilinear_sample_tent)
+  renderers = {'vmap': rendering.render_batch, 'loop': rendering.render_batch_loop, 'map_coordinates': by_scipy,
+               'tent': tent}
   timers = {}
   for name, render in renderers.items():
     fn = jax.jit(jax.value_and_grad(lambda t, p, r=render: jnp.sum(jnp.square(r(t, p, canvas))), argnums=(0, 1)))
@@ -95,11 +97,12 @@ def main():
   record = results.benchmark_record(
       'scae_step',
       ours={'images_per_s': median['vmap'], 'images_per_s_rounds': rounds['vmap'],
-            'implementation': 'rendering.render_batch: vmap over images and parts, tent-weight bilinear sampling',
+            'implementation': 'rendering.render_batch: vmap over images and parts, 4-corner gather sampler',
             'step_images_per_s': median['step'], 'step_images_per_s_rounds': rounds['step'],
             'step_compile_s': compile_s,
             'map_coordinates_images_per_s': median['map_coordinates'],
-            'map_coordinates_images_per_s_rounds': rounds['map_coordinates']},
+            'map_coordinates_images_per_s_rounds': rounds['map_coordinates'],
+            'tent_weights_images_per_s': median['tent'], 'tent_weights_images_per_s_rounds': rounds['tent']},
       reference={'images_per_s': median['loop'], 'images_per_s_rounds': rounds['loop'],
                  'implementation': 'the same sampler in a Python loop over the 40 parts'},
       throughput_key='images_per_s') | {
@@ -109,7 +112,8 @@ def main():
                    f'cpu_count {os.cpu_count()}'}
   path = results.write_json(pathlib.Path(args.results_dir) / 'scae_step.json', record)
   print(f'scae_step: step {median["step"]:.1f} img/s (compile {compile_s:.0f} s); renderer forward+gradient: vmap '
-        f'{median["vmap"]:.0f} img/s, loop {median["loop"]:.0f}, map_coordinates {median["map_coordinates"]:.0f} '
+        f'{median["vmap"]:.0f} img/s, loop {median["loop"]:.0f}, map_coordinates {median["map_coordinates"]:.0f}, '
+        f'tent weights {median["tent"]:.0f} '
         f'-> {path}')
 
 

@@ -58,6 +58,8 @@ def test_vmapped_rendering_equals_a_loop_and_map_coordinates():
   by_scipy = jax.vmap(jax.vmap(rendering.render_map_coordinates, in_axes=(0, 0, None)), in_axes=(0, 0, None))(
       templates, poses, 9)
   np.testing.assert_allclose(vmapped, by_scipy, atol=1e-5)
+  tent = rendering.render_batch(templates, poses, 9, rendering.bilinear_sample_tent)
+  np.testing.assert_allclose(vmapped, tent, atol=1e-5)
   shared = rendering.render_batch(templates[0], poses, 9)  # one set of templates for every image
   np.testing.assert_allclose(shared[1], rendering.render_batch(templates[0][None], poses[1:2], 9)[0], atol=1e-6)
 

@@ -9,11 +9,13 @@ identity pose stretches the template over the whole canvas; a translation of
 
 Rendering runs the inverse map: every canvas pixel is sent back into the
 template and the template is sampled there bilinearly with zeros outside
-(``contrib.resampler`` of the official code). The sampler is written with
-tent weights, ``out[p] = sum_ij T[i, j] relu(1 - |r_p - i|) relu(1 - |c_p - j|)``,
-which equals bilinear interpolation exactly, needs no gather (its gradient is
-two small matrix products, not a scatter) and is vectorised with ``jax.vmap``
-over parts and images (:func:`render_batch`).
+(``contrib.resampler`` of the official code), vectorised with ``jax.vmap`` over
+parts and images (:func:`render_batch`). The sampler gathers the four corners
+of every channel at once (:func:`bilinear_sample`); :func:`bilinear_sample_tent`
+computes the same as dense tent weights, ``sum_ij T[i, j] relu(1 - |r - i|)
+relu(1 - |c - j|)``, with no gather or scatter (2.3x slower on CPU, forward and
+gradient; see ``benchmarks/scae_step.py``). At a whole-pixel coordinate both
+take the one-sided derivative ``T[i + 1] - T[i]``.
 """
 from __future__ import annotations
 
@@ -72,6 +74,27 @@ def _tent_weights(coords: Array, size: int) -> Array:
 def bilinear_sample(image: Array, rows: Array, cols: Array) -> Array:
   """Samples ``image [h, w, C]`` at pixel coordinates ``rows [P]``, ``cols [P]`` (bilinear, zeros outside) -> ``[P, C]``.
 
+  ``sum_{corners} (1 - |r - i|)(1 - |c - j|) image[i, j]`` over the four whole-pixel neighbours, those off the
+  image weighted 0; one gather of all channels per corner.
+  """
+  h, w, c = image.shape
+  top, left = jnp.floor(rows), jnp.floor(cols)
+  frac_rows, frac_cols = rows - top, cols - left
+  top, left = top.astype(jnp.int32), left.astype(jnp.int32)
+  flat = image.reshape(h * w, c)
+  out = jnp.zeros((rows.shape[0], c), image.dtype)
+  for dr, weight_r in ((0, 1.0 - frac_rows), (1, frac_rows)):
+    for dc, weight_c in ((0, 1.0 - frac_cols), (1, frac_cols)):
+      r, col = top + dr, left + dc
+      inside = (r >= 0) & (r < h) & (col >= 0) & (col < w)
+      index = jnp.clip(r, 0, h - 1) * w + jnp.clip(col, 0, w - 1)
+      out = out + jnp.where(inside, weight_r * weight_c, 0.0)[:, None] * flat[index]
+  return out
+
+
+def bilinear_sample_tent(image: Array, rows: Array, cols: Array) -> Array:
+  """:func:`bilinear_sample` without a gather: ``[P, C]``.
+
   ``sum_ij image[i, j] relu(1 - |rows - i|) relu(1 - |cols - j|)``: separable tent weights
   ``[P, h]`` and ``[P, w]`` (:func:`_tent_weights`), two products, no gather.
   """
@@ -98,22 +121,22 @@ def canvas_coordinates(pose: Array, template_size: int, canvas_size: int):
   return (v + 1.0) * scale, (u + 1.0) * scale
 
 
-def render(template: Array, pose: Array, canvas_size: int) -> Array:
+def render(template: Array, pose: Array, canvas_size: int, sampler=bilinear_sample) -> Array:
   """One template ``[t, t, C]`` placed by ``pose [6]`` on a ``canvas_size`` square -> ``[S, S, C]``."""
   rows, cols = canvas_coordinates(pose, template.shape[0], canvas_size)
-  return bilinear_sample(template, rows, cols).reshape(canvas_size, canvas_size, template.shape[-1])
+  return sampler(template, rows, cols).reshape(canvas_size, canvas_size, template.shape[-1])
 
 
-def render_parts(templates: Array, poses: Array, canvas_size: int) -> Array:
+def render_parts(templates: Array, poses: Array, canvas_size: int, sampler=bilinear_sample) -> Array:
   """Templates ``[M, t, t, C]`` placed by ``poses [M, 6]`` -> ``[M, S, S, C]`` (``vmap`` over parts)."""
-  return jax.vmap(render, in_axes=(0, 0, None))(templates, poses, canvas_size)
+  return jax.vmap(lambda t, p: render(t, p, canvas_size, sampler))(templates, poses)
 
 
-def render_batch(templates: Array, poses: Array, canvas_size: int) -> Array:
+def render_batch(templates: Array, poses: Array, canvas_size: int, sampler=bilinear_sample) -> Array:
   """Per-image templates ``[B, M, t, t, C]`` (or shared ``[M, t, t, C]``) placed by ``poses [B, M, 6]``
   -> ``[B, M, S, S, C]``, ``vmap`` over images of ``vmap`` over parts."""
-  in_axes = (0 if templates.ndim == 5 else None, 0, None)
-  return jax.vmap(render_parts, in_axes=in_axes)(templates, poses, canvas_size)
+  in_axes = (0 if templates.ndim == 5 else None, 0)
+  return jax.vmap(lambda t, p: render_parts(t, p, canvas_size, sampler), in_axes=in_axes)(templates, poses)
 
 
 def render_batch_loop(templates: Array, poses: Array, canvas_size: int) -> Array:
