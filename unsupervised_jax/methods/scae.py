@@ -222,12 +222,12 @@ def _gray_rgb(images):
 
 def coloured_reconstruction(out) -> np.ndarray:
   """``[B, S, S, 3]``: each pixel the mean of its most likely mixture component (the mixture's mode of the
-  official code), hued by that part (the background black)."""
+  official code), hued by that part (the background grey)."""
   log_weights, means = np.asarray(out['log_weights']), np.asarray(out['means'])
   winner = log_weights.argmax(1)  # [B, S, S]
   value = np.take_along_axis(means.mean(-1), winner[:, None], axis=1)[:, 0]  # [B, S, S]
   n_parts = log_weights.shape[1] - 1
   import matplotlib
   hues = matplotlib.colormaps['hsv'](np.arange(n_parts) / max(n_parts, 1))[:, :3]
-  palette = np.concatenate([hues, np.zeros((1, 3))])
+  palette = np.concatenate([hues, np.ones((1, 3))])  # the background in its own grey
   return np.clip(palette[winner] * value[..., None], 0.0, 1.0)
