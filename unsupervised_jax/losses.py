@@ -46,3 +46,112 @@ def moco_loss(query: Array, key: Array, queue: Array, temperature: float) -> Arr
   (no gradient, they come from the EMA teacher) and the queue ``[K, D]`` of earlier keys."""
   return info_nce(l2_normalize(query), jax.lax.stop_gradient(l2_normalize(key)), jax.lax.stop_gradient(queue),
                   temperature)
+
+
+# Stacked Capsule Autoencoders (Kosiorek, Sabour, Teh, Hinton, NeurIPS 2019): likelihoods and sparsity terms,
+# following the equations of the poster's appendix and the official code's choices where it differs.
+import math  # noqa: E402  (appended section)
+from typing import Tuple  # noqa: E402
+
+_DUMMY_LOG = -2.0 * math.log(10.0)  # the official code's dummy component: log-probability and mixing logit
+
+
+def safe_log(x: Array, eps: float = 1e-16) -> Array:
+  """``log(x)``, and ``-1e8`` (with no gradient) where ``x < eps`` (the SCAE code's ``math_ops.safe_log``)."""
+  small = x < eps
+  return jnp.where(small, -1e8, jnp.log(jnp.where(small, 1.0, x)))
+
+
+def scae_image_mixing_log_weights(alpha_logits: Array, presence: Array, background_logit: Array) -> Array:
+  """Log mixing weights ``[B, M + 1, H, W]`` of the per-pixel template mixture (the last is the background).
+
+  ``pi_m(p) = a_m exp(alpha_m(p)) / (sum_n a_n exp(alpha_n(p)) + exp(b))``: presence ``a_m`` times the
+  transformed alpha channel, against the learned background logit ``b`` (official: ``softplus`` of a
+  variable), normalised per pixel.
+
+  Args:
+    alpha_logits: ``[B, M, H, W]`` transformed alpha channels (zero outside a template, as sampled).
+    presence: ``[B, M]`` part presences in [0, 1].
+    background_logit: ``[]``.
+  """
+  logits = alpha_logits + safe_log(presence)[:, :, None, None]
+  background = jnp.broadcast_to(background_logit, logits[:, :1].shape)
+  return jax.nn.log_softmax(jnp.concatenate([logits, background], axis=1), axis=1)
+
+
+def scae_image_log_likelihood(images: Array, means: Array, log_weights: Array, scale: float = 1.0) -> Array:
+  """``log p(y) = sum_p sum_c log sum_m pi_m(p) N(y_pc | T_m(p)_c, scale^2)`` per image ``[B]``.
+
+  Args:
+    images: ``[B, H, W, C]`` in [0, 1].
+    means: ``[B, M + 1, H, W, C]``, the transformed (coloured) templates and the background last.
+    log_weights: ``[B, M + 1, H, W]`` from :func:`scae_image_mixing_log_weights` (each channel is its own
+      mixture with these weights, as the official ``MixtureDistribution`` over ``tfd.Normal``).
+  """
+  log_normal = -0.5 * jnp.square((images[:, None] - means) / scale) - math.log(scale) - 0.5 * math.log(2 * math.pi)
+  per_pixel = jax.nn.logsumexp(log_weights[..., None] + log_normal, axis=1)  # [B, H, W, C]
+  return jnp.sum(per_pixel, axis=(1, 2, 3))
+
+
+def scae_part_log_likelihood(parts: Array, part_presence: Array, votes: Array, scales: Array,
+                             vote_presence: Array, normalize: bool = True) -> Tuple[Array, Array]:
+  """The object capsules' likelihood of the part poses, per image ``[B]``, and the posterior ``[B, K, M]``.
+
+  ``log p(x) = sum_m d_m log sum_k w_km N(x_m | V_km, lambda_km^2 I)``, with the official dummy component
+  (``log N = log w = -2 log 10`` before normalisation) as ``k = K + 1``, ``d_m`` the part's presence and
+  ``w_km = a_k a_km / (sum_i a_i a_im + dummy)`` (the poster's ``a_k a_kn / sum_i a_i sum_j a_ij``; in the
+  image model object ``k`` votes once per part template, so ``n = m``). ``normalize=False`` uses the
+  unnormalised ``log a_k a_km`` as the official ``CapsuleLikelihood`` does.
+
+  Args:
+    parts: ``[B, M, 6]`` part poses.
+    part_presence: ``[B, M]``.
+    votes: ``[B, K, M, 6]``, object ``k``'s prediction of part ``m``'s pose.
+    scales: ``[B, K, M]`` standard deviations of the votes.
+    vote_presence: ``[B, K, M]``, ``a_k a_km``.
+
+  Returns:
+    ``(log_likelihood [B], posterior [B, K, M])``: the posterior is the responsibility of object ``k``
+    for part ``m`` (the dummy's dropped).
+  """
+  scales = scales[..., None]
+  log_normal = (-0.5 * jnp.square((parts[:, None] - votes) / scales) - jnp.log(scales)
+                - 0.5 * math.log(2 * math.pi)).sum(-1)  # [B, K, M]
+  dummy = jnp.full_like(log_normal[:, :1], _DUMMY_LOG)
+  log_normal = jnp.concatenate([log_normal, dummy], axis=1)
+  logits = jnp.concatenate([safe_log(vote_presence), dummy], axis=1)  # [B, K + 1, M]
+  if normalize:
+    logits = jax.nn.log_softmax(logits, axis=1)
+  joint = logits + log_normal
+  per_part = jax.nn.logsumexp(joint, axis=1) * part_presence  # [B, M]
+  return per_part.sum(-1), jax.nn.softmax(joint, axis=1)[:, :-1]
+
+
+def capsule_entropy_sparsity(probs: Array) -> Tuple[Array, Array]:
+  """Entropy sparsity of capsule activations ``probs [B, K]``: ``(within, between)``, both ``[]``.
+
+  ``within = mean_b H(p_b / sum_k p_bk)`` (to be lowered: few capsules per image) and
+  ``between = H(sum_b p_b / sum_bk p_bk)`` (to be raised: every capsule used in the batch); the
+  official ``_capsule_entropy`` (normalisation adds 1e-8).
+  """
+  def entropy(p, axis):
+    return -jnp.sum(p * safe_log(p), axis=axis)
+  p_within = probs / (probs.sum(1, keepdims=True) + 1e-8)
+  within = jnp.mean(entropy(p_within, 1))
+  total = probs.sum(0)
+  between = entropy(total / (total.sum() + 1e-8), 0)
+  return within, between
+
+
+def capsule_l2_sparsity(probs: Array, num_classes: int, within_constant: float = 0.0) -> Tuple[Array, Array]:
+  """L2 sparsity of capsule presences ``probs [B, K]``: ``(within, between)`` penalties, both ``[]`` (added).
+
+  ``within = sum_b (sum_k p_bk - c)^2 / B`` with ``c = within_constant`` or, when 0, ``K / num_classes``;
+  ``between = sum_k (sum_b p_bk - B / num_classes)^2 / K`` (the official ``_caps_pres_l2``, which returns
+  ``-between`` and subtracts it).
+  """
+  batch, caps = probs.shape
+  within_constant = within_constant or caps / num_classes
+  within = jnp.sum(jnp.square(probs.sum(1) - within_constant)) / batch
+  between = jnp.sum(jnp.square(probs.sum(0) - batch / num_classes)) / caps
+  return within, between

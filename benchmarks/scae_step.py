@@ -1,0 +1,121 @@
+"""Images/s of the jitted SCAE train step, and of the template renderer alone (vmapped vs alternatives).
+
+  python benchmarks/scae_step.py [--batch_size=128] [--steps=5] [--rounds=3]
+
+Step: the MNIST model of ``experiments/configs/scae_mnist.flags`` (40 parts of 11x11, 32 objects, 40x40
+canvas) on the training core (the jitted data-parallel step on one device, batch drawn and padded on
+device). Renderer: ``[B, 40]`` coloured templates with alpha ``[11, 11, 2]`` placed on the 40x40 canvas,
+forward and gradient (w.r.t. templates and poses) of a sum, three ways: ``rendering.render_batch`` (vmap
+over images and parts, a 4-corner gather: ours), a Python loop over the parts (reference),
+``jax.scipy.ndimage.map_coordinates`` as the sampler and the gather-free tent-weight sampler, vmapped alike. Rounds alternate; medians are kept.
+Writes ``results/scae_step.json``.
+"""
+import argparse
+import os
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unsupervised_jax import data
+from unsupervised_jax import rendering
+from unsupervised_jax import results
+from unsupervised_jax.methods import scae
+from unsupervised_jax.training import loop
+from unsupervised_jax.training import parallel
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _rate(fn, batch, steps):
+  start = time.perf_counter()
+  for _ in range(steps):
+    out = fn()
+  jax.block_until_ready(out)
+  return batch * steps / (time.perf_counter() - start)
+
+
+def step_timer(images, batch):
+  """Compiles and warms up the SCAE step; returns ``(timer(steps) -> images/s, compile seconds)``."""
+  learner = scae.scae(scae.SCAEConfig(), loop.TrainConfig(batch_size=batch))
+  mesh = parallel.make_mesh(1)
+  state = parallel.replicate(learner.init(jax.random.key(0), images[:1]), mesh)
+  dataset = parallel.replicate(images, mesh)
+  key = jax.random.key(0)
+  start = time.perf_counter()
+  step = parallel.data_parallel_step(learner.train_step, mesh, batch).lower(state, dataset, key).compile()
+  compile_s = time.perf_counter() - start
+
+  def run():
+    nonlocal state
+    state, metrics = step(state, dataset, key)
+    return metrics
+
+  run()
+  return (lambda steps: _rate(run, batch, steps)), compile_s
+
+
+def render_timers(batch, parts=40, size=11, canvas=40):
+  """``{name: timer(steps) -> images/s}`` for the forward and gradient of each renderer."""
+  rng = np.random.default_rng(0)
+  templates = jnp.asarray(rng.uniform(size=(batch, parts, size, size, 2)), jnp.float32)
+  poses = rendering.geometric_transform(jnp.asarray(rng.normal(size=(batch, parts, 6)), jnp.float32))
+  by_scipy = jax.vmap(jax.vmap(rendering.render_map_coordinates, in_axes=(0, 0, None)), in_axes=(0, 0, None))
+  tent = lambda t, p, s: rendering.render_batch(t, p, s, rendering.bilinear_sample_tent)
+  renderers = {'vmap': rendering.render_batch, 'loop': rendering.render_batch_loop, 'map_coordinates': by_scipy,
+               'tent': tent}
+  timers = {}
+  for name, render in renderers.items():
+    fn = jax.jit(jax.value_and_grad(lambda t, p, r=render: jnp.sum(jnp.square(r(t, p, canvas))), argnums=(0, 1)))
+    jax.block_until_ready(fn(templates, poses))
+    timers[name] = lambda steps, fn=fn: _rate(lambda: fn(templates, poses), batch, steps)
+  return timers
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--data_dir', default=str(ROOT.parent / 'shared' / 'data'))
+  parser.add_argument('--results_dir', default=str(ROOT / 'results'))
+  parser.add_argument('--batch_size', type=int, default=128)
+  parser.add_argument('--steps', type=int, default=5, help='timed steps per round')
+  parser.add_argument('--rounds', type=int, default=3)
+  args = parser.parse_args()
+  if args.rounds < 1 or args.steps < 1 or args.batch_size < 1:
+    parser.error('--rounds, --steps and --batch_size must be >= 1.')
+  results.git_commit()
+  images = data.load('mnist', 'train', args.data_dir).images
+  step, compile_s = step_timer(images, args.batch_size)
+  renders = render_timers(args.batch_size)
+  rounds = {name: [] for name in ['step', *renders]}
+  for _ in range(args.rounds):
+    rounds['step'].append(step(args.steps))
+    for name, timer in renders.items():
+      rounds[name].append(timer(args.steps))
+  median = {name: float(np.median(values)) for name, values in rounds.items()}
+  record = results.benchmark_record(
+      'scae_step',
+      ours={'images_per_s': median['vmap'], 'images_per_s_rounds': rounds['vmap'],
+            'implementation': 'rendering.render_batch: vmap over images and parts, 4-corner gather sampler',
+            'step_images_per_s': median['step'], 'step_images_per_s_rounds': rounds['step'],
+            'step_compile_s': compile_s,
+            'map_coordinates_images_per_s': median['map_coordinates'],
+            'map_coordinates_images_per_s_rounds': rounds['map_coordinates'],
+            'tent_weights_images_per_s': median['tent'], 'tent_weights_images_per_s_rounds': rounds['tent']},
+      reference={'images_per_s': median['loop'], 'images_per_s_rounds': rounds['loop'],
+                 'implementation': 'the same sampler in a Python loop over the 40 parts'},
+      throughput_key='images_per_s') | {
+          'setup': f'SCAE MNIST model (40 parts, 32 objects, 40x40 canvas), batch {args.batch_size}; renderer: '
+                   f'forward + gradient of [B, 40, 11, 11, 2] templates onto 40x40; {args.rounds} alternating '
+                   f'rounds of {args.steps} timed steps (medians), backend {jax.default_backend()}, '
+                   f'cpu_count {os.cpu_count()}'}
+  path = results.write_json(pathlib.Path(args.results_dir) / 'scae_step.json', record)
+  print(f'scae_step: step {median["step"]:.1f} img/s (compile {compile_s:.0f} s); renderer forward+gradient: vmap '
+        f'{median["vmap"]:.0f} img/s, loop {median["loop"]:.0f}, map_coordinates {median["map_coordinates"]:.0f}, '
+        f'tent weights {median["tent"]:.0f} '
+        f'-> {path}')
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,201 @@
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from unsupervised_jax import losses
+from unsupervised_jax import rendering
+from unsupervised_jax.methods import scae
+from unsupervised_jax.training import loop
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+IDENTITY = jnp.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+
+
+def _template(size=7, channels=2, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).uniform(size=(size, size, channels)), jnp.float32)
+
+
+def test_identity_pose_reproduces_the_template():
+  template = _template()
+  np.testing.assert_allclose(rendering.render(template, IDENTITY, 7), template, atol=1e-5)
+
+
+@pytest.mark.parametrize('rows,cols', [(0, 2), (1, 0), (-2, 3)])
+def test_translation_shifts_by_whole_pixels(rows, cols):
+  template, size = _template(), 7
+  pose = IDENTITY.at[2].set(2 * cols / (size - 1)).at[5].set(2 * rows / (size - 1))  # tx: columns, ty: rows
+  expected = np.zeros_like(template)
+  src = np.asarray(template)
+  for r in range(size):
+    for c in range(size):
+      if 0 <= r - rows < size and 0 <= c - cols < size:
+        expected[r, c] = src[r - rows, c - cols]
+  np.testing.assert_allclose(rendering.render(template, pose, size), expected, atol=1e-5)
+
+
+def test_rotation_by_90_degrees_is_rot90():
+  template = _template()
+  pose = rendering.geometric_transform(jnp.array([0.99, 0.99, math.pi / 2, 0.0, 0.0, 0.0]), nonlinear=False)
+  np.testing.assert_allclose(pose, [0, -1, 0, 1, 0, 0], atol=1e-6)  # unit scale, theta = 90 degrees
+  np.testing.assert_allclose(rendering.render(template, pose, 7), np.rot90(np.asarray(template), k=-1, axes=(0, 1)),
+                             atol=1e-5)
+
+
+def test_vmapped_rendering_equals_a_loop_and_map_coordinates():
+  rng = np.random.default_rng(1)
+  templates = jnp.asarray(rng.uniform(size=(3, 4, 5, 5, 2)), jnp.float32)  # [B, M, t, t, C]
+  poses = rendering.geometric_transform(jnp.asarray(rng.normal(size=(3, 4, 6)), jnp.float32))
+  vmapped = rendering.render_batch(templates, poses, 9)
+  assert vmapped.shape == (3, 4, 9, 9, 2)
+  np.testing.assert_allclose(vmapped, rendering.render_batch_loop(templates, poses, 9), atol=1e-6)
+  by_scipy = jax.vmap(jax.vmap(rendering.render_map_coordinates, in_axes=(0, 0, None)), in_axes=(0, 0, None))(
+      templates, poses, 9)
+  np.testing.assert_allclose(vmapped, by_scipy, atol=1e-5)
+  tent = rendering.render_batch(templates, poses, 9, rendering.bilinear_sample_tent)
+  np.testing.assert_allclose(vmapped, tent, atol=1e-5)
+  shared = rendering.render_batch(templates[0], poses, 9)  # one set of templates for every image
+  np.testing.assert_allclose(shared[1], rendering.render_batch(templates[0][None], poses[1:2], 9)[0], atol=1e-6)
+
+
+def test_gradients_reach_poses_and_templates():
+  template = _template(5, 1)
+  pose = jnp.array([0.73, 0.21, 0.113, -0.097, 0.81, -0.0537])  # no sample on a whole pixel (a kink)
+  target = jnp.asarray(np.random.default_rng(2).uniform(size=(9, 9, 1)), jnp.float32)
+  loss = lambda t, p: jnp.sum(jnp.square(rendering.render(t, p, 9) - target))
+  g_template, g_pose = jax.grad(loss, argnums=(0, 1))(template, pose)
+  assert np.all(np.isfinite(g_pose)) and np.abs(np.asarray(g_pose)).min() > 0
+  assert np.abs(np.asarray(g_template)).sum() > 0
+  # The same gradients as jax.scipy's gather-based sampler (central differences would cross the kinks of
+  # bilinear sampling: a column here lies 0.001 px from a whole pixel).
+  reference = lambda t, p: jnp.sum(jnp.square(rendering.render_map_coordinates(t, p, 9) - target))
+  r_template, r_pose = jax.grad(reference, argnums=(0, 1))(template, pose)
+  np.testing.assert_allclose(g_pose, r_pose, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(g_template, r_template, rtol=1e-4, atol=1e-5)
+  eps = 1e-3  # and central differences where no sample crosses a whole pixel (rows: ty)
+  numeric = (loss(template, pose.at[5].add(eps)) - loss(template, pose.at[5].add(-eps))) / (2 * eps)
+  assert float(g_pose[5]) == pytest.approx(float(numeric), rel=1e-2)
+
+
+def test_image_mixing_weights_sum_to_one_and_follow_presence():
+  rng = np.random.default_rng(3)
+  alpha = jnp.asarray(rng.normal(size=(2, 3, 4, 4)), jnp.float32)
+  presence = jnp.asarray([[0.2, 0.9, 0.0], [1.0, 0.5, 0.3]], jnp.float32)
+  log_w = losses.scae_image_mixing_log_weights(alpha, presence, jnp.float32(0.7))
+  np.testing.assert_allclose(np.exp(np.asarray(log_w)).sum(1), 1.0, rtol=1e-5)
+  assert np.exp(np.asarray(log_w))[0, 2].max() < 1e-12  # an absent part takes no pixel
+  expected = presence[..., None, None] * np.exp(alpha)
+  expected = expected / (expected.sum(1, keepdims=True) + np.exp(0.7))
+  np.testing.assert_allclose(np.exp(np.asarray(log_w))[:, :3], expected, rtol=1e-4)
+
+
+def test_image_log_likelihood_matches_numpy():
+  rng = np.random.default_rng(4)
+  images, means = rng.uniform(size=(2, 3, 3, 2)), rng.uniform(size=(2, 4, 3, 3, 2))
+  weights = rng.dirichlet(np.ones(4), size=(2, 3, 3)).transpose(0, 3, 1, 2)  # [B, M+1, H, W]
+  normal = np.exp(-0.5 * (images[:, None] - means) ** 2) / np.sqrt(2 * np.pi)
+  expected = np.log((weights[..., None] * normal).sum(1)).sum((1, 2, 3))
+  got = losses.scae_image_log_likelihood(jnp.asarray(images, jnp.float32), jnp.asarray(means, jnp.float32),
+                                         jnp.log(jnp.asarray(weights, jnp.float32)))
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize('normalize', [True, False])
+def test_part_log_likelihood_matches_numpy(normalize):
+  rng = np.random.default_rng(5)
+  b, k, m = 2, 3, 4
+  parts, presence = rng.normal(size=(b, m, 6)), rng.uniform(size=(b, m))
+  votes, scales = rng.normal(size=(b, k, m, 6)), rng.uniform(0.5, 2.0, size=(b, k, m))
+  a_k, a_km = rng.uniform(size=(b, k, 1)), rng.uniform(size=(b, k, m))
+  dummy = 0.01  # exp(-2 log 10), the official dummy's weight and density
+  density = np.prod(np.exp(-0.5 * ((parts[:, None] - votes) / scales[..., None]) ** 2)
+                    / (np.sqrt(2 * np.pi) * scales[..., None]), -1)  # [B, K, M]
+  weight = a_k * a_km
+  total = weight.sum(1, keepdims=True) + dummy if normalize else 1.0
+  mixture = (weight * density).sum(1) / np.squeeze(total, 1) if normalize else (weight * density).sum(1)
+  mixture = mixture + dummy * dummy / (np.squeeze(total, 1) if normalize else 1.0)
+  expected = (np.log(mixture) * presence).sum(-1)
+  posterior_expected = weight * density / ((weight * density).sum(1, keepdims=True) + dummy * dummy)
+  ll, posterior = losses.scae_part_log_likelihood(*(jnp.asarray(v, jnp.float32) for v in (
+      parts, presence, votes, scales, a_k * a_km)), normalize=normalize)
+  np.testing.assert_allclose(ll, expected, rtol=1e-4)
+  np.testing.assert_allclose(posterior, posterior_expected, rtol=1e-4, atol=1e-7)
+
+
+def test_sparsity_terms_match_numpy():
+  p = np.random.default_rng(6).uniform(size=(5, 4))
+  q = p / p.sum(1, keepdims=True)
+  s = p.sum(0) / p.sum()
+  within, between = losses.capsule_entropy_sparsity(jnp.asarray(p, jnp.float32))
+  assert float(within) == pytest.approx(np.mean(-(q * np.log(q)).sum(1)), rel=1e-4)
+  assert float(between) == pytest.approx(-(s * np.log(s)).sum(), rel=1e-4)
+  within, between = losses.capsule_l2_sparsity(jnp.asarray(p, jnp.float32), num_classes=2)
+  assert float(within) == pytest.approx(np.sum((p.sum(1) - 4 / 2) ** 2) / 5, rel=1e-5)
+  assert float(between) == pytest.approx(np.sum((p.sum(0) - 5 / 2) ** 2) / 4, rel=1e-5)
+
+
+def test_rmsprop_is_tf1_rmsprop():
+  rng = np.random.default_rng(7)
+  w = rng.normal(size=(3,)).astype(np.float32)
+  grads = [rng.normal(size=(3,)).astype(np.float32) for _ in range(3)]
+  lr, batch = 0.01, 4
+  eps = 1e-2 / batch ** 2
+  ms, mom, expected = np.ones(3), np.zeros(3), w.astype(np.float64)
+  for g in grads:  # tf.train.RMSPropOptimizer(lr, decay=0.9, momentum=0.9, epsilon=eps)
+    ms = 0.9 * ms + 0.1 * g ** 2
+    mom = 0.9 * mom + lr * g / np.sqrt(ms + eps)
+    expected = expected - mom
+  optimizer = scae.tf_rmsprop(lr, batch)
+  params, state = jnp.asarray(w), optimizer.init(jnp.asarray(w))
+  for g in grads:
+    updates, state = optimizer.update(jnp.asarray(g), state, params)
+    params = params + updates
+  np.testing.assert_allclose(params, expected, rtol=1e-5)
+
+
+def test_pad_and_shift_keeps_the_image_whole():
+  image = jnp.ones((8, 8, 1))
+  for seed in range(5):
+    out = scae.pad_and_shift(jax.random.key(seed), image, 12, 2)
+    assert out.shape == (12, 12, 1) and float(out.sum()) == 64.0
+  centred = scae.pad_and_shift(jax.random.key(0), image, 12, 0)
+  assert float(centred[2:10, 2:10].sum()) == 64.0
+
+
+TINY = dict(n_part_caps=6, n_obj_caps=4, n_part_features=4, n_obj_params=8, template_size=5, canvas_size=12,
+            max_shift=2, encoder_channels=16, encoder_strides=(1, 2), learning_rate=1e-3)
+
+
+def test_short_digits_run_lowers_the_loss(tmp_path):
+  from unsupervised_jax import data
+  images = data.load('digits', 'all').images
+  train = loop.TrainConfig(num_steps=40, batch_size=32, log_every=5, checkpoint_every=40, progress=False)
+  learner = scae.scae(scae.SCAEConfig(**TINY), train)
+  state = loop.train(learner, learner.init(jax.random.key(0), images[:1]), images, train, tmp_path,
+                     key=jax.random.key(0))
+  lines = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert all(math.isfinite(line['loss']) for line in lines)
+  assert np.mean([l['loss'] for l in lines[-3:]]) < lines[0]['loss'] - 10, [l['loss'] for l in lines]
+  embed = jax.jit(learner.embed)
+  codes = embed(state, images[:16])
+  assert codes.shape == (16, 4) and np.all(np.isfinite(codes))
+  np.testing.assert_allclose(embed(state, images[4:20])[:12], codes[4:], atol=1e-6)  # batch-independent
+  learner.figures(state, images[:16], tmp_path)
+  assert (tmp_path / 'scae_templates.png').is_file() and (tmp_path / 'scae_reconstructions.png').is_file()
+
+
+@pytest.mark.parametrize('flag,match', [('--n_part_caps=0', 'n_part_caps must be >= 1'),
+                                        ('--n_obj_caps=-1', 'n_obj_caps must be >= 1'),
+                                        ('--template_size=41', 'template_size 41 exceeds canvas_size 40'),
+                                        ('--encoder_strides=2,2,2,2,2', 'leaves nothing')])
+def test_bad_flags_fail_in_one_line_before_anything_is_written(tmp_path, flag, match):
+  proc = subprocess.run([sys.executable, '-m', 'experiments.scae', flag, f'--workdir={tmp_path / "run"}'], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0 and match in proc.stderr, proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / 'run').exists()

@@ -1,0 +1,265 @@
+"""Stacked Capsule Autoencoder (Kosiorek, Sabour, Teh, Hinton, NeurIPS 2019) as flax modules.
+
+Part capsule autoencoder (PCAE): a CNN and attention pooling give every part
+``m`` a pose ``x_m`` (6-D affine, :func:`~unsupervised_jax.rendering.geometric_transform`),
+a presence ``d_m`` and special features ``z_m``; learned templates ``T_m``
+(sigmoid, with an alpha channel), coloured by an MLP of ``z_m``, are placed by
+``x_m`` (:func:`~unsupervised_jax.rendering.render_batch`, ``vmap`` over parts
+and images) and the image is a per-pixel Gaussian mixture over them and a
+learned background (:func:`~unsupervised_jax.losses.scae_image_log_likelihood`).
+
+Object capsule autoencoder (OCAE): a Set Transformer over the parts (gradient
+stopped into the PCAE's poses, presences and templates) gives ``K`` object
+capsules; each has a presence ``a_k``, an object-viewer pose ``OV_k`` and
+features from which per-capsule MLPs predict part presences ``a_km`` and the
+object-part relations ``OP_km = static + dynamic``, so votes are
+``V_km = OV_k OP_km`` (:func:`~unsupervised_jax.losses.scae_part_log_likelihood`).
+
+Presence noise ``U(-s/2, s/2)`` on the part and object logits is an input
+(:func:`presence_noise`, per example; the official code adds it in training and
+evaluation alike).
+Shapes follow the official TF1 code's MNIST model (``configs/model_config.py``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unsupervised_jax import losses
+from unsupervised_jax import rendering
+
+Array = jax.Array
+
+
+def presence_noise(key: Array, n_parts: int, n_objects: int, scale: float) -> Dict[str, Array]:
+  """One example's presence-logit noise ``U(-scale/2, scale/2)``: ``parts [M]``, ``objects [K]``, ``votes [K, M]``
+  (``jax.vmap`` it over per-example keys)."""
+  parts, objects, votes = jax.random.split(key, 3)
+  draw = lambda k, shape: (jax.random.uniform(k, shape) - 0.5) * scale
+  return {'parts': draw(parts, (n_parts,)), 'objects': draw(objects, (n_objects,)),
+          'votes': draw(votes, (n_objects, n_parts))}
+
+
+def _glorot_uniform_tf(shape) -> float:
+  """TF1's default ``get_variable`` initializer limit for ``shape`` (fans of the last two dims times the rest)."""
+  receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+  return math.sqrt(6.0 / (shape[-2] * receptive + shape[-1] * receptive))
+
+
+def _tf_glorot(key, shape, dtype=jnp.float32):
+  limit = _glorot_uniform_tf(shape)
+  return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+
+def orthogonal_templates(key, n_templates: int, size: int, channels: int) -> Array:
+  """Template logits ``[M, t, t, C]`` that are orthogonal at init, rescaled to [0, 1] (the official init)."""
+  n_elems = size * size * channels
+  n = max(n_templates, n_elems)
+  q, _ = jnp.linalg.qr(jax.random.uniform(key, (n, n)))
+  q = q[:n_templates, :n_elems].reshape(n_templates, size, size, channels)
+  return (q - q.min()) / (q.max() - q.min())
+
+
+class PartEncoder(nn.Module):
+  """CNN (3x3 VALID, ReLU) -> per-position bias -> 1x1 conv -> attention pooling per part.
+
+  ``__call__(x [B, S, S, C])`` -> ``(raw_pose [B, M, 6], features [B, M, F], presence_logit [B, M])``;
+  each part ``m`` has its own softmax attention over the positions (``conv_att`` of the official code).
+  """
+  n_parts: int
+  n_features: int
+  channels: int = 128
+  strides: Sequence[int] = (2, 2, 1, 1)
+
+  @nn.compact
+  def __call__(self, x):
+    h = x
+    for stride in self.strides:
+      h = nn.relu(nn.Conv(self.channels, (3, 3), strides=(stride, stride), padding='VALID')(h))
+    h = h + self.param('position_bias', nn.initializers.zeros_init(), h.shape[1:])
+    n_dims = 6 + self.n_features + 1
+    out = nn.Dense(self.n_parts * (n_dims + 1))(h)  # a 1x1 convolution
+    out = out.reshape(x.shape[0], -1, out.shape[-1])  # [B, P, M (D + 1)]
+    values = out[..., :self.n_parts * n_dims].reshape(x.shape[0], -1, self.n_parts, n_dims)
+    attention = jax.nn.softmax(out[..., self.n_parts * n_dims:], axis=1)  # [B, P, M], over positions
+    pooled = jnp.einsum('bpmd,bpm->bmd', values, attention)
+    return pooled[..., :6], pooled[..., 6:6 + self.n_features], pooled[..., -1]
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head QKV attention; a part of presence ``d`` has ``(1 - d) mask_scale`` subtracted from its
+  logits (the official code's mask with ``1e32``: with float presences it attends mostly to the most
+  present parts)."""
+  n_heads: int = 1
+  mask_scale: float = 1e32
+
+  @nn.compact
+  def __call__(self, queries, keys, values, presence=None):
+    outputs = []
+    for _ in range(self.n_heads):
+      head_dim = lambda t: int(math.ceil(t.shape[-1] / self.n_heads))
+      q, k, v = nn.Dense(head_dim(queries))(queries), nn.Dense(head_dim(keys))(keys), nn.Dense(head_dim(values))(values)
+      routing = jnp.einsum('bnd,bmd->bnm', q, k)
+      if presence is not None:
+        routing = routing - (1.0 - presence[:, None, :]) * self.mask_scale
+      routing = jax.nn.softmax(routing / math.sqrt(q.shape[-1]), axis=-1)
+      outputs.append(jnp.einsum('bnm,bmd->bnd', routing, v))
+    return nn.Dense(values.shape[-1])(jnp.concatenate(outputs, -1))
+
+
+class SelfAttentionBlock(nn.Module):
+  """``y = LN(d * (MHA(x) + x))``, ``h = LN(MLP(y) + y)`` with an MLP of ``[2 D, D]``."""
+  n_heads: int = 1
+  layer_norm: bool = True
+
+  @nn.compact
+  def __call__(self, x, presence=None):
+    y = MultiHeadAttention(self.n_heads)(x, x, x, presence) + x
+    if presence is not None:
+      y = y * presence[..., None]
+    if self.layer_norm:
+      y = nn.LayerNorm()(y)
+    h = nn.Dense(x.shape[-1])(nn.relu(nn.Dense(2 * x.shape[-1])(y))) + y
+    return nn.LayerNorm()(h) if self.layer_norm else h
+
+
+class SetTransformer(nn.Module):
+  """Linear -> ``n_layers`` self-attention blocks -> linear -> attention from ``n_outputs`` learned
+  inducing points: ``[B, N, D_in]`` (and presences ``[B, N]``) -> ``[B, n_outputs, n_output_dims]``."""
+  n_outputs: int
+  n_layers: int = 3
+  n_heads: int = 1
+  n_dims: int = 16
+  n_output_dims: int = 256
+  layer_norm: bool = True
+
+  @nn.compact
+  def __call__(self, x, presence=None):
+    h = nn.Dense(self.n_dims)(x)
+    for _ in range(self.n_layers):
+      h = SelfAttentionBlock(self.n_heads, self.layer_norm)(h, presence)
+    z = nn.Dense(self.n_output_dims)(h)
+    inducing = self.param('inducing_points', _tf_glorot, (1, self.n_outputs, self.n_output_dims))
+    inducing = jnp.broadcast_to(inducing, (x.shape[0],) + inducing.shape[1:])
+    return MultiHeadAttention(self.n_heads)(inducing, z, z, presence)
+
+
+class BatchDense(nn.Module):
+  """``K`` independent dense layers on ``[B, K, D]`` (weights ``[K, D, U]``, truncated normal 1/sqrt(D))."""
+  features: int
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    init = nn.initializers.truncated_normal(1.0 / math.sqrt(x.shape[-1]))
+    kernel = self.param('kernel', init, (x.shape[1], x.shape[-1], self.features))
+    y = jnp.einsum('bkd,kdu->bku', x, kernel)
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros_init(), (x.shape[1], self.features))
+    return y
+
+
+class ObjectCapsules(nn.Module):
+  """The official ``CapsuleLayer`` for images: object features ``[B, K, D]`` -> votes for every part.
+
+  Per capsule (separate weights): ``c_k = MLP_[128, P](h_k)``, then ``MLP_[128, out]([c_k, 1])`` (no
+  final bias) split into the dynamic OP ``[M, 6]``, OV ``[6]``, presence logit ``[1]``, per-vote
+  presence logits ``[M]`` and scales ``[M]``, the last four with a per-capsule bias. ``OP_km =
+  geometric_transform(dynamic + static)``, ``V_km = OV_k OP_km``, ``a_k = sigmoid(logit + noise)``,
+  ``a_km = sigmoid(vote logit + noise)`` (``noise``: ``objects [B, K]``, ``votes [B, K, M]``), ``lambda_km = softplus(s + 0.5) + 0.01``.
+  """
+  n_parts: int
+  n_params: int = 32
+  n_hiddens: int = 128
+
+  @nn.compact
+  def __call__(self, h, noise) -> Dict[str, Array]:
+    batch, n_caps, m = h.shape[0], h.shape[1], self.n_parts
+    params = BatchDense(self.n_params)(nn.relu(BatchDense(self.n_hiddens)(h)))  # [B, K, P]
+    params = jnp.concatenate([params, jnp.ones_like(params[..., :1])], -1)
+    splits = [m * 6, 6, 1, m, m]
+    out = BatchDense(sum(splits), use_bias=False)(nn.relu(BatchDense(self.n_hiddens)(params)))
+    cpr_dynamic, ccr, caps_logit, vote_logit, vote_scale = jnp.split(out, np.cumsum(splits)[:-1], axis=-1)
+    cpr_dynamic = cpr_dynamic.reshape(batch, n_caps, m, 6)
+    bias = lambda name, x: x + self.param(name, nn.initializers.zeros_init(), x.shape[1:])
+    ccr, caps_logit, vote_logit, vote_scale = (bias(name, x) for name, x in zip(
+        ('ov_bias', 'presence_bias', 'vote_presence_bias', 'scale_bias'), (ccr, caps_logit, vote_logit, vote_scale)))
+    caps_logit = caps_logit[..., 0] + noise['objects']
+    vote_logit = vote_logit + noise['votes']
+    cpr_static = self.param('cpr_static', _tf_glorot, (n_caps, m, 6))
+    ov = rendering.to_matrix(rendering.geometric_transform(ccr))  # [B, K, 3, 3]
+    op = rendering.to_matrix(rendering.geometric_transform(cpr_dynamic + cpr_static))  # [B, K, M, 3, 3]
+    votes = rendering.from_matrix(ov[:, :, None] @ op)  # [B, K, M, 6]
+    presence = jax.nn.sigmoid(caps_logit)
+    vote_presence = presence[..., None] * jax.nn.sigmoid(vote_logit)
+    return {'votes': votes, 'scales': jax.nn.softplus(vote_scale + 0.5) + 1e-2, 'vote_presence': vote_presence,
+            'object_presence': presence, 'dynamic_l2': 0.5 * jnp.sum(jnp.square(cpr_dynamic)) / batch}
+
+
+class SCAE(nn.Module):
+  """Both autoencoders; ``__call__(images [B, S, S, C] in [0, 1], noise)`` (:func:`presence_noise`, batched) returns a dict of ``[B]`` log-likelihoods
+  (``image_ll``, ``part_ll``), ``dynamic_l2``, part ``poses [B, M, 6]``, ``part_presence [B, M]``,
+  ``prior [B, K]`` (``max_m a_k a_km``, the object presences), ``posterior [B, K, M]``, the placed
+  templates ``rendered [B, M, S, S, C]`` and the mixture's ``log_weights [B, M + 1, S, S]`` and
+  ``means [B, M + 1, S, S, C]``."""
+  n_parts: int = 40
+  n_objects: int = 32
+  n_part_features: int = 16
+  n_object_params: int = 32
+  template_size: int = 11
+  channels: int = 1
+  encoder_channels: int = 128
+  encoder_strides: Sequence[int] = (2, 2, 1, 1)
+  normalize_part_mixture: bool = True
+
+  def setup(self):
+    self.part_encoder = PartEncoder(self.n_parts, self.n_part_features, self.encoder_channels,
+                                    tuple(self.encoder_strides))
+    self.template_logits = self.param(
+        'template_logits', lambda k: orthogonal_templates(k, self.n_parts, self.template_size, self.channels))
+    self.template_alpha = self.param('template_alpha', nn.initializers.zeros_init(),
+                                     (self.n_parts, self.template_size, self.template_size, 1))
+    self.colour_hidden, self.colour_out = nn.Dense(32), nn.Dense(self.channels)
+    self.background_value = self.param('background_value', nn.initializers.zeros_init(), (self.channels,))
+    self.background_logit = self.param('background_mixing_logit', nn.initializers.zeros_init(), ())
+    self.set_transformer = SetTransformer(self.n_objects)
+    self.object_capsules = ObjectCapsules(self.n_parts, self.n_object_params)
+
+  def templates(self) -> Array:
+    """The learned templates ``[M, t, t, C]`` in [0, 1] (before colouring)."""
+    return jax.nn.sigmoid(self.template_logits)
+
+  def __call__(self, images, noise) -> Dict[str, Any]:
+    batch, canvas = images.shape[0], images.shape[1]
+    raw_pose, features, presence_logit = self.part_encoder(images)
+    presence_logit = presence_logit + noise['parts']
+    presence = jax.nn.sigmoid(presence_logit)
+    poses = rendering.geometric_transform(raw_pose)
+    colour = jax.nn.sigmoid(self.colour_out(nn.relu(self.colour_hidden(features))))  # [B, M, C]
+    coloured = self.templates()[None] * colour[:, :, None, None, :]  # [B, M, t, t, C]
+
+    # OCAE: the parts, with their templates, gradient stopped into the PCAE (the features are not).
+    stop = jax.lax.stop_gradient
+    set_input = jnp.concatenate([stop(poses), stop(1.0 - presence[..., None]), features,
+                                 stop(coloured.reshape(batch, self.n_parts, -1))], -1)
+    objects = self.object_capsules(self.set_transformer(set_input, stop(presence)), noise)
+    part_ll, posterior = losses.scae_part_log_likelihood(
+        stop(poses), stop(presence), objects['votes'], objects['scales'], objects['vote_presence'],
+        normalize=self.normalize_part_mixture)
+
+    # PCAE: colour and alpha channels placed together, one vmapped render.
+    alpha = jnp.broadcast_to(self.template_alpha[None], coloured.shape[:-1] + (1,))
+    rendered = rendering.render_batch(jnp.concatenate([coloured, alpha], -1), poses, canvas)
+    background = jnp.broadcast_to(jax.nn.sigmoid(self.background_value), rendered[:, :1, ..., :-1].shape)
+    means = jnp.concatenate([rendered[..., :-1], background], axis=1)
+    log_weights = losses.scae_image_mixing_log_weights(rendered[..., -1], presence,
+                                                       jax.nn.softplus(self.background_logit))
+    image_ll = losses.scae_image_log_likelihood(images, means, log_weights)
+    return {'image_ll': image_ll, 'part_ll': part_ll, 'dynamic_l2': objects['dynamic_l2'], 'poses': poses,
+            'part_presence': presence, 'prior': objects['vote_presence'].max(-1), 'posterior': posterior,
+            'rendered': rendered[..., :-1], 'log_weights': log_weights, 'means': means}
