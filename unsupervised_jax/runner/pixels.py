@@ -85,9 +85,9 @@ def run(method: str, run_settings: run_config.RunConfig, pixels: PixelConfig,
   run_settings.validate()
   pixels.validate()
   options.validate()
-  splits = run_settings.protocol == 'all' and ('all',) or ('train', 'test')
-  fit_split = data.load(run_settings.dataset, splits[0], run_settings.data_dir)
-  eval_split = data.load(run_settings.dataset, 'test', run_settings.data_dir) if len(splits) > 1 else None
+  all_data = run_settings.protocol == 'all'
+  fit_split = data.load(run_settings.dataset, 'all' if all_data else 'train', run_settings.data_dir)
+  eval_split = None if all_data else data.load(run_settings.dataset, 'test', run_settings.data_dir)
   labelled = bool(np.any(fit_split.labels >= 0))
   if pixels.pca_dim > min(fit_split.images[0].size, len(fit_split.images)):
     raise ValueError(f'pca_dim={pixels.pca_dim} exceeds min(pixels per image, images) = '
