@@ -171,7 +171,7 @@ def learning_rate_schedule(config: MiceConfig, steps_per_epoch: int):
   def schedule(step):
     warmup = jnp.minimum(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
     decays = jnp.sum(step >= boundaries) if config.lr_decay_epochs else 0
-    return config.learning_rate * warmup * config.lr_decay_rate ** decays
+    return jnp.asarray(config.learning_rate * warmup * config.lr_decay_rate ** decays, jnp.float32)
 
   return schedule
 
