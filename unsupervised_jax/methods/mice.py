@@ -1,0 +1,315 @@
+"""MiCE, Mixture of Contrastive Experts (Tsai, Li, Zhu, ICLR 2021) on the method contract.
+
+Model (one encoder with K + 1 heads, as the official code's ResNet):
+
+* gating: a unit embedding ``g_n`` of view ``x3``; ``p(z_n = k | x_n) = softmax_k(omega_k . g_n / kappa)``
+  with K fixed gating prototypes ``omega [K, D]`` on an equiangular simplex (unit norm, pairwise inner
+  product ``-1/(K-1)``; the official ``kernel_paras/craft_MMcenters.m``);
+* experts: K unit student embeddings ``f_{n,k}`` of view ``x1``, the EMA teacher's ``v_{n,k}`` of view ``x2``,
+  unit cluster prototypes ``mu_k``; ``Phi(x_n, y_n, k) = exp(v_{n,k} . (f_{n,k} + mu_k) / tau)``, normalised
+  over a queue of teacher embeddings per expert, ``queue [nu, K, D]`` in the state
+  (:func:`unsupervised_jax.losses.mice_log_expert`).
+
+EM, all inside jitted pure functions:
+
+* E-step: ``q_nk = pi_nk phi_nk / sum_k' pi_nk' phi_nk'`` (:func:`unsupervised_jax.losses.mice_posterior`),
+  held fixed (``stop_gradient``) in the M-step; as ``q`` is the exact posterior this gives the same gradient
+  as the official code's loss, which differentiates through ``q``.
+* M-step: SGD on ``-ELBO = -mean_n sum_k q_nk (log phi_nk + log pi_nk - log q_nk)`` for the network
+  (theta, psi) and ``mu``; and once per epoch the analytic update (the paper's eq. 13)
+  ``mu_k = normalise(sum_n w_nk v_{n,k})`` over the whole data set through the contract's
+  :class:`~unsupervised_jax.methods.base.EpochEnd` (sharded over devices, chunked), with
+  ``w = one_hot(argmax_k q)`` (``prototype_update='hard'``, the default and the official code) or
+  ``w = q`` (``'soft'``). The pass uses the un-augmented images and the current networks (the official
+  code sums over the epoch's augmented training batches as they go by).
+
+``assign`` is the argmax of the posterior on un-augmented images (student, teacher and gating in
+evaluation mode, the state's queue, as the official ``eval_MiCE.py``); the epoch-end pass logs the sizes of
+those clusters (``cluster_sizes``) beside the gating-only argmax's (``gating_cluster_sizes``) and their
+agreement. ``embed`` gives the student's backbone features (kNN, linear probe, t-SNE).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Tuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from unsupervised_jax import augment
+from unsupervised_jax import losses
+from unsupervised_jax import settings
+from unsupervised_jax.methods import base
+from unsupervised_jax.models import conv
+from unsupervised_jax.models import convnet
+from unsupervised_jax.models import resnet
+from unsupervised_jax.settings import setting
+
+BACKBONES = ('convnet', 'resnet34_cifar', 'resnet34')
+PROTOTYPE_UPDATES = ('hard', 'soft', 'none')
+GATING_INITS = ('simplex', 'uniform')
+VIEWS = {'digits': augment.digits_view, 'digits_strong': augment.strong_digits_view,
+         'natural': augment.natural_view}
+
+
+@flax.struct.dataclass
+class MiceState:
+  """``step``; ``params`` = {'net': encoder and heads, 'mu': [K, D] cluster prototypes (normalised when
+  used), 'omega': [K, D] gating prototypes (frozen unless learned)}; ``batch_stats`` of the student's
+  BatchNorm ({} for the ConvNet); SGD ``opt_state``; the EMA teacher's ``teacher_params`` (of 'net') and its
+  own ``teacher_batch_stats``; ``queue [nu, K, D]`` of teacher embeddings per expert; ``queue_ptr`` [] int32."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  teacher_params: Any
+  teacher_batch_stats: Any
+  queue: jax.Array
+  queue_ptr: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class MiceConfig:
+  experts: int = setting(10, 'Number of clusters (experts) K.', minimum=2)
+  embedding_dim: int = setting(128, 'Size D of the unit embeddings f, v, g and of the prototypes.', minimum=1)
+  queue_size: int = setting(16384, 'Queue length nu, in teacher embeddings per expert (a multiple of the global '
+                            'batch).', minimum=1)
+  tau: float = setting(1.0, 'Temperature of the experts.', above=0)
+  kappa: float = setting(1.0, 'Concentration of the gating softmax (the official code ties it to tau).', above=0)
+  momentum: float = setting(0.999, 'EMA momentum of the teacher, in [0, 1).', minimum=0)
+  learning_rate: float = setting(1.0, 'SGD learning rate after the warm-up.', above=0)
+  sgd_momentum: float = setting(0.9, 'SGD momentum.', minimum=0)
+  weight_decay: float = setting(1e-4, 'Weight decay (also on mu and a learned omega, as the official code).',
+                                minimum=0)
+  warmup_epochs: float = setting(10.0, 'Linear learning-rate warm-up, in epochs.', minimum=0)
+  lr_decay_epochs: Tuple[int, ...] = setting((480, 640, 800), 'Epochs after which the learning rate is '
+                                             'multiplied by lr_decay_rate.', minimum=0)
+  lr_decay_rate: float = setting(0.1, 'Step decay factor.', above=0)
+  prototype_update: str = setting('hard', "Analytic mu update once per epoch: 'hard' = argmax of q (official "
+                                  "code), 'soft' = q (paper), 'none' (ablation).", choices=PROTOTYPE_UPDATES)
+  prototype_gradient: bool = setting(True, 'SGD on mu through the ELBO (--noprototype_gradient: ablation).')
+  gating_init: str = setting('simplex', "Gating prototypes omega: 'simplex' (equiangular) or 'uniform' (random "
+                             'directions, ablation).', choices=GATING_INITS)
+  learn_gating: bool = setting(False, 'Learn omega by gradient (ablation); fixed by default.')
+  backbone: str = setting('convnet', "Encoder: the poster's small ConvNet, or ResNet-34 with the CIFAR or "
+                          'ImageNet stem.', choices=BACKBONES)
+  view: str = setting('natural', 'Augmentation family of the three views.', choices=tuple(sorted(VIEWS)))
+  conv_implementation: str = setting('auto', "ConvNet convolution: 'auto' = matrix products on CPU, XLA's "
+                                     'elsewhere.', choices=conv.IMPLEMENTATIONS)
+
+  def validate(self, train):
+    """Raises ValueError (one line) on a bad setting; ``train`` is the run's ``TrainConfig``."""
+    settings.check(self)
+    if not self.momentum < 1:
+      raise ValueError(f'momentum must be in [0, 1), got {self.momentum}.')
+    if self.gating_init == 'simplex' and self.embedding_dim < self.experts - 1:
+      raise ValueError(f'embedding_dim {self.embedding_dim} is too small for {self.experts} equiangular gating '
+                       f'prototypes (needs >= {self.experts - 1}).')
+    if train.batch_size >= 1 and (self.queue_size < train.batch_size or self.queue_size % train.batch_size):
+      raise ValueError(f'queue_size {self.queue_size} must be a multiple of the global batch size '
+                       f'{train.batch_size} (whole batches of teacher embeddings are enqueued).')
+
+
+def simplex_prototypes(k: int, d: int) -> np.ndarray:
+  """``[K, D]`` float32 unit vectors with pairwise inner products ``-1/(K-1)`` (a regular simplex).
+
+  The official ``craft_MMcenters.m`` recurrence (row ``i``'s first ``i`` coordinates from the inner products
+  with the rows before, then the diagonal for unit norm); needs ``D >= K - 1``.
+
+  Raises:
+    ValueError: ``K < 2`` or ``D < K - 1``.
+  """
+  if k < 2 or d < k - 1:
+    raise ValueError(f'{k} equiangular prototypes need K >= 2 and D >= K - 1, got D={d}.')
+  m = np.zeros((k, d))
+  m[0, 0] = 1.0
+  for i in range(1, k):
+    for j in range(i):
+      m[i, j] = -(1.0 / (k - 1) + m[i] @ m[j]) / m[j, j]
+    if i < d:
+      m[i, i] = math.sqrt(abs(1.0 - m[i] @ m[i]))
+  return m.astype(np.float32)
+
+
+class MiceNet(nn.Module):
+  """Backbone, then K expert heads and a gating head: ``x [B, H, W, C]`` -> ``(f [B, K, D], g [B, D])``, unit
+  rows (the official ``linear_K`` and ``classifier`` layers, each L2-normalised)."""
+  experts: int
+  embedding_dim: int
+  backbone: str = 'convnet'
+  conv_implementation: str = 'auto'
+
+  def setup(self):
+    if self.backbone == 'convnet':
+      self.encoder = convnet.SmallConvNet(features=128, conv_implementation=self.conv_implementation)
+    else:
+      self.encoder = resnet.resnet34('cifar' if self.backbone == 'resnet34_cifar' else 'imagenet')
+    self.expert_head = nn.Dense(self.experts * self.embedding_dim)
+    self.gating_head = nn.Dense(self.embedding_dim)
+
+  def features(self, x, train: bool = False):
+    return self.encoder(x) if self.backbone == 'convnet' else self.encoder(x, train)
+
+  def __call__(self, x, train: bool = False):
+    h = self.features(x, train)
+    f = self.expert_head(h).reshape(h.shape[0], self.experts, self.embedding_dim)
+    return losses.l2_normalize(f), losses.l2_normalize(self.gating_head(h))
+
+
+def learning_rate_schedule(config: MiceConfig, steps_per_epoch: int):
+  """``step -> lr``: linear warm-up over ``warmup_epochs`` (from ``lr / warm-up steps``), then ``lr`` times
+  ``lr_decay_rate`` per boundary of ``lr_decay_epochs`` passed (the official ``adjust_learning_rate``, per step
+  rather than per epoch)."""
+  warmup_steps = config.warmup_epochs * steps_per_epoch
+  boundaries = jnp.asarray([e * steps_per_epoch for e in config.lr_decay_epochs] or [np.iinfo(np.int32).max])
+
+  def schedule(step):
+    warmup = jnp.minimum(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    decays = jnp.sum(step >= boundaries) if config.lr_decay_epochs else 0
+    return jnp.asarray(config.learning_rate * warmup * config.lr_decay_rate ** decays, jnp.float32)
+
+  return schedule
+
+
+def mice(config: MiceConfig, train, num_examples: int) -> base.Method:
+  """MiCE as a :class:`~unsupervised_jax.methods.base.Method` (see the module docstring).
+
+  Args:
+    config: MiCE's settings.
+    train: the run's ``TrainConfig`` (global batch for the queue and the epoch).
+    num_examples: training images N; an epoch is ``max(1, N // batch_size)`` steps (the official loader
+      drops the last partial batch), the period of the analytic update and the unit of the schedule.
+
+  Raises:
+    ValueError: a bad setting.
+  """
+  config.validate(train)
+  if num_examples < 1:
+    raise ValueError(f'MiCE needs training images, got {num_examples}.')
+  k, d = config.experts, config.embedding_dim
+  steps_per_epoch = max(1, num_examples // train.batch_size)
+  model = MiceNet(k, d, config.backbone, config.conv_implementation)
+  has_bn = config.backbone != 'convnet'
+  schedule = learning_rate_schedule(config, steps_per_epoch)
+  sgd = optax.chain(optax.add_decayed_weights(config.weight_decay),  # PyTorch's SGD: decay before momentum
+                    optax.sgd(schedule, momentum=config.sgd_momentum or None))
+  trained = {'net': 'train', 'mu': 'train' if config.prototype_gradient else 'frozen',
+             'omega': 'train' if config.learn_gating else 'frozen'}
+  optimizer = optax.multi_transform(
+      {'train': sgd, 'frozen': optax.set_to_zero()},
+      lambda params: {name: jax.tree.map(lambda _: trained[name], tree) for name, tree in params.items()})
+  view = VIEWS[config.view]
+
+  def apply(net_params, batch_stats, x, train_mode):
+    """``((f, g), batch_stats)``; in training mode BatchNorm uses the batch (its new running averages are
+    averaged over the devices, so every device keeps the same state)."""
+    variables = {'params': net_params, **({'batch_stats': batch_stats} if has_bn else {})}
+    if train_mode and has_bn:
+      out, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+      return out, jax.lax.pmean(updates['batch_stats'], base.AXIS)
+    return model.apply(variables, x, train=False), batch_stats
+
+  def prototypes(params):
+    """``(mu [K, D], omega [K, D])``, unit rows (as the official ``F.normalize(expert_prototype)``)."""
+    return losses.l2_normalize(params['mu']), losses.l2_normalize(params['omega'])
+
+  def init(key, sample):
+    net_key, mu_key, omega_key, queue_key = jax.random.split(key, 4)
+    variables = model.init(net_key, augment.to_float(sample))
+    net_params = variables['params']
+    batch_stats = variables.get('batch_stats', {})
+    if config.gating_init == 'simplex':
+      omega = jnp.asarray(simplex_prototypes(k, d))
+    else:
+      omega = losses.l2_normalize(jax.random.uniform(omega_key, (k, d), minval=-1.0, maxval=1.0))
+    mu = losses.l2_normalize(jax.random.normal(mu_key, (k, d)))
+    bound = math.sqrt(3.0 / d)  # the official queue: uniform(-stdv, stdv), stdv = 1 / sqrt(D / 3)
+    queue = jax.random.uniform(queue_key, (config.queue_size, k, d), minval=-bound, maxval=bound)
+    params = {'net': net_params, 'mu': mu, 'omega': omega}
+    copy = lambda tree: jax.tree.map(jnp.copy, tree)  # own buffers: the train step donates the state
+    return MiceState(base.zeros_step(), params, batch_stats, optimizer.init(params), copy(net_params),
+                     copy(batch_stats), queue, jnp.zeros((), jnp.int32))
+
+  def train_step(state, images, example_keys):
+    b = images.shape[0]
+    views = jax.vmap(lambda key, x: jnp.stack([view(k_, x) for k_ in jax.random.split(key, 3)]))(
+        example_keys, augment.to_float(images))  # [B, 3, H, W, C]: x1 (experts), x2 (teacher), x3 (gating)
+    teacher_params = base.ema(state.teacher_params, state.params['net'], config.momentum)
+    (v, _), teacher_stats = apply(teacher_params, state.teacher_batch_stats, views[:, 1], True)
+    v = jax.lax.stop_gradient(v)
+
+    def loss_fn(params):
+      (f, g), batch_stats = apply(params['net'], state.batch_stats,
+                                  jnp.concatenate([views[:, 0], views[:, 2]]), True)
+      f, g = f[:b], g[b:]
+      mu, omega = prototypes(params)
+      log_pi = losses.mice_log_gating(g, jax.lax.stop_gradient(omega) if not config.learn_gating else omega,
+                                      config.kappa)
+      log_phi = losses.mice_log_expert(f, v, mu if config.prototype_gradient else jax.lax.stop_gradient(mu),
+                                       state.queue, config.tau)
+      q = jax.lax.stop_gradient(losses.mice_posterior(log_pi, log_phi))  # E-step
+      elbo = losses.mice_elbo(log_pi, log_phi, q)
+      kl = jnp.mean(jnp.sum(q * (jnp.log(jnp.maximum(q, 1e-30)) - log_pi), axis=-1))
+      return -elbo, (batch_stats, {'elbo': elbo, 'kl': kl, 'log_expert': elbo + kl,
+                                   'posterior_max': jnp.mean(jnp.max(q, axis=-1))})
+
+    (loss, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    params, opt_state = base.apply_gradients(optimizer, grads, state.params, state.opt_state)
+    # Every device enqueues the whole global batch of teacher embeddings, in device order.
+    queue, queue_ptr = base.enqueue(state.queue, state.queue_ptr, jax.lax.all_gather(v, base.AXIS, tiled=True))
+    new = state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state, teacher_params=teacher_params,
+                        teacher_batch_stats=teacher_stats, queue=queue, queue_ptr=queue_ptr)
+    return new, dict(metrics, loss=loss, learning_rate=schedule(state.step))
+
+  def posterior_terms(state, images):
+    """``(v [B, K, D], log_pi [B, K], log_phi [B, K])`` of un-augmented images, networks in evaluation mode."""
+    x = augment.to_float(images)
+    (f, g), _ = apply(state.params['net'], state.batch_stats, x, False)
+    (v, _), _ = apply(state.teacher_params, state.teacher_batch_stats, x, False)
+    mu, omega = prototypes(state.params)
+    return v, losses.mice_log_gating(g, omega, config.kappa), losses.mice_log_expert(f, v, mu, state.queue,
+                                                                                      config.tau)
+
+  def assign(state, images):
+    _, log_pi, log_phi = posterior_terms(state, images)
+    return jnp.argmax(log_pi + log_phi, axis=-1).astype(jnp.int32)  # argmax of the posterior
+
+  def accumulate(state, images, mask):
+    v, log_pi, log_phi = posterior_terms(state, images)
+    q = losses.mice_posterior(log_pi, log_phi)
+    m = mask.astype(jnp.float32)[:, None]
+    hard = jax.nn.one_hot(jnp.argmax(q, axis=-1), k) * m
+    gating = jax.nn.one_hot(jnp.argmax(log_pi, axis=-1), k) * m
+    weights = q * m if config.prototype_update == 'soft' else hard
+    return {'centres': jnp.einsum('nk,nkd->kd', weights, v), 'sizes': jnp.sum(hard, axis=0),
+            'gating_sizes': jnp.sum(gating, axis=0), 'agree': jnp.sum(hard * gating),
+            'count': jnp.sum(m)}
+
+  def finalize(state, sums):
+    """The analytic update ``mu_k = normalise(sum_n w_nk v_{n,k})``; an empty cluster keeps its ``mu_k``."""
+    params = state.params
+    if config.prototype_update != 'none':
+      norm = jnp.linalg.norm(sums['centres'], axis=-1, keepdims=True)
+      mu = jnp.where(norm > 0, sums['centres'] / jnp.maximum(norm, 1e-30), params['mu'])
+      params = dict(params, mu=mu)
+    count = jnp.maximum(sums['count'], 1.0)
+    metrics = {'cluster_sizes': sums['sizes'], 'gating_cluster_sizes': sums['gating_sizes'],
+               'largest_cluster_fraction': jnp.max(sums['sizes']) / count,
+               'empty_clusters': jnp.sum(sums['sizes'] == 0), 'gating_agreement': sums['agree'] / count}
+    return state.replace(params=params), metrics
+
+  def embed(state, images):
+    variables = {'params': state.params['net'], **({'batch_stats': state.batch_stats} if has_bn else {})}
+    return model.apply(variables, augment.to_float(images), False, method='features')
+
+  backbone = None
+  if not has_bn:  # the self-labelling stage fine-tunes parameters only
+    backbone = base.Backbone(model, 'features', lambda state: state.params['net'], view)
+  return base.Method('mice', init, train_step, embed, assign=assign,
+                     epoch_end=base.EpochEnd(steps_per_epoch, accumulate, finalize), backbone=backbone,
+                     config=config)
