@@ -204,14 +204,14 @@ def infogan(config: InfoGANConfig, train=None) -> base.Method:
     image_shape = tuple(images.shape[1:])
     k, num_continuous = config.num_categories, config.num_continuous
     noise = jax.random.uniform(jax.random.key(0), (10, config.noise_dim), minval=-1.0, maxval=1.0)
-    render = jax.jit(lambda n, c, x: generate(config, state, image_shape, n, c, x))
-    grid = render(jnp.repeat(noise, k, axis=0), jnp.tile(jnp.arange(k), 10), jnp.zeros((10 * k, num_continuous)))
+    render = jax.jit(lambda n, c, x, s: generate(config, s, image_shape, n, c, x))
+    grid = render(jnp.repeat(noise, k, axis=0), jnp.tile(jnp.arange(k), 10), jnp.zeros((10 * k, num_continuous)), state)
     plots.image_grid(np.asarray(grid), f'{workdir}/categories.png', ncols=k,
                      suptitle='InfoGAN: rows = noise, columns = categorical code 0..K-1 (code index order)')
     values = jnp.linspace(*TRAVERSAL, 9)
     for code in range(num_continuous):
       continuous = jnp.zeros((k * 9, num_continuous)).at[:, code].set(jnp.tile(values, k))
-      grid = render(jnp.repeat(noise[:1], k * 9, axis=0), jnp.repeat(jnp.arange(k), 9), continuous)
+      grid = render(jnp.repeat(noise[:1], k * 9, axis=0), jnp.repeat(jnp.arange(k), 9), continuous, state)
       plots.image_grid(np.asarray(grid), f'{workdir}/continuous_{code}.png', ncols=9,
                        suptitle=f'InfoGAN: continuous code {code} from {TRAVERSAL[0]:g} to {TRAVERSAL[1]:g} '
                                 '(columns), one row per category')
