@@ -121,7 +121,7 @@ class StridedConv(nn.Module):
 
 def _batch_norm(axis_name: Optional[str], name: Optional[str] = None) -> nn.BatchNorm:
   """BatchNorm whose training-mode statistics are averaged over ``axis_name`` (ignored at init and in eval)."""
-  return nn.BatchNorm(momentum=0.99, epsilon=1e-5, axis_name=axis_name, name=name)
+  return nn.BatchNorm(momentum=0.9, epsilon=1e-5, axis_name=axis_name, name=name)  # the official EMA decay 0.9
 
 
 class Generator(nn.Module):
