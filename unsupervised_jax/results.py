@@ -30,7 +30,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import numpy as np
 
 METHODS = ('kmeans', 'gmm', 'autoencoder', 'infogan', 'moco', 'scae', 'mice')
-BENCHMARKS = ('kmeans_iteration', 'gmm_iteration', 'moco_step', 'scae_step')
+BENCHMARKS = ('kmeans_iteration', 'gmm_iteration', 'moco_step', 'infogan_step', 'scae_step')
 
 
 @functools.lru_cache(maxsize=None)
