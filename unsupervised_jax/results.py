@@ -194,7 +194,7 @@ HEADLINE_REFERENCES = {
 HEADLINE_PROTOCOLS = {
     'K-means': 'raw pixels; k-means++, 10 restarts',
     'GMM': 'PCA-50 pixels; full covariances',
-    'AE + GMM': "the poster's MLP 784-128-12; GMM on the codes",
+    'AE + GMM': "the poster's MLP 784-128-12; GMM (10 restarts) on the codes",
     'AE + UMAP + GMM (N2D)': "DEC's MLP 784-500-500-2000-10; UMAP to 10-d; GMM",
     'MoCo': "the poster's ConvNet, 5,000 steps; UMAP; K-means",
     'MoCo + self-labelling': 'MoCo as above; 3,000 steps on the 70% most confident',
