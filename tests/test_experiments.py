@@ -292,6 +292,10 @@ def test_unlabelled_npz_asks_for_n_clusters_and_writes_clusters_without_scores(t
   assert sorted(clusters.files) == ['seed_0', 'seed_1'] and clusters['seed_0'].shape == (400,)
   assert set(np.unique(clusters['seed_0'])) == {0, 1, 2, 3}
   assert not (tmp_path / 'results').exists()
+  proc = _run('experiments.autoencoder', f'--dataset={tmp_path / "mine.npz"}', '--n_clusters=4', '--num_steps=5',
+              f'--workdir={tmp_path / "learned"}')  # a learned method scores against labels: refused, one line
+  assert proc.returncode != 0 and 'has no labels to score a learned method' in proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / 'learned').exists()
 
 
 def test_pixel_clustering_refuses_too_many_clusters_before_writing_and_records_the_values_used(tmp_path):

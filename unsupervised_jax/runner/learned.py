@@ -14,6 +14,8 @@ import json
 import time
 from typing import Any, Dict
 
+import numpy as np
+
 from unsupervised_jax import data
 from unsupervised_jax import metrics
 from unsupervised_jax import plots
@@ -48,6 +50,9 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
   test_split = data.load(run_settings.dataset, 'test', run_settings.data_dir)
   splits = protocol.eval_data(train_split, test_split, run_settings.protocol)
   experiment.eval.validate(num_examples=len(splits.cluster.images))
+  if not (np.any(splits.score.labels >= 0) and np.any(splits.train.labels >= 0)):
+    raise ValueError(f'{run_settings.dataset} has no labels to score a learned method with; cluster unlabelled '
+                     'images with experiments.kmeans / experiments.gmm, or call the method from Python.')
   n_clusters = experiment.eval.n_clusters or run_config.default_clusters(run_settings.dataset, train_split.labels)
   if experiment.self_label.steps and method.backbone is None:
     raise ValueError(f'self-labelling needs a method with an encoder and augmentations; {method.name} has none.')
