@@ -1,6 +1,6 @@
 """Lloyd and EM iteration speed of this library against scikit-learn, on MNIST 70k x 784, in one process.
 
-  python benchmarks/clustering.py [--data_dir=../shared/data] [--results_dir=results]
+  python benchmarks/clustering.py [--data_dir=DIR] [--results_dir=results]
 
 Writes ``kmeans_iteration.json`` and ``gmm_iteration.json`` (the benchmark
 schema of ``unsupervised_jax.results``). Both sides run on the same float32
@@ -119,7 +119,7 @@ def bench_gmm(x, repeats):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--data_dir', default=str(ROOT.parent / 'shared' / 'data'))
+  parser.add_argument('--data_dir', default=None)
   parser.add_argument('--results_dir', default=str(ROOT / 'results'))
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--only', choices=['kmeans', 'gmm'], default=None)

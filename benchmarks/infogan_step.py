@@ -16,8 +16,8 @@ Writes ``results/infogan_step.json``.
 import argparse
 import os
 import pathlib
-import time
 
+import _timing  # noqa: I001 (benchmarks/, run as a script)
 import jax
 import numpy as np
 
@@ -25,16 +25,6 @@ from unsupervised_jax import data
 from unsupervised_jax import results
 from unsupervised_jax.methods import infogan
 from unsupervised_jax.training import parallel
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _images_per_s(run_step, batch, steps, sync):
-  start = time.perf_counter()
-  for _ in range(steps):
-    run_step()
-  sync()
-  return batch * steps / (time.perf_counter() - start)
 
 
 def ours(images, batch, conv_implementation='auto'):
@@ -53,7 +43,7 @@ def ours(images, batch, conv_implementation='auto'):
   for _ in range(2):  # compile, warm up
     run_step()
   jax.block_until_ready(state)
-  return lambda steps: _images_per_s(run_step, batch, steps, lambda: jax.block_until_ready(state))
+  return lambda steps: _timing.images_per_s(run_step, batch, steps, lambda: jax.block_until_ready(state))
 
 
 def reference(images, batch):
@@ -125,15 +115,12 @@ def reference(images, batch):
 
   for _ in range(2):
     step()
-  return lambda steps: _images_per_s(step, batch, steps, lambda: None), torch.__version__, torch.get_num_threads()
+  return lambda steps: _timing.images_per_s(step, batch, steps, lambda: None), torch.__version__, torch.get_num_threads()
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--data_dir', default=str(ROOT.parent / 'shared' / 'data'))
-  parser.add_argument('--results_dir', default=str(ROOT / 'results'))
-  parser.add_argument('--batch_size', type=int, default=128)
-  parser.add_argument('--steps', type=int, default=5, help='timed steps per round')
+  _timing.add_common_arguments(parser, batch_size=128, steps=5)
   parser.add_argument('--rounds', type=int, default=3, help='alternating rounds of ours and PyTorch; medians kept')
   args = parser.parse_args()
   if args.rounds < 1 or args.steps < 1:

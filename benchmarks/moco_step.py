@@ -19,6 +19,7 @@ import os
 import pathlib
 import time
 
+import _timing  # noqa: I001 (benchmarks/, run as a script)
 import jax
 import numpy as np
 
@@ -27,16 +28,6 @@ from unsupervised_jax import results
 from unsupervised_jax.methods import moco
 from unsupervised_jax.training import loop
 from unsupervised_jax.training import parallel
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _images_per_s(run_step, batch, steps, sync):
-  start = time.perf_counter()
-  for _ in range(steps):
-    run_step()
-  sync()
-  return batch * steps / (time.perf_counter() - start)
 
 
 def ours(images, batch, queue_size, conv_implementation='auto'):
@@ -62,7 +53,7 @@ def ours(images, batch, queue_size, conv_implementation='auto'):
   for _ in range(3):  # warm up
     run_step()
   jax.block_until_ready(state)
-  timer = lambda steps: _images_per_s(run_step, batch, steps, lambda: jax.block_until_ready(state))
+  timer = lambda steps: _timing.images_per_s(run_step, batch, steps, lambda: jax.block_until_ready(state))
   return timer, float(cost['flops'])
 
 
@@ -143,16 +134,13 @@ def reference(images, batch, queue_size):
 
   for _ in range(3):
     step()
-  return lambda steps: _images_per_s(step, batch, steps, lambda: None), torch.__version__, torch.get_num_threads()
+  return lambda steps: _timing.images_per_s(step, batch, steps, lambda: None), torch.__version__, torch.get_num_threads()
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--data_dir', default=str(ROOT.parent / 'shared' / 'data'))
-  parser.add_argument('--results_dir', default=str(ROOT / 'results'))
-  parser.add_argument('--batch_size', type=int, default=256)
+  _timing.add_common_arguments(parser, batch_size=256, steps=20)
   parser.add_argument('--queue_size', type=int, default=4096)
-  parser.add_argument('--steps', type=int, default=20, help='timed steps per round')
   parser.add_argument('--rounds', type=int, default=3,
                       help='alternating rounds of ours, PyTorch and plain products; medians kept')
   args = parser.parse_args()

@@ -15,6 +15,7 @@ import os
 import pathlib
 import time
 
+import _timing  # noqa: I001 (benchmarks/, run as a script)
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,8 +26,6 @@ from unsupervised_jax import results
 from unsupervised_jax.methods import scae
 from unsupervised_jax.training import loop
 from unsupervised_jax.training import parallel
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _rate(fn, batch, steps):
@@ -76,10 +75,7 @@ def render_timers(batch, parts=40, size=11, canvas=40):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--data_dir', default=str(ROOT.parent / 'shared' / 'data'))
-  parser.add_argument('--results_dir', default=str(ROOT / 'results'))
-  parser.add_argument('--batch_size', type=int, default=128)
-  parser.add_argument('--steps', type=int, default=5, help='timed steps per round')
+  _timing.add_common_arguments(parser, batch_size=128, steps=5)
   parser.add_argument('--rounds', type=int, default=3)
   args = parser.parse_args()
   if args.rounds < 1 or args.steps < 1 or args.batch_size < 1:
