@@ -38,6 +38,49 @@ CASES = {
                   (lambda q, k, n: losses.moco_loss(q, k, n, 0.07), (Q * 1e-30, Q, QUEUE))],
 }
 
+# The InfoGAN, MiCE and capsule losses at their degenerate inputs: saturated logits, zero and one-hot
+# probabilities, identical and zero embeddings, temperatures of 1e-3, absent parts.
+_sum = lambda out: sum(jnp.sum(o) for o in (out if isinstance(out, tuple) else (out,)))
+ONE_HOT = np.eye(3, dtype=np.float32)[[0, 0]]  # [2, 3], zeros inside
+BIG = np.array([-1e4, 1e4], np.float32)
+UNIT3 = _unit(RNG.normal(size=(2, 3, 4))).astype(np.float32)  # [B, K, D]
+CASES.update({
+    'safe_log': [(lambda x: jnp.sum(losses.safe_log(x)), (np.zeros(3, np.float32),))],
+    'gan_discriminator_loss': [(losses.gan_discriminator_loss, (BIG, -BIG)), (losses.gan_discriminator_loss, (-BIG, BIG))],
+    'gan_generator_loss': [(losses.gan_generator_loss, (BIG,)), (losses.gan_generator_loss, (-BIG,))],
+    'categorical_entropy': [(lambda p: jnp.sum(losses.categorical_entropy(p)), (ONE_HOT,))],
+    'infogan_mutual_information': [
+        (lambda l, m, c: _sum(losses.infogan_mutual_information(l, jnp.array([0, 2]), m, c)),
+         (np.array([[1e4, -1e4, 0.0], [0.0, 0.0, 0.0]], np.float32), np.zeros((2, 2), np.float32),
+          np.zeros((2, 2), np.float32)))],
+    'mice_log_gating': [(lambda g, w: jnp.sum(losses.mice_log_gating(g, w, 1e-3)), (ZERO, np.zeros((3, 4), np.float32))),
+                        (lambda g, w: jnp.sum(losses.mice_log_gating(g, w, 1e-3)), (SAME, np.tile(SAME[:1], (3, 1))))],
+    'mice_log_expert': [
+        (lambda f, v, mu, q: jnp.sum(losses.mice_log_expert(f, v, mu, q, 1e-3)),
+         (np.zeros((2, 3, 4), np.float32), np.zeros((2, 3, 4), np.float32), np.zeros((3, 4), np.float32),
+          np.zeros((5, 3, 4), np.float32))),
+        (lambda f, v, mu, q: jnp.sum(losses.mice_log_expert(f, v, mu, q, 1e-3)),
+         (UNIT3, UNIT3, UNIT3[0], np.tile(UNIT3[:1], (5, 1, 1))))],
+    'mice_posterior': [(lambda a, b: jnp.sum(losses.mice_posterior(a, b) * jnp.arange(3.0)),
+                        (np.array([[-1e4, 0.0, 1e4]] * 2, np.float32), np.zeros((2, 3), np.float32)))],
+    'mice_elbo': [(lambda a, b: losses.mice_elbo(a, b, jnp.asarray(ONE_HOT)),
+                   (np.array([[-1e4, 0.0, 1e4]] * 2, np.float32), np.array([[0.0, -1e4, 0.0]] * 2, np.float32)))],
+    'capsule_entropy_sparsity': [(lambda p: _sum(losses.capsule_entropy_sparsity(p)), (np.zeros((2, 3), np.float32),)),
+                                 (lambda p: _sum(losses.capsule_entropy_sparsity(p)), (ONE_HOT,))],
+    'capsule_l2_sparsity': [(lambda p: _sum(losses.capsule_l2_sparsity(p, 10, 3.2)), (np.zeros((2, 3), np.float32),))],
+    'scae_image_mixing_log_weights': [
+        (lambda a, p, b: jnp.sum(jnp.where(jnp.isfinite(w := losses.scae_image_mixing_log_weights(a, p, b)), w, 0.0)),
+         (np.zeros((1, 2, 3, 3), np.float32), np.zeros((1, 2), np.float32), np.zeros((), np.float32)))],
+    'scae_image_log_likelihood': [
+        (lambda x, m: jnp.sum(losses.scae_image_log_likelihood(
+            x, m, losses.scae_image_mixing_log_weights(jnp.zeros((1, 2, 3, 3)), jnp.zeros((1, 2)), jnp.zeros(())))),
+         (np.zeros((1, 3, 3, 1), np.float32), np.zeros((1, 3, 3, 3, 1), np.float32)))],
+    'scae_part_log_likelihood': [
+        (lambda x, v: _sum(losses.scae_part_log_likelihood(x, jnp.zeros((1, 2)), v, jnp.ones((1, 3, 2)),
+                                                             jnp.zeros((1, 3, 2)))),
+         (np.zeros((1, 2, 6), np.float32), np.zeros((1, 3, 2, 6), np.float32)))],
+})
+
 
 def test_every_loss_has_degenerate_cases():
   public = {name for name, f in inspect.getmembers(losses, inspect.isfunction)
