@@ -22,8 +22,9 @@ differences ``x - mu_k``, never as ``E[x^2] - E[x]^2``:
 * M-step: counts are plain sums (no constant added to them), variances are
   weighted sums of squared differences to the new means: each point's
   largest responsibility at matmul speed, every pair of the points that
-  split their mass, and a component whose variances the neglected tails
-  could move (by a bound) gets its own exact pass.
+  split their mass; only responsibilities below ``exp(-_LOG_TAIL)`` of their
+  point's largest go through the expanded form (their weight keeps its
+  cancellation error as small).
 * 'full' works on differences throughout.
 
 Covariance types and the shape of ``covariances`` / ``precision_cholesky``:
@@ -132,9 +133,6 @@ def make_params(weights, means, covariances, covariance_type: str) -> GMMParams:
 _LOG_TAIL = 20.0
 # sklearn's guard against empty components, as in float64: nk + 10 * eps64.
 _EMPTY_GUARD = 10 * float(np.finfo(np.float64).eps)
-# A component whose neglected tails could move a variance (reg_covar
-# included) by more than this fraction gets an exact pass over all points.
-_TAIL_SHARE = 1e-6
 # Elements of the [rows, K, D] differences materialised at once.
 _CHUNK_ELEMENTS = 1 << 20
 
@@ -182,21 +180,18 @@ def log_gaussian_density(x: Array, params: GMMParams, covariance_type: str, *,
 
 
 class _Centred(NamedTuple):
-  """Centred data ``x [N, D]`` with what the iterations reuse: ``sq`` = ``x^2 [N, D]`` ('diag'),
-  ``|x|^2 [N, 1]`` ('spherical'), ``None`` ('full'), for the E-step's expanded form, and
-  ``extent [D]`` = ``max_n |x_nd|``, for the M-step's bound on neglected tails."""
+  """Centred data ``x [N, D]`` with the squares the expanded forms reuse every iteration:
+  ``sq`` = ``x^2 [N, D]`` ('diag'), ``|x|^2 [N, 1]`` ('spherical'), ``None`` ('full')."""
   x: Array
   sq: Optional[Array]
-  extent: Array
 
 
 def _centred(x_c: Array, covariance_type: str) -> _Centred:
-  extent = jnp.max(jnp.abs(x_c), axis=0)
   if covariance_type == 'diag':
-    return _Centred(x_c, x_c * x_c, extent)
+    return _Centred(x_c, x_c * x_c)
   if covariance_type == 'spherical':
-    return _Centred(x_c, jnp.sum(x_c * x_c, axis=1, keepdims=True), extent)
-  return _Centred(x_c, None, extent)
+    return _Centred(x_c, jnp.sum(x_c * x_c, axis=1, keepdims=True))
+  return _Centred(x_c, None)
 
 
 def _weighted_log_prob(data: _Centred, params: GMMParams, covariance_type: str) -> Array:
@@ -225,7 +220,7 @@ def _weighted_log_prob(data: _Centred, params: GMMParams, covariance_type: str) 
   # Each row's top component from differences.
   top = jnp.argmax(weighted, axis=1)
   is_top = jnp.arange(k)[None] == top[:, None]
-  top_weighted = const[top] - 0.5 * jnp.sum(jnp.square((x - means[top]) * pc[top]), axis=1)
+  top_weighted = const[top] - 0.5 * jnp.sum(jnp.square((x - _common.table_rows(means, top)) * _common.table_rows(pc, top)), axis=1)
   weighted = jnp.where(is_top, top_weighted[:, None], weighted)
   # Rows where another component may come within _LOG_TAIL: all from differences.
   rival = jnp.max(jnp.where(is_top, -jnp.inf, weighted + 0.5 * err), axis=1)
@@ -259,43 +254,52 @@ def e_step(x: Array, params: GMMParams, covariance_type: str) -> tuple[Array, Ar
   return _e_step_centred(_centred(x_c, covariance_type), _shift(params, offset), covariance_type)
 
 
-def _means(x_c: Array, responsibilities: Array) -> tuple[Array, Array]:
-  """``(counts [K], centred means [K, D])``.
+def _weighted_sums(weights: Array, values: Array) -> Array:
+  """``weights^T values`` ``[K, D]`` for ``weights [N, K]``, ``values [N, D]``.
 
-  As sklearn's ``sums / (counts + 10 eps64)``, but shrinking a (nearly) empty
-  component's mean towards the data's mean, not the origin: in float32 a
-  mean left at the origin, far from the data, gives an empty component a
-  covariance that no longer has a Cholesky factor. Only components holding
-  less than ~1e-8 of a point differ.
+  A single weight column is padded to two: XLA's CPU matrix-vector product
+  sums the N terms one after another (relative error up to ~N eps, 4e-4 seen
+  on MNIST), its matrix-matrix product in blocks (~1e-6).
   """
-  counts = jnp.sum(responsibilities, axis=0)
-  sums = jnp.dot(responsibilities.T, x_c, precision=_HIGHEST)
-  keep = counts / (counts + _EMPTY_GUARD)  # exactly 1 above a count of ~4e-8
-  return counts, keep[:, None] * (sums / jnp.where(counts > 0, counts, 1.0)[:, None])
+  k = weights.shape[1]
+  if k == 1:
+    weights = jnp.pad(weights, ((0, 0), (0, 1)))
+  return jnp.dot(weights.T, values, precision=_HIGHEST)[:k]
 
 
-def _diag_scatter(x_c: Array, responsibilities: Array, means: Array, reg_covar: float, extent: Array) -> Array:
-  """``sum_n r_nk (x_n - mu_k)^2`` ``[K, D]``, from differences.
+def _diag_m_step(data: _Centred, responsibilities: Array, covariance_type: str) -> tuple[Array, Array, Array]:
+  """``(counts [K], centred means [K, D], scatter [K, D])``: the M-step's sums for 'diag' and 'spherical'.
 
-  A point's largest responsibility goes through one gathered pass and a
-  matmul; the points with a second responsibility above ``exp(-_LOG_TAIL)``
-  of their largest are done pair by pair. The rest (the tails) is left out
-  unless it could move a variance by ``_TAIL_SHARE``: bounded by
-  ``tail mass * (extent + |mu|)^2`` (``extent [D]`` = ``max_n |x_nd|``),
-  against ``scatter + reg_covar * count``; such a component gets an exact
-  pass of its own.
+  ``scatter = sum_n r_nk (x_n - mu_k)^2`` from differences, where it
+  matters: each point's largest responsibility through one gathered pass and
+  a matmul; the points whose second responsibility exceeds ``exp(-_LOG_TAIL)``
+  of their largest pair by pair; only the tails left (each below that share
+  of its point's mass, so its cancellation error is as small) through the
+  expanded form, in the matmuls of the means. For 'spherical' only
+  ``scatter.sum(1)`` is meaningful.
+
+  Means are ``sums / counts``, as sklearn's ``sums / (counts + 10 eps64)``
+  but shrinking a (nearly) empty component's mean towards the data's mean,
+  not the origin: in float32 a mean left at the origin, far from the data,
+  gives an empty component a covariance without a Cholesky factor. Only
+  components holding less than ~1e-8 of a point differ.
   """
+  x_c = data.x
   n, d = x_c.shape
-  k = means.shape[0]
+  k = responsibilities.shape[1]
+  counts = jnp.sum(responsibilities, axis=0)
   top = jnp.argmax(responsibilities, axis=1)
   is_top = jnp.arange(k)[None] == top[:, None]
   r_top = jnp.max(responsibilities, axis=1)
   second = jnp.max(jnp.where(is_top, 0.0, responsibilities), axis=1)
   split = second > math.exp(-_LOG_TAIL) * r_top
-  weight = jnp.where(split, 0.0, r_top)
-  diff = x_c - means[top]
-  assigned = (jax.nn.one_hot(top, k, dtype=x_c.dtype) * weight[:, None]).T  # [K, N]
-  scatter = jnp.dot(assigned, diff * diff, precision=_HIGHEST)
+  tails = jnp.where(is_top | split[:, None], 0.0, responsibilities)  # [N, K]
+  sums, tail_sums = jnp.split(_weighted_sums(jnp.concatenate([responsibilities, tails], axis=1), x_c), 2)
+  keep = counts / (counts + _EMPTY_GUARD)  # exactly 1 above a count of ~4e-8
+  means = keep[:, None] * (sums / jnp.where(counts > 0, counts, 1.0)[:, None])
+  # Largest responsibilities.
+  diff = x_c - _common.table_rows(means, top)
+  scatter = _weighted_sums(jax.nn.one_hot(top, k, dtype=x_c.dtype) * jnp.where(split, 0.0, r_top)[:, None], diff * diff)
 
   def pairs(idx, valid, scatter):
     r = jnp.where(valid[:, None], responsibilities.at[idx].get(mode='clip'), 0.0)  # [C, K]
@@ -303,36 +307,37 @@ def _diag_scatter(x_c: Array, responsibilities: Array, means: Array, reg_covar: 
     return scatter + jnp.einsum('ck,ckd->kd', r, diffs * diffs, precision=_HIGHEST)
 
   scatter = _common.fold_flagged_rows(pairs, split, _common.block_rows_for(k * d, _CHUNK_ELEMENTS), scatter)
-  counts = jnp.sum(responsibilities, axis=0)
-  tail = jnp.sum(jnp.where(is_top | split[:, None], 0.0, responsibilities), axis=0)  # [K] left out
-  tail_bound = tail[:, None] * jnp.square(extent[None] + jnp.abs(means))  # [K, D]
-  needs_own_pass = jnp.any(tail_bound > _TAIL_SHARE * (scatter + reg_covar * counts[:, None]), axis=1)
-
-  def own_pass(j, scatter):
-    return jax.lax.cond(
-        needs_own_pass[j],
-        lambda: scatter.at[j].set(jnp.dot(responsibilities[:, j], jnp.square(x_c - means[j]), precision=_HIGHEST)),
-        lambda: scatter)
-
-  return jax.lax.fori_loop(0, k, own_pass, scatter)
+  # Tails: sum t (x - mu)^2 = sum t x^2 - 2 mu sum t x + mu^2 sum t, with t tiny.
+  tail_mass = jnp.sum(tails, axis=0)
+  tail_sq = _weighted_sums(tails, data.sq)  # [K, D] ('diag') or [K, 1] ('spherical')
+  if covariance_type == 'spherical':
+    tail_scatter = tail_sq - jnp.sum(means * (2.0 * tail_sums - means * tail_mass[:, None]), axis=1, keepdims=True)
+    tail_scatter = jnp.broadcast_to(jnp.maximum(tail_scatter, 0.0) / d, scatter.shape)
+  else:
+    tail_scatter = jnp.maximum(tail_sq - means * (2.0 * tail_sums - means * tail_mass[:, None]), 0.0)
+  return counts, means, scatter + tail_scatter
 
 
-def _m_step_centred(x_c: Array, responsibilities: Array, covariance_type: str, reg_covar: float,
-                    extent: Optional[Array] = None) -> GMMParams:
-  """:func:`m_step` on centred ``x_c``; the means stay centred (``extent``: see :class:`_Centred`)."""
+def _m_step_centred(data: _Centred, responsibilities: Array, covariance_type: str, reg_covar: float) -> GMMParams:
+  """:func:`m_step` on centred data; the means stay centred."""
+  x_c = data.x
   n, d = x_c.shape
-  counts, means = _means(x_c, responsibilities)
-  guarded = counts + _EMPTY_GUARD
   if covariance_type == 'full':
+    counts = jnp.sum(responsibilities, axis=0)
+    sums = _weighted_sums(responsibilities, x_c)
+    keep = counts / (counts + _EMPTY_GUARD)
+    means = keep[:, None] * (sums / jnp.where(counts > 0, counts, 1.0)[:, None])
+    guarded = counts + _EMPTY_GUARD
+
     def component_covariance(resp_k, mean_k, count_k):
       diff = x_c - mean_k
       cov = jnp.dot((resp_k[:, None] * diff).T, diff, precision=_HIGHEST) / count_k
       return cov + reg_covar * jnp.eye(d, dtype=x_c.dtype)
     covariances = jax.lax.map(lambda a: component_covariance(*a), (responsibilities.T, means, guarded))
   else:
-    if extent is None:
-      extent = jnp.max(jnp.abs(x_c), axis=0)
-    covariances = _diag_scatter(x_c, responsibilities, means, reg_covar, extent) / guarded[:, None] + reg_covar
+    counts, means, scatter = _diag_m_step(data, responsibilities, covariance_type)
+    guarded = counts + _EMPTY_GUARD
+    covariances = scatter / guarded[:, None] + reg_covar
     if covariance_type == 'spherical':
       covariances = jnp.mean(covariances, axis=1)
   return GMMParams(guarded / n, means, covariances, precision_cholesky_from_covariances(covariances, covariance_type))
@@ -346,7 +351,7 @@ def m_step(x: Array, responsibilities: Array, covariance_type: str, reg_covar: f
   centred data (see the module docstring), plus ``reg_covar``.
   """
   x_c, offset = _common.centre(x)
-  return _shift(_m_step_centred(x_c, responsibilities, covariance_type, reg_covar), -offset)
+  return _shift(_m_step_centred(_centred(x_c, covariance_type), responsibilities, covariance_type, reg_covar), -offset)
 
 
 def init_from_labels(x: Array, labels: Array, n_components: int, covariance_type: str,
@@ -415,34 +420,44 @@ def _check_fitted(result: GMMResult) -> GMMResult:
   return result
 
 
-@functools.partial(jax.jit, static_argnames=('n_components', 'covariance_type', 'max_iter', 'n_init'))
 def _fit_gmm(key, x, *, n_components, covariance_type, tol, reg_covar, max_iter, n_init):
-  x_c, offset = _common.centre(x)
+  x_c, offset, mean = _common.centre_if_far(x)
+  best = _fit_gmm_on_centred(key, x_c, mean, n_components=n_components, covariance_type=covariance_type, tol=tol,
+                             reg_covar=reg_covar, max_iter=max_iter, n_init=n_init)
+  return best._replace(params=_shift(best.params, -offset))
+
+
+@functools.partial(jax.jit, static_argnames=('n_components', 'covariance_type', 'max_iter', 'n_init'))
+def _fit_gmm_on_centred(key, x_c, mean, *, n_components, covariance_type, tol, reg_covar, max_iter, n_init):
   x_sq_norms = jnp.sum(x_c * x_c, axis=-1)
-  abs_tol = kmeans_lib._centred_tolerance(x_c, x_sq_norms, 1e-4)
+  abs_tol = kmeans_lib._centred_tolerance(x_c, x_sq_norms, 1e-4, mean)
   data = _centred(x_c, covariance_type)
 
   def one_restart(restart_key):
     seeds = kmeans_lib._kmeans_plusplus_indices(restart_key, x_c, x_sq_norms, n_components, None)
     labels = kmeans_lib._lloyd_centred(x_c, x_sq_norms, abs_tol, x_c[seeds], 300).labels
-    params = _m_step_centred(x_c, jax.nn.one_hot(labels, n_components, dtype=x.dtype), covariance_type, reg_covar,
-                             data.extent)
+    params = _m_step_centred(data, jax.nn.one_hot(labels, n_components, dtype=x_c.dtype), covariance_type, reg_covar)
     return _em_centred(data, params, covariance_type=covariance_type, tol=tol, max_iter=max_iter,
                        reg_covar=reg_covar)
 
   keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(n_init))
   results = jax.lax.map(one_restart, keys)  # sequential: K-means' bounded passes branch
   best = jnp.argmax(results.lower_bound)
-  best = jax.tree.map(lambda r: r[best], results)
-  return best._replace(params=_shift(best.params, -offset))
+  return jax.tree.map(lambda r: r[best], results)
+
+
+def _em(x, params, *, covariance_type, tol, max_iter, reg_covar):
+  """EM from ``params``: the data centred by one program, the iterations run by another."""
+  x_c, offset, _ = _common.centre_if_far(x)
+  result = _em_on_centred(x_c, _shift(params, offset), covariance_type=covariance_type, tol=tol, max_iter=max_iter,
+                          reg_covar=reg_covar)
+  return result._replace(params=_shift(result.params, -offset))
 
 
 @functools.partial(jax.jit, static_argnames=('covariance_type', 'max_iter'))
-def _em(x, params, *, covariance_type, tol, max_iter, reg_covar):
-  x_c, offset = _common.centre(x)
-  result = _em_centred(_centred(x_c, covariance_type), _shift(params, offset),
-                       covariance_type=covariance_type, tol=tol, max_iter=max_iter, reg_covar=reg_covar)
-  return result._replace(params=_shift(result.params, -offset))
+def _em_on_centred(x_c, params, *, covariance_type, tol, max_iter, reg_covar):
+  return _em_centred(_centred(x_c, covariance_type), params, covariance_type=covariance_type, tol=tol,
+                     max_iter=max_iter, reg_covar=reg_covar)
 
 
 def _em_centred(data: _Centred, params, *, covariance_type, tol, max_iter, reg_covar) -> GMMResult:
@@ -452,7 +467,7 @@ def _em_centred(data: _Centred, params, *, covariance_type, tol, max_iter, reg_c
 
   def body(state: EMState) -> EMState:
     mean_log_likelihood, log_resp = _e_step_centred(data, state.params, covariance_type)
-    params = _m_step_centred(data.x, jnp.exp(log_resp), covariance_type, reg_covar, data.extent)
+    params = _m_step_centred(data, jnp.exp(log_resp), covariance_type, reg_covar)
     previous = jnp.where(state.n_iter > 0, state.lower_bound[state.n_iter - 1], -jnp.inf)
     converged = jnp.abs(mean_log_likelihood - previous) < tol
     return EMState(params, state.lower_bound.at[state.n_iter].set(mean_log_likelihood),

@@ -106,7 +106,13 @@ def _accurate_bounds(x: Array, x_sq_norms: Array, centers: Array, c_sq_norms: Ar
 
 def _exact_distances_to(x: Array, centers: Array, labels: Array) -> Array:
   """``[N]`` squared distance of each row of ``x`` to ``centers[labels]``, from differences."""
-  return jnp.sum(jnp.square(x - centers[labels]), axis=-1)
+  return jnp.sum(jnp.square(x - _common.table_rows(centers, labels)), axis=-1)
+
+
+def _exact_inertia(x: Array, centers: Array, labels: Array) -> Array:
+  """``sum_n |x_n - centers[labels_n]|^2`` from differences, in blocks of rows (no new ``[N, D]`` buffer)."""
+  return _common.sum_over_row_blocks(lambda block: _exact_distances_to(block[0], centers, block[1]), (x, labels),
+                                     _common.block_rows_for(x.shape[1], 1 << 20))
 
 
 def assign(x: Array, centers: Array, x_sq_norms: Optional[Array] = None, *,
@@ -116,8 +122,8 @@ def assign(x: Array, centers: Array, x_sq_norms: Optional[Array] = None, *,
   Labels are those of the exact distances (ties to the lowest index), and
   ``distances`` are computed from differences, so neither depends on where
   the data lie. Distances are first expanded about the centres' mean (or,
-  given ``x_sq_norms = |x|^2``, about the origin: pass centred ``x``), in
-  blocks of rows so that no more than ``max_block_elements`` exist at once.
+  given ``x_sq_norms = |x|^2``, about the origin), in blocks of rows so that
+  no more than ``max_block_elements`` exist at once.
   """
   if x_sq_norms is None:
     reference = jnp.mean(centers, axis=0)
@@ -147,10 +153,14 @@ def tolerance(x: Array, tol: float) -> Array:
   return tol * jnp.mean(jnp.var(x, axis=0))
 
 
-def _centred_tolerance(x_c: Array, x_sq_norms: Array, tol: float) -> Array:
-  """:func:`tolerance` from centred ``x_c [N, D]`` and its ``x_sq_norms [N]`` (no second pass for the variances)."""
-  mean = jnp.mean(x_c, axis=0)  # zero up to round-off
-  return tol * jnp.maximum(jnp.mean(x_sq_norms) - jnp.sum(mean * mean), 0.0) / x_c.shape[1]
+def _centred_tolerance(x_c: Array, x_sq_norms: Array, tol: float, offset: Optional[Array] = None) -> Array:
+  """:func:`tolerance` from ``x_c [N, D]`` (column means ``offset``, 0 when centred) and its ``x_sq_norms [N]``."""
+  # The barrier keeps XLA from rewriting the mean as a second reduction of x * x,
+  # which would then be materialised for its two consumers.
+  mean_sq = jnp.mean(jax.lax.optimization_barrier(x_sq_norms))
+  if offset is not None:
+    mean_sq = mean_sq - jnp.sum(offset * offset)
+  return tol * jnp.maximum(mean_sq, 0.0) / x_c.shape[1]
 
 
 def _distances_near_zero_exact(x_c: Array, x_sq_norms: Array, centers: Array) -> Array:
@@ -447,22 +457,21 @@ def _lloyd_centred(x_c, x_sq_norms, abs_tol, initial_centers, max_iter) -> KMean
   # Labels for the final centres (sklearn's closing E-step, no relocation),
   # then the inertia from differences.
   labels = _reassign(x_c, x_sq_norms, final, relocate=False).labels
-  inertia = jnp.sum(_exact_distances_to(x_c, final.centers, labels))
+  inertia = _exact_inertia(x_c, final.centers, labels)
   return KMeansResult(final.centers, labels, inertia, final.n_iter, final.done)
 
 
-def _prepare(x, tol):
-  """Centred data, its squared norms, its offset and the absolute tolerance."""
-  x_c, offset = _common.centre(x)
-  x_sq_norms = jnp.sum(x_c * x_c, axis=-1)
-  return x_c, x_sq_norms, offset, _centred_tolerance(x_c, x_sq_norms, tol)
+def _lloyd(x, initial_centers, *, max_iter, tol):
+  """:func:`lloyd` without the checks: the data centred by one program, the iterations run by another."""
+  x_c, offset, mean = _common.centre_if_far(x)
+  result = _lloyd_on_centred(x_c, initial_centers - offset, mean, max_iter=max_iter, tol=tol)
+  return result._replace(centers=result.centers + offset)
 
 
 @functools.partial(jax.jit, static_argnames=('max_iter',))
-def _lloyd(x, initial_centers, *, max_iter, tol):
-  x_c, x_sq_norms, offset, abs_tol = _prepare(x, tol)
-  result = _lloyd_centred(x_c, x_sq_norms, abs_tol, initial_centers - offset, max_iter)
-  return result._replace(centers=result.centers + offset)
+def _lloyd_on_centred(x_c, initial_centers, mean, *, max_iter, tol):
+  x_sq_norms = jnp.sum(x_c * x_c, axis=-1)
+  return _lloyd_centred(x_c, x_sq_norms, _centred_tolerance(x_c, x_sq_norms, tol, mean), initial_centers, max_iter)
 
 
 def _check_iter(max_iter, tol):
@@ -508,15 +517,22 @@ def kmeans(key: Array, x: Array, n_clusters: int, *, n_init: int = 10,
   return _kmeans(key, x, n_clusters=n_clusters, n_init=n_init, init=init, max_iter=max_iter, tol=tol)
 
 
-@functools.partial(jax.jit, static_argnames=('n_clusters', 'n_init', 'init', 'max_iter'))
 def _kmeans(key, x, *, n_clusters, n_init, init, max_iter, tol):
-  x_c, x_sq_norms, offset, abs_tol = _prepare(x, tol)
+  x_c, offset, mean = _common.centre_if_far(x)
+  best = _kmeans_on_centred(key, x_c, mean, n_clusters=n_clusters, n_init=n_init, init=init, max_iter=max_iter, tol=tol)
+  return best._replace(centers=best.centers + offset)
+
+
+@functools.partial(jax.jit, static_argnames=('n_clusters', 'n_init', 'init', 'max_iter'))
+def _kmeans_on_centred(key, x_c, mean, *, n_clusters, n_init, init, max_iter, tol):
+  x_sq_norms = jnp.sum(x_c * x_c, axis=-1)
+  abs_tol = _centred_tolerance(x_c, x_sq_norms, tol, mean)
 
   def one_restart(restart_key):
     if init == 'k-means++':
       seeds = _kmeans_plusplus_indices(restart_key, x_c, x_sq_norms, n_clusters, None)
     else:
-      seeds = jax.random.choice(restart_key, x.shape[0], (n_clusters,), replace=False)
+      seeds = jax.random.choice(restart_key, x_c.shape[0], (n_clusters,), replace=False)
     return _lloyd_centred(x_c, x_sq_norms, abs_tol, x_c[seeds], max_iter)
 
   keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(n_init))
@@ -524,5 +540,4 @@ def _kmeans(key, x, *, n_clusters, n_init, init, max_iter, tol):
   # passes' lax.switch would run every branch.
   results = jax.lax.map(one_restart, keys)
   best = jnp.argmin(results.inertia)  # exact inertias: the best restart is the best one
-  best = jax.tree.map(lambda r: r[best], results)
-  return best._replace(centers=best.centers + offset)
+  return jax.tree.map(lambda r: r[best], results)
