@@ -30,7 +30,7 @@ def test_readme_stays_a_front_door():
 
 
 @pytest.mark.parametrize('page', ['README.md', 'docs/library.md', 'docs/moco.md', 'docs/records.md',
-                                  'docs/multihost.md', 'benchmarks/README.md'])
+                                  'docs/multihost.md', 'benchmarks/README.md', 'colab/README.md'])
 def test_relative_links_resolve(page):
   path = ROOT / page
   targets = re.findall(r'\]\(([^)#:]+)(?:#[^)]*)?\)', path.read_text())

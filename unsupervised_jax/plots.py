@@ -1,4 +1,8 @@
-"""Figures saved as PNG (matplotlib, headless)."""
+"""Figures saved as PNG (matplotlib, headless).
+
+Figures are made with matplotlib's object API (``matplotlib.figure.Figure``), never through pyplot: no
+backend is chosen or switched, so a notebook's own inline figures keep working after the library writes one.
+"""
 from __future__ import annotations
 
 import pathlib
@@ -7,11 +11,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 
-def _pyplot():
-  import matplotlib
-  matplotlib.use('Agg')  # no display on servers and CI
-  import matplotlib.pyplot as plt
-  return plt
+def _figure(**kwargs):
+  """A figure outside pyplot (``savefig`` renders with Agg): works headless and leaves the backend alone."""
+  from matplotlib import figure
+  return figure.Figure(**kwargs)
 
 
 def _save(fig, path) -> pathlib.Path:
@@ -19,7 +22,6 @@ def _save(fig, path) -> pathlib.Path:
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=100)
-  _pyplot().close(fig)
   return path
 
 
@@ -32,8 +34,8 @@ def image_grid(images, path, *, ncols: int = 10, titles: Optional[Sequence[str]]
   n = len(images)
   ncols = min(ncols, n)
   nrows = -(-n // ncols)
-  plt = _pyplot()
-  fig, axes = plt.subplots(nrows, ncols, figsize=(1.2 * ncols, 1.3 * nrows), squeeze=False)
+  fig = _figure(figsize=(1.2 * ncols, 1.3 * nrows))
+  axes = fig.subplots(nrows, ncols, squeeze=False)
   for i, ax in enumerate(axes.flat):
     ax.axis('off')
     if i < n:
@@ -49,9 +51,10 @@ def image_grid(images, path, *, ncols: int = 10, titles: Optional[Sequence[str]]
 def scatter(points, labels, path, *, title: str = '') -> pathlib.Path:
   """2-D points ``[N, 2]`` coloured by integer label, with a legend; saved as PNG."""
   points, labels = np.asarray(points), np.asarray(labels)
-  plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(6, 6))
-  cmap = plt.get_cmap('tab10' if labels.max() < 10 else 'tab20')
+  import matplotlib
+  fig = _figure(figsize=(6, 6))
+  ax = fig.subplots()
+  cmap = matplotlib.colormaps['tab10' if labels.max() < 10 else 'tab20']
   for value in np.unique(labels):
     mask = labels == value
     ax.scatter(points[mask, 0], points[mask, 1], s=2, color=cmap(int(value) % cmap.N), label=str(value))
