@@ -83,7 +83,8 @@ def build(cls, prefix: str = '', **values):
 
 
 def run(main):
-  """``app.run(main)``, turning the library's ``ValueError`` (bad config or data) into one clear line."""
+  """``app.run(main)``, turning an unknown flag and the library's ``ValueError`` (bad config or data) into one clear
+  line on stderr (exit 2)."""
   from absl import app
 
   def guarded(argv):
@@ -101,4 +102,11 @@ def run(main):
       print(f'error: {error}', file=sys.stderr)
       sys.exit(2)
 
-  app.run(guarded)
+  def parse(argv):  # absl's own parser writes two lines (and a flagfile's error may span several): one line
+    try:
+      return FLAGS(argv)
+    except flags.Error as error:
+      print(f'error: {" ".join(str(error).split())} (--helpshort lists the flags).', file=sys.stderr)
+      sys.exit(2)
+
+  app.run(guarded, flags_parser=parse)

@@ -210,27 +210,77 @@ def _where(machine: str) -> str:
   return f'{count} x {kind.removeprefix("NVIDIA ").split(" ")[0]}'
 
 
-def summary_table(directory) -> str:
+def _data(record: Mapping[str, Any]) -> str:
+  """``'digits, 300 steps + 200 self-labelling'``: the data set and, for a learned method, how long it trained."""
+  config = record.get('config', {})
+  text = record['dataset']
+  if config.get('protocol') == 'train->test':
+    text += ' (train -> test)'
+  if config.get('num_steps'):
+    text += f', {config["num_steps"]:,} steps'
+  if config.get('self_label_steps'):
+    text += f' + {config["self_label_steps"]:,} self-labelling'
+  return text
+
+
+def summary_table(directory, records: Optional[Mapping[str, Optional[str]]] = None, detail: bool = False,
+                  missing: Optional[str] = None) -> str:
   """The README's short results table from ``directory``: one markdown row per :data:`HEADLINE_RECORDS` entry.
 
   ACC / NMI / ARI as mean ± std over seeds (fractions), the number of seeds, where it ran, the published
   reference ACC with its source, our protocol and the record. Methods without a record are "not yet" rows.
+
+  Args:
+    directory: the folder of the records.
+    records: row label (a key of :data:`HEADLINE_REFERENCES` where it has a reference) -> record name, None
+      for a "not yet" row; default :data:`HEADLINE_RECORDS`.
+    detail: the table ``experiments.reproduce`` writes: also kNN and linear-probe accuracy (where the record
+      has them) and wall time, and the record's data and training length instead of our protocol in words.
+    missing: the text of a row whose record is absent; None raises instead.
+
+  Raises:
+    ValueError: a record is missing and ``missing`` is None.
   """
   directory = pathlib.Path(directory)
-  fmt = lambda m: f'{m["mean"]:.3f} ± {m["std"]:.3f}'
-  lines = ['| method | ACC | NMI | ARI | seeds | ran on | reference ACC | protocol (ours) | record |',
-           '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
-  for label, name in HEADLINE_RECORDS.items():
+  records = HEADLINE_RECORDS if records is None else records
+  fmt = lambda m: f'{m["mean"]:.3f} ± {m["std"]:.3f}' if m else ''
+  if detail:
+    lines = ['| method | ACC | NMI | ARI | kNN | linear | seeds | wall (s) | ran on | reference ACC | data | record |',
+             '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+  else:
+    lines = ['| method | ACC | NMI | ARI | seeds | ran on | reference ACC | protocol (ours) | record |',
+             '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+  for label, name in records.items():
     value, source = HEADLINE_REFERENCES.get(label, (None, ''))
     reference = f'{value:.3f} ({source})' if value is not None else ''
-    if name is None:
-      lines.append(f'| {label} | not yet |  |  |  |  | {reference} |  |  |')
+    path = None if name is None else directory / f'{name}.json'
+    if path is None or not path.is_file():
+      if path is not None and missing is None:
+        raise ValueError(f'headline record {path} is missing; run its command or change HEADLINE_RECORDS[{label!r}].')
+      text, record_cell = ('not yet', '') if path is None else (missing, f'`{name}`')
+      blanks = '  |' * (7 if detail else 4)  # the cells between the first and the reference
+      lines.append(f'| {label} | {text} |{blanks} {reference} |  | {record_cell} |')
       continue
-    path = directory / f'{name}.json'
-    if not path.is_file():
-      raise ValueError(f'headline record {path} is missing; run its command or change HEADLINE_RECORDS[{label!r}].')
     record = json.loads(path.read_text())
     m = record['metrics']
-    lines.append(f'| {label} | {fmt(m["acc"])} | {fmt(m["nmi"])} | {fmt(m["ari"])} | {len(record["seeds"])} | '
-                 f'{_where(record["machine"])} | {reference} | {HEADLINE_PROTOCOLS[label]} | `{name}` |')
+    if detail:
+      lines.append(f'| {label} | {fmt(m["acc"])} | {fmt(m["nmi"])} | {fmt(m["ari"])} | {fmt(m.get("knn_acc"))} | '
+                   f'{fmt(m.get("linear_acc"))} | {len(record["seeds"])} | {record["wall_time_s"]:,.0f} | '
+                   f'{_where(record["machine"])} | {reference} | {_data(record)} | `{name}` |')
+    else:
+      lines.append(f'| {label} | {fmt(m["acc"])} | {fmt(m["nmi"])} | {fmt(m["ari"])} | {len(record["seeds"])} | '
+                   f'{_where(record["machine"])} | {reference} | {HEADLINE_PROTOCOLS[label]} | `{name}` |')
+  return '\n'.join(lines)
+
+
+def provenance(directory, names: Sequence[str]) -> str:
+  """A markdown list: for each record of ``names`` present in ``directory``, the command, machine and commit
+  that made it (the rows of :func:`summary_table` say where each number comes from)."""
+  lines = []
+  for name in names:
+    path = pathlib.Path(directory) / f'{name}.json'
+    if path.is_file():
+      record = json.loads(path.read_text())
+      head, plus, dirty = record['git_commit'].partition('+')
+      lines.append(f'- `{name}`: `{record["command"]}` on {record["machine"]}, commit `{head[:12]}{plus}{dirty}`.')
   return '\n'.join(lines)

@@ -41,6 +41,8 @@ class RunConfig:
   results_dir: Optional[str] = setting(None, 'If set, also write <results_dir>/<results_name>.json.')
   results_name: Optional[str] = setting(None, 'Name of the results record; default <method>_<dataset>.')
   figures: bool = setting(True, 'Write the t-SNE of the codes and the method figures (--nofigures: skip).')
+  reuse_record: bool = setting(False, 'With --results_dir: when the record there holds a run of these settings and '
+                               'seeds, print "reusing" and stop instead of running again (experiments.reproduce).')
 
   def validate(self):
     settings.check(self)
@@ -115,8 +117,8 @@ class Experiment:
 # (a finished run can be re-evaluated from its last checkpoint without training).
 EVALUATION_SETTINGS = tuple(f.name for f in dataclasses.fields(evaluation_protocol.EvalConfig)) + tuple(
     self_label.SelfLabelConfig.PREFIX + f.name for f in dataclasses.fields(self_label.SelfLabelConfig))
-REPORTING_SETTINGS = ('workdir', 'data_dir', 'results_dir', 'results_name', 'progress', 'figures', 'log_every',
-                      'eval_every', 'checkpoint_every', 'keep_checkpoints', 'num_devices')
+REPORTING_SETTINGS = ('workdir', 'data_dir', 'results_dir', 'results_name', 'reuse_record', 'progress', 'figures',
+                      'log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints', 'num_devices')
 NOT_RUN_DEFINING = ('seeds',) + REPORTING_SETTINGS + EVALUATION_SETTINGS
 
 

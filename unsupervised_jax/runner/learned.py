@@ -38,7 +38,8 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
   whose ``eval.json`` holds the same evaluation settings is reused, not rerun,
   so seeds can run as separate processes (or resume after a crash) into one
   record; with other evaluation settings a trained seed is re-evaluated from
-  its last checkpoint without training again.
+  its last checkpoint without training again. With ``reuse_record``, a record of the same
+  settings and seeds already in the results is returned as it is, and nothing runs or is written.
 
   Raises:
     ValueError: a bad setting, data or workdir, before training or writing anything.
@@ -64,6 +65,8 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
     record_path = records.record_path(run_settings.results_dir, run_settings.results_name, method.name,
                                       run_settings.dataset)
     records.check_replaceable(record_path, flat)
+    if run_settings.reuse_record and record_path.is_file():
+      return records.reuse(record_path)
   run_config.write_config(workdir, flat)
   mesh = parallel.make_mesh(train.num_devices or None)
 

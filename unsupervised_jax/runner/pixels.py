@@ -74,7 +74,8 @@ def run(method: str, run_settings: run_config.RunConfig, pixels: PixelConfig,
   holds every seed's clusters and no record is written (returns None).
 
   Returns:
-    The record (also written to the results with ``results_dir``).
+    The record (also written to the results with ``results_dir``); with ``reuse_record``, the record of the
+    same settings and seeds already in the results, and nothing runs or is written.
 
   Raises:
     ValueError: a bad setting or data, before anything is written.
@@ -105,6 +106,8 @@ def run(method: str, run_settings: run_config.RunConfig, pixels: PixelConfig,
     record_path = records.record_path(run_settings.results_dir, run_settings.results_name, method,
                                       run_settings.dataset)
     records.check_replaceable(record_path, flat)
+    if run_settings.reuse_record and record_path.is_file():
+      return records.reuse(record_path)
   workdir = run_config.write_config(_workdir(method, run_settings), flat)
 
   start = time.perf_counter()

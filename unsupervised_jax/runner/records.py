@@ -68,6 +68,14 @@ def check_replaceable(path, flat: Dict[str, Any]):
                      'to keep both.')
 
 
+def reuse(path) -> Dict[str, Any]:
+  """The record at ``path``, announced as reused: call it after :func:`check_replaceable` passed on an existing
+  record, i.e. one of the same settings and seeds (``--reuse_record``)."""
+  record = json.loads(pathlib.Path(path).read_text())
+  print(f'reusing {path}: a record of the same settings and seeds', flush=True)
+  return record
+
+
 def write(path, record: Dict[str, Any]) -> pathlib.Path:
   path = results.write_json(path, record)
   print(f'wrote {path}')
