@@ -137,4 +137,6 @@ def test_committed_table_is_the_table_of_the_committed_records():
   if not path.is_file():
     pytest.skip('no results/table.md')
   assert _table(path) == results.summary_table(ROOT / 'results', reproduce.record_names('full'), detail=True,
-                                               missing='not run')
+                                               missing='not run'), (
+      'results/ changed: python -m experiments.reproduce --budget=full --methods=kmeans reuses its record and '
+      'writes the table of all of them again')
