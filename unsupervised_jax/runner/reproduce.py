@@ -24,7 +24,6 @@ from the records (:func:`unsupervised_jax.results.summary_table`) and copies eac
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
 import shlex
 import shutil
@@ -53,7 +52,7 @@ class Configuration(NamedTuple):
 
 
 _DIGITS = ('--dataset=digits',)
-# The small digits runs of the learned methods ('quick' for the short checks, 'tiny' for the test).
+# The test's runs of the learned methods (budget 'tiny'): a pipeline check, not a result.
 _TINY_TRAIN = ('--num_steps=20', '--log_every=10', '--checkpoint_every=20', '--nofigures')
 # SCAE's canvas for 8x8 images: the first 3x3 convolution at stride 1 so that the encoder keeps a 6x6 map.
 _SMALL_CANVAS = ('--canvas_size=16', '--template_size=5', '--max_shift=2', '--encoder_strides=1,2')
