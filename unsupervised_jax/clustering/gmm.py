@@ -220,7 +220,10 @@ def _weighted_log_prob(data: _Centred, params: GMMParams, covariance_type: str) 
   # Each row's top component from differences.
   top = jnp.argmax(weighted, axis=1)
   is_top = jnp.arange(k)[None] == top[:, None]
-  top_weighted = const[top] - 0.5 * jnp.sum(jnp.square((x - _common.table_rows(means, top)) * _common.table_rows(pc, top)), axis=1)
+  top_weighted = const[top] - 0.5 * _common.map_blocks(
+      lambda rows: jnp.sum(jnp.square((rows[0] - _common.table_rows(means, rows[1]))
+                                      * _common.table_rows(pc, rows[1])), axis=1),
+      (x, top), _common.block_rows_for(d, _CHUNK_ELEMENTS))
   weighted = jnp.where(is_top, top_weighted[:, None], weighted)
   # Rows where another component may come within _LOG_TAIL: all from differences.
   rival = jnp.max(jnp.where(is_top, -jnp.inf, weighted + 0.5 * err), axis=1)
@@ -298,8 +301,10 @@ def _diag_m_step(data: _Centred, responsibilities: Array, covariance_type: str) 
   keep = counts / (counts + _EMPTY_GUARD)  # exactly 1 above a count of ~4e-8
   means = keep[:, None] * (sums / jnp.where(counts > 0, counts, 1.0)[:, None])
   # Largest responsibilities.
-  diff = x_c - _common.table_rows(means, top)
-  scatter = _weighted_sums(jax.nn.one_hot(top, k, dtype=x_c.dtype) * jnp.where(split, 0.0, r_top)[:, None], diff * diff)
+  scatter = _common.weighted_sums_over_row_blocks(
+      lambda rows: jnp.square(rows[0] - _common.table_rows(means, rows[1])),
+      jax.nn.one_hot(top, k, dtype=x_c.dtype) * jnp.where(split, 0.0, r_top)[:, None], (x_c, top),
+      _common.block_rows_for(d, _CHUNK_ELEMENTS))
 
   def pairs(idx, valid, scatter):
     r = jnp.where(valid[:, None], responsibilities.at[idx].get(mode='clip'), 0.0)  # [C, K]
