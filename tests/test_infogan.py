@@ -150,3 +150,25 @@ def test_bad_flags_fail_in_one_line_before_anything_is_written(tmp_path, flags, 
                         timeout=300)
   assert proc.returncode != 0 and match in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
   assert not (tmp_path / 'run').exists()
+
+
+def test_category_order_follows_the_matched_digit():
+  assert infogan.category_order(4, {2: 0, 0: 1, 3: 2}).tolist() == [2, 0, 3, 1]  # unmatched code 1 last
+  assert infogan.category_order(3).tolist() == [0, 1, 2]
+
+
+def test_figures_put_the_categories_in_matched_digit_order(digits_run, tmp_path, monkeypatch):
+  from unsupervised_jax import plots
+  method, _, state, _, images = digits_run
+  grids = {}
+  monkeypatch.setattr(plots, 'image_grid', lambda grid, path, **kw: grids.setdefault(pathlib.Path(path).name, (grid, kw)))
+  matching = {code: (code + 3) % 10 for code in range(10)}  # code 7 is digit 0, code 8 digit 1, ...
+  method.figures(state, images[:4], tmp_path, matching=matching)
+  grid, kw = grids['categories.png']
+  assert kw['titles'][:3] == ['7 -> 0', '8 -> 1', '9 -> 2'] and kw['titles'][10:] == [''] * 90
+  noise = jax.random.uniform(jax.random.key(0), (1, method.config.noise_dim), minval=-1.0, maxval=1.0)
+  expected = infogan.generate(method.config, state, images.shape[1:], noise, jnp.array([7]),
+                              jnp.zeros((1, method.config.num_continuous)))
+  np.testing.assert_allclose(np.asarray(grid[0]), np.asarray(expected[0]), atol=1e-5)
+  grid, kw = grids['continuous_0.png']
+  assert kw['titles'][0] == '7 -> 0' and kw['titles'][9] == '8 -> 1' and kw['titles'][1] == ''

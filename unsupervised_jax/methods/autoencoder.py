@@ -87,8 +87,9 @@ def autoencoder(config: AEConfig) -> base.Method:
     return _model(config, images.shape[1:]).apply({'params': state.params}, augment.to_float(images),
                                                   method='encode')
 
-  def figures(state, images, workdir):
+  def figures(state, images, workdir, matching=None):
     """Inputs (top rows) against reconstructions (bottom rows) of 20 test images."""
+    del matching  # the autoencoder's clusters come from the evaluation's clustering of its codes
     import numpy as np
 
     from unsupervised_jax import plots

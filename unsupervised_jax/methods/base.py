@@ -91,8 +91,10 @@ class Method(NamedTuple):
       posterior); when given, the evaluation scores it instead of clustering
       the codes.
     epoch_end: optional :class:`EpochEnd`.
-    figures: optional ``(state, images [N, H, W, C] uint8, workdir) -> None``,
-      writes the method's own figures.
+    figures: optional ``(state, images [N, H, W, C] uint8, workdir, matching=None) -> None``,
+      writes the method's own figures; ``matching`` is the Hungarian ``{cluster: class}`` of the
+      method's own clusters (``assign``) on the scored images (``metrics.match_clusters``), ``None``
+      when the method does not assign or the data carry no labels.
     backbone: optional :class:`Backbone`, for fine-tuning stages.
     config: the method's config (a dataclass), recorded with every run.
   """

@@ -126,6 +126,14 @@ def information(config: InfoGANConfig, generator_vars, discriminator_vars, image
   return mi, categorical, cont, fake_logits, generator_stats['batch_stats']
 
 
+def category_order(num_categories: int, matching=None) -> np.ndarray:
+  """Codes ``[K]`` int32 ordered by their matched class (``matching``: ``{code: class}``), unmatched codes
+  last in index order; index order without ``matching``."""
+  matched = sorted((matching or {}).items(), key=lambda item: (item[1], item[0]))
+  first = [code for code, _ in matched if 0 <= code < num_categories]
+  return np.asarray(first + [c for c in range(num_categories) if c not in first], np.int32)
+
+
 def infogan(config: InfoGANConfig, train=None) -> base.Method:
   """InfoGAN as a :class:`~unsupervised_jax.methods.base.Method`: ``embed`` gives the shared trunk's features
   ``[B, 1024]`` and ``assign`` the argmax of Q's categorical logits ``[B]`` on real images.
@@ -196,24 +204,32 @@ def infogan(config: InfoGANConfig, train=None) -> base.Method:
   def assign(state, images):
     return jnp.argmax(_discriminator(state, images)[1], axis=-1).astype(jnp.int32)
 
-  def figures(state, images, workdir):
-    """``categories.png``: 10 noise draws (rows) x the categorical code (columns, by code index: the figures
-    get no labels to match codes to digits), continuous codes 0; ``continuous_<l>.png``: code ``l`` from -2
-    to 2 (columns) for each category (rows), one noise draw, the other codes 0."""
+  def figures(state, images, workdir, matching=None):
+    """``categories.png``: 10 noise draws (rows) x the categorical code (columns); ``continuous_<l>.png``:
+    code ``l`` from -2 to 2 (columns) for each category (rows), one noise draw, the other codes 0.
+
+    With ``matching`` (``{code: digit}``, the Hungarian matching of ``assign`` on labelled images) the
+    categories are ordered by their matched digit, as the poster's grid, and titled ``code -> digit``;
+    without it, in code index order.
+    """
     from unsupervised_jax import plots
     image_shape = tuple(images.shape[1:])
     k, num_continuous = config.num_categories, config.num_continuous
+    order = category_order(k, matching)
+    names = [f'{c} -> {matching[c]}' if matching and c in matching else f'code {c}' for c in order]
+    how = 'ordered by matched digit' if matching else 'code index order'
     noise = jax.random.uniform(jax.random.key(0), (10, config.noise_dim), minval=-1.0, maxval=1.0)
     render = jax.jit(lambda n, c, x, s: generate(config, s, image_shape, n, c, x))
-    grid = render(jnp.repeat(noise, k, axis=0), jnp.tile(jnp.arange(k), 10), jnp.zeros((10 * k, num_continuous)), state)
-    plots.image_grid(np.asarray(grid), f'{workdir}/categories.png', ncols=k,
-                     suptitle='InfoGAN: rows = noise, columns = categorical code 0..K-1 (code index order)')
+    grid = render(jnp.repeat(noise, k, axis=0), jnp.tile(order, 10), jnp.zeros((10 * k, num_continuous)), state)
+    plots.image_grid(np.asarray(grid), f'{workdir}/categories.png', ncols=k, titles=names + [''] * (9 * k),
+                     suptitle=f'InfoGAN: rows = noise, columns = categorical code ({how})')
     values = jnp.linspace(*TRAVERSAL, 9)
     for code in range(num_continuous):
       continuous = jnp.zeros((k * 9, num_continuous)).at[:, code].set(jnp.tile(values, k))
-      grid = render(jnp.repeat(noise[:1], k * 9, axis=0), jnp.repeat(jnp.arange(k), 9), continuous, state)
-      plots.image_grid(np.asarray(grid), f'{workdir}/continuous_{code}.png', ncols=9,
+      grid = render(jnp.repeat(noise[:1], k * 9, axis=0), jnp.repeat(order, 9), continuous, state)
+      titles = [name if column == 0 else '' for name in names for column in range(9)]
+      plots.image_grid(np.asarray(grid), f'{workdir}/continuous_{code}.png', ncols=9, titles=titles,
                        suptitle=f'InfoGAN: continuous code {code} from {TRAVERSAL[0]:g} to {TRAVERSAL[1]:g} '
-                                '(columns), one row per category')
+                                f'(columns), one row per category ({how})')
 
   return base.Method('infogan', init, train_step, embed, assign=assign, figures=figures, config=config)

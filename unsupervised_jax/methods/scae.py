@@ -196,7 +196,8 @@ def scae(config: SCAEConfig, train) -> base.Method:
       return out['prior']
     return out['posterior'].sum(-1) / out['posterior'].shape[-1]
 
-  def figures(state, images, workdir):
+  def figures(state, images, workdir, matching=None):
+    del matching  # the capsules' clusters come from the evaluation's clustering of their codes
     from unsupervised_jax import plots
     import pathlib
     workdir = pathlib.Path(workdir)

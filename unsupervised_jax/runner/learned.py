@@ -114,7 +114,8 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
       plots.tsne(evaluation.cluster_codes, splits.cluster.labels, workdir / 'tsne.png',
                  title=f'{method.name} codes, {run_settings.label()} (t-SNE)')
       if method.figures is not None:
-        method.figures(state, test_split.images, workdir)
+        matching = metrics.match_clusters(splits.score.labels, scored['assigned']) if 'assigned' in scored else None
+        method.figures(state, test_split.images, workdir, matching=matching)
   wall = sum(seed_walls)  # seeds may have run in separate processes: the sum of their own wall times
 
   description = records.protocol_description(flat, n_clusters, assigns=method.assign is not None)
