@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -258,10 +259,23 @@ def test_a_copied_workdir_resumes_but_other_settings_are_refused(tmp_path):
     run_config.check_resumable(copy, dict(config, method_config={'momentum': 0.9}))
 
 
-def test_a_record_is_replaced_only_by_a_run_of_the_same_settings_and_seeds(tmp_path):
-  common = ('experiments.autoencoder', '--num_steps=20', '--log_every=10', '--checkpoint_every=20', '--nofigures',
-            '--cluster_method=kmeans', '--knn_k=20', f'--results_dir={tmp_path / "results"}')
-  assert _run(*common, '--seeds=0,1', f'--workdir={tmp_path / "a"}').returncode == 0
+# A short autoencoder run on the digits, seeds 0 and 1, and its record: trained once for the tests below.
+_RECORDED = ('experiments.autoencoder', '--num_steps=20', '--log_every=10', '--checkpoint_every=20', '--nofigures',
+             '--cluster_method=kmeans', '--knn_k=20')
+
+
+@pytest.fixture(scope='module')
+def recorded_run(tmp_path_factory):
+  """``results/`` of :data:`_RECORDED` run with ``--seeds=0,1`` (tests copy it before changing anything)."""
+  root = tmp_path_factory.mktemp('recorded')
+  proc = _run(*_RECORDED, '--seeds=0,1', f'--workdir={root / "a"}', f'--results_dir={root / "results"}')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return root / 'results'
+
+
+def test_a_record_is_replaced_only_by_a_run_of_the_same_settings_and_seeds(tmp_path, recorded_run):
+  shutil.copytree(recorded_run, tmp_path / 'results')
+  common = (*_RECORDED, f'--results_dir={tmp_path / "results"}')
   path = tmp_path / 'results' / 'autoencoder_digits.json'
   kept = path.read_text()
   for variant in ('--seeds=0', '--num_steps=10', '--knn_k=5'):  # a variant of the README command
@@ -307,10 +321,8 @@ def test_pixel_clustering_refuses_too_many_clusters_before_writing_and_records_t
   assert written['n_clusters'] == 10 and written['workdir'] == str(tmp_path / 'v')
 
 
-def test_check_record_reruns_a_records_command_and_flags_scores_outside_its_std(tmp_path):
-  assert _run('experiments.autoencoder', '--num_steps=20', '--log_every=10', '--checkpoint_every=20', '--nofigures',
-              '--cluster_method=kmeans', '--knn_k=20', '--seeds=0,1', f'--workdir={tmp_path / "run"}',
-              f'--results_dir={tmp_path / "results"}').returncode == 0
+def test_check_record_reruns_a_records_command_and_flags_scores_outside_its_std(tmp_path, recorded_run):
+  shutil.copytree(recorded_run, tmp_path / 'results')
   path = tmp_path / 'results' / 'autoencoder_digits.json'
   proc = _run('experiments.check_record', f'--record={path}', '--seeds=1')
   assert proc.returncode == 0 and 'every score within its std' in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
