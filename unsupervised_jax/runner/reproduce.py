@@ -94,14 +94,14 @@ CONFIGURATIONS = (
         # The model of the flagfiles (40 parts, 32 objects) on a 16x16 canvas for the 8x8 digits, with the CPU
         # flagfile's batch and learning rate.
         'quick': ('scae_digits_quick', _DIGITS + _SMALL_CANVAS + ('--batch_size=32', '--learning_rate=1e-4',
-                                                                  '--num_steps=300', '--checkpoint_every=150',
+                                                                  '--num_steps=150', '--checkpoint_every=75',
                                                                   '--log_every=50')),
         'tiny': ('scae_digits_tiny', _DIGITS + _SMALL_CANVAS + _TINY_TRAIN)}),
     Configuration('mice', 'mice', 'MiCE', 'mice', 'mice_mnist.flags', 'mice', {
         'full': ('mice_mnist', ()),
         # A queue of 1,024 keys per expert (the flagfile's 16,384 is 9x the digits, and its products with the
         # 10 experts' embeddings made each step ~1.8 s here).
-        'quick': ('mice_digits_quick', _DIGITS + ('--num_steps=300', '--checkpoint_every=150',
+        'quick': ('mice_digits_quick', _DIGITS + ('--num_steps=150', '--checkpoint_every=75',
                                                   '--queue_size=1024')),
         'tiny': ('mice_digits_tiny', _DIGITS + _TINY_TRAIN + ('--queue_size=256',))}),
 )
