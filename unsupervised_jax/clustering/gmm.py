@@ -257,17 +257,7 @@ def e_step(x: Array, params: GMMParams, covariance_type: str) -> tuple[Array, Ar
   return _e_step_centred(_centred(x_c, covariance_type), _shift(params, offset), covariance_type)
 
 
-def _weighted_sums(weights: Array, values: Array) -> Array:
-  """``weights^T values`` ``[K, D]`` for ``weights [N, K]``, ``values [N, D]``.
-
-  A single weight column is padded to two: XLA's CPU matrix-vector product
-  sums the N terms one after another (relative error up to ~N eps, 4e-4 seen
-  on MNIST), its matrix-matrix product in blocks (~1e-6).
-  """
-  k = weights.shape[1]
-  if k == 1:
-    weights = jnp.pad(weights, ((0, 0), (0, 1)))
-  return jnp.dot(weights.T, values, precision=_HIGHEST)[:k]
+_weighted_sums = _common.weighted_sums
 
 
 def _diag_m_step(data: _Centred, responsibilities: Array, covariance_type: str) -> tuple[Array, Array, Array]:
