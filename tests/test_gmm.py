@@ -174,3 +174,69 @@ def test_m_step_variances_from_differences(covariance_type):
   else:
     expected = diag if covariance_type == 'diag' else diag.mean(1)
     np.testing.assert_allclose(params.covariances, expected, rtol=1e-3)
+
+
+def _em_iteration_float64(x, params, covariance_type, reg_covar):
+  """One EM iteration in float64 numpy from differences (the reference for the fused iteration)."""
+  x = np.asarray(x, np.float64)
+  w, mu, cov = (np.asarray(a, np.float64) for a in (params.weights, params.means, params.covariances))
+  n, d = x.shape
+  var = cov if covariance_type == 'diag' else np.repeat(cov[:, None], d, 1)
+  log_prob = np.stack([-0.5 * (((x - mu[k]) ** 2 / var[k]).sum(1) + np.log(var[k]).sum() + d * np.log(2 * np.pi))
+                       for k in range(len(w))], 1) + np.log(w)
+  log_norm = np.logaddexp.reduce(log_prob, axis=1)
+  r = np.exp(log_prob - log_norm[:, None])
+  nk = r.sum(0) + 10 * np.finfo(np.float64).eps
+  means = r.T @ x / nk[:, None]
+  scatter = np.stack([(r[:, k:k + 1] * (x - means[k]) ** 2).sum(0) for k in range(len(w))]) / nk[:, None]
+  covariances = scatter + reg_covar if covariance_type == 'diag' else scatter.mean(1) + reg_covar
+  return log_norm.mean(), nk / n, means, covariances
+
+
+@pytest.mark.filterwarnings('ignore::sklearn.exceptions.ConvergenceWarning')
+@pytest.mark.parametrize('exact_entries', [0, 64, 10 ** 6])
+@pytest.mark.parametrize('iterations', [0, 40])
+@pytest.mark.parametrize('covariance_type', ['diag', 'spherical'])
+def test_fused_em_iteration_matches_float64_em(covariance_type, iterations, exact_entries, monkeypatch):
+  """The one-pass iteration (sums about the old means, corrected) against a float64 E-step + M-step from
+  differences: from the first iterations' large moves (recomputed: all, or entry by entry) to the settled
+  ones (the expansion alone), 1,797 rows in overlapping blocks of 512, data 1e3 from the origin."""
+  monkeypatch.setattr(gmm, '_EXACT_ENTRIES', exact_entries)
+  x = _features() + np.float32(1e3)
+  weights, means, covariances = _reference_start(x - 1e3, 6, covariance_type)
+  params = gmm.make_params(*(a.astype(np.float32) for a in (weights, means + 1e3, covariances)), covariance_type)
+  if iterations:
+    params = gmm.fit_gmm(None, x, 6, covariance_type=covariance_type, init_params=params, max_iter=iterations,
+                         tol=0.0, reg_covar=1e-6).params
+  x_c, offset = gmm._common.centre(jnp.asarray(x))
+  data = gmm._centred(x_c, covariance_type)
+  ll, new = jax.jit(gmm._em_iteration_diag, static_argnums=(2, 3))(data, gmm._shift(params, offset),
+                                                                    covariance_type, 1e-6)
+  ref_ll, ref_weights, ref_means, ref_covariances = _em_iteration_float64(x, params, covariance_type, 1e-6)
+  assert float(ll) == pytest.approx(ref_ll, abs=2e-5)
+  np.testing.assert_allclose(new.weights, ref_weights, rtol=1e-5)
+  np.testing.assert_allclose(new.means + offset, ref_means, rtol=0, atol=1e-3 * np.sqrt(ref_covariances.min()) + 1e-4)
+  np.testing.assert_allclose(new.covariances, ref_covariances, rtol=2e-5)
+
+
+@pytest.mark.parametrize('case', ['means_move_far', 'component_of_tails'])
+@pytest.mark.parametrize('covariance_type', ['diag', 'spherical'])
+def test_fused_em_iteration_where_its_expansion_or_tails_decide(covariance_type, case):
+  """Narrow blobs (sd 1e-3) at +-5: (a) from means 1 away (1,000 sd), the sums about the old means cancel
+  ~1e6-fold and must be recomputed about the new ones; (b) a third, wide component ~50 nats below every
+  point holds only tail responsibilities (~1e-22), which alone place its mean and variance."""
+  rng = np.random.default_rng(3)
+  x = np.concatenate([rng.normal(-5, 1e-3, (40, 2)), rng.normal(5, 1e-3, (40, 2))]).astype(np.float32)
+  if case == 'means_move_far':
+    weights, means, variances = [0.5, 0.5], [[-4.0, -4.0], [4.0, 4.0]], [1.0, 1.0]
+  else:
+    weights, means, variances = [0.45, 0.45, 0.1], [[-5.0, -5.0], [5.0, 5.0], [0.0, 3.0]], [1e-6, 1e-6, 1.0]
+  variances = np.asarray(variances) if covariance_type == 'spherical' else np.repeat(np.asarray(variances)[:, None], 2, 1)
+  params = gmm.make_params(*(np.asarray(a, np.float32) for a in (weights, means, variances)), covariance_type)
+  data = gmm._centred(jnp.asarray(x), covariance_type)
+  ll, new = jax.jit(gmm._em_iteration_diag, static_argnums=(2, 3))(data, params, covariance_type, 0.0)
+  ref_ll, ref_weights, ref_means, ref_covariances = _em_iteration_float64(x, params, covariance_type, 0.0)
+  assert float(ll) == pytest.approx(ref_ll, rel=1e-5)
+  np.testing.assert_allclose(new.weights, ref_weights, rtol=1e-4)
+  np.testing.assert_allclose(new.means, ref_means, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(new.covariances, ref_covariances, rtol=1e-3)

@@ -68,28 +68,47 @@ def _row_block(xs, b, block_rows: int, n: int):
   return start, jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, block_rows), xs)
 
 
-def map_blocks(fn: Callable, xs, block_rows: int):
-  """Applies a row-wise ``fn`` to the arrays ``xs`` (a pytree, leading dim N) in blocks of rows.
+def map_and_sum_blocks(fn: Callable, xs, block_rows: int):
+  """Row outputs and sums of a blocked pass: ``fn(block, fresh) -> (rows, sums)`` over the rows of ``xs``.
 
-  ``fn`` maps blocks ``[B, ...]`` to outputs with leading dim B. Blocks are
-  read in place and written into the outputs in place (the last block
-  overlaps its predecessor and writes the same values again), so the result
-  equals ``fn(xs)`` while no intermediate is larger than one block's. That
-  matters for speed as well as memory: XLA:CPU gives every large temporary
-  fresh pages each call, and faulting in ``[N, D]`` of them costs more than
-  the arithmetic (3-7x, by host), while a block's stay in cache.
+  ``xs`` is a pytree of arrays with leading dim N, read ``block_rows`` rows at
+  a time in place; ``rows`` (a pytree with leading dim B) are written into
+  ``[N, ...]`` outputs in place, ``sums`` (a pytree of any shapes) are added
+  up over the blocks. The last block is shifted back to end at row N and so
+  overlaps its predecessor: ``fresh [B]`` bool marks the rows no earlier
+  block has seen, and ``fn`` must leave the others out of its sums (its row
+  outputs for them are the same values again). No intermediate is larger than
+  one block's, which matters for speed as well as memory: XLA:CPU gives every
+  large temporary fresh pages each call, and faulting in ``[N, D]`` of them
+  costs more than the arithmetic (3-7x, by host), while a block's stay in
+  cache.
+
+  Returns:
+    ``(rows [N, ...], sums)``; for ``N <= block_rows`` just ``fn(xs, all True)``.
   """
   n = jax.tree.leaves(xs)[0].shape[0]
   if n <= block_rows:
-    return fn(xs)
-  shapes = jax.eval_shape(fn, jax.tree.map(lambda a: jax.ShapeDtypeStruct((block_rows,) + a.shape[1:], a.dtype), xs))
+    return fn(xs, jnp.ones((n,), bool))
+  block_shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct((block_rows,) + a.shape[1:], a.dtype), xs)
+  row_shapes, sum_shapes = jax.eval_shape(fn, block_shapes, jax.ShapeDtypeStruct((block_rows,), bool))
 
-  def step(b, outs):
+  def step(b, carry):
+    rows, sums = carry
     start, block = _row_block(xs, b, block_rows, n)
-    return jax.tree.map(lambda o, v: jax.lax.dynamic_update_slice_in_dim(o, v, start, 0), outs, fn(block))
+    block_rows_out, block_sums = fn(block, start + jnp.arange(block_rows) >= b * block_rows)
+    rows = jax.tree.map(lambda o, v: jax.lax.dynamic_update_slice_in_dim(o, v, start, 0), rows, block_rows_out)
+    return rows, jax.tree.map(jnp.add, sums, block_sums)
 
-  init = jax.tree.map(lambda s: jnp.zeros((n,) + s.shape[1:], s.dtype), shapes)
+  init = (jax.tree.map(lambda s: jnp.zeros((n,) + s.shape[1:], s.dtype), row_shapes),
+          jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sum_shapes))
   return jax.lax.fori_loop(0, -(-n // block_rows), step, init)
+
+
+def map_blocks(fn: Callable, xs, block_rows: int):
+  """Applies a row-wise ``fn`` (``[B, ...] -> [B, ...]``) to the arrays ``xs`` (a pytree, leading dim N) in
+  blocks of rows read and written in place (:func:`map_and_sum_blocks`): equals ``fn(xs)`` while no
+  intermediate is larger than one block's."""
+  return map_and_sum_blocks(lambda block, fresh: (fn(block), ()), xs, block_rows)[0]
 
 
 def weighted_sums(weights: Array, values: Array) -> Array:
@@ -107,37 +126,18 @@ def weighted_sums(weights: Array, values: Array) -> Array:
 
 def weighted_sums_over_row_blocks(fn: Callable, weights: Array, xs, block_rows: int) -> Array:
   """:func:`weighted_sums` of ``weights [N, K]`` and ``fn(xs)`` for a row-wise ``fn`` (``[B, ...] -> [B, D]``),
-  ``block_rows`` rows at a time, so ``fn``'s ``[N, D]`` output is never made (see :func:`map_blocks`)."""
-  n, k = weights.shape
-  if n <= block_rows:
-    return weighted_sums(weights, fn(xs))
-  d = jax.eval_shape(fn, jax.tree.map(lambda a: jax.ShapeDtypeStruct((block_rows,) + a.shape[1:], a.dtype),
-                                      xs)).shape[1]
-
-  def step(b, total):
-    start, (w, block) = _row_block((weights, xs), b, block_rows, n)
-    fresh = start + jnp.arange(block_rows) >= b * block_rows  # rows the previous block already summed
-    return total + weighted_sums(jnp.where(fresh[:, None], w, 0.0), fn(block))
-
-  return jax.lax.fori_loop(0, -(-n // block_rows), step, jnp.zeros((k, d), weights.dtype))
+  ``block_rows`` rows at a time, so ``fn``'s ``[N, D]`` output is never made (:func:`map_and_sum_blocks`)."""
+  def block(rows, fresh):
+    w, block_xs = rows
+    return (), weighted_sums(jnp.where(fresh[:, None], w, 0.0), fn(block_xs))
+  return map_and_sum_blocks(block, (weights, xs), block_rows)[1]
 
 
 def sum_over_row_blocks(fn: Callable, xs, block_rows: int) -> Array:
-  """``sum_n fn(xs)[n]`` for a row-wise ``fn`` (``[B, ...] -> [B]``), ``block_rows`` rows at a time.
-
-  Blocks are read in place (the last one overlapping its predecessor, its
-  repeated rows masked out), so no new ``[N, D]`` buffer is made.
-  """
-  n = jax.tree.leaves(xs)[0].shape[0]
-  if n <= block_rows:
-    return jnp.sum(fn(xs))
-
-  def step(b, total):
-    start, block = _row_block(xs, b, block_rows, n)
-    fresh = start + jnp.arange(block_rows) >= b * block_rows
-    return total + jnp.sum(jnp.where(fresh, fn(block), 0.0))
-
-  return jax.lax.fori_loop(0, -(-n // block_rows), step, jnp.zeros((), jax.tree.leaves(xs)[0].dtype))
+  """``sum_n fn(xs)[n]`` for a row-wise ``fn`` (``[B, ...] -> [B]``), ``block_rows`` rows at a time
+  (:func:`map_and_sum_blocks`), so no new ``[N, D]`` buffer is made."""
+  return map_and_sum_blocks(lambda block, fresh: ((), jnp.sum(jnp.where(fresh, fn(block), 0.0))), xs,
+                            block_rows)[1]
 
 
 def block_rows_for(n_columns: int, max_block_elements: int = DEFAULT_MAX_BLOCK_ELEMENTS) -> int:
