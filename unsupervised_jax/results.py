@@ -58,8 +58,12 @@ def machine() -> str:
   cpu = platform.processor() or platform.machine()
   try:
     with open('/proc/cpuinfo') as f:
-      cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
+      fields = dict(line.split(':', 1) for line in f.read().split('\n\n')[0].splitlines() if ':' in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    cpu = fields['model name']
+    if 'cpu family' in fields:  # 'AMD EPYC' names neither generation: family 23 is Zen 1/2, 25 Zen 3/4
+      cpu += f" (family {fields['cpu family']} model {fields.get('model', '?')})"
+  except (OSError, KeyError):
     pass
   devices = jax.devices()
   return (f'{os.cpu_count()} cores {cpu}; jax {jax.__version__} on {len(devices)} x '
