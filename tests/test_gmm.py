@@ -240,3 +240,20 @@ def test_fused_em_iteration_where_its_expansion_or_tails_decide(covariance_type,
   np.testing.assert_allclose(new.weights, ref_weights, rtol=1e-4)
   np.testing.assert_allclose(new.means, ref_means, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(new.covariances, ref_covariances, rtol=1e-3)
+
+
+@pytest.mark.parametrize('covariance_type', ['diag', 'spherical'])
+def test_m_step_component_of_tails_alone(covariance_type):
+  """A third component whose responsibilities (1e-9) all sit below exp(-20) of their points' largest, on a
+  narrow blob (sd 1e-3) 5 from the origin: its variance ~1e-6 is ~2.5e7 below the expanded form's terms."""
+  rng = np.random.default_rng(4)
+  x = np.concatenate([rng.normal(-5, 1e-3, (40, 2)), rng.normal(5, 1e-3, (40, 2))]).astype(np.float32)
+  resp = np.zeros((80, 3), np.float32)
+  resp[:40, 0], resp[40:, 1], resp[40:, 2] = 1.0, 1.0, 1e-9
+  params = gmm.m_step(jnp.asarray(x), jnp.asarray(resp), covariance_type, reg_covar=0.0)
+  x64, r64 = x.astype(np.float64), resp.astype(np.float64)
+  nk = r64.sum(0) + 10 * np.finfo(np.float64).eps
+  means = r64.T @ x64 / nk[:, None]
+  diag = np.stack([(r64[:, k:k + 1] * (x64 - means[k]) ** 2).sum(0) / nk[k] for k in range(3)])
+  np.testing.assert_allclose(params.means, means, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(params.covariances, diag if covariance_type == 'diag' else diag.mean(1), rtol=1e-3)

@@ -24,7 +24,8 @@ differences ``x - mu_k``, never as ``E[x^2] - E[x]^2``:
   largest responsibility at matmul speed, every pair of the points that
   split their mass; only responsibilities below ``exp(-_LOG_TAIL)`` of their
   point's largest go through the expanded form (their weight keeps its
-  cancellation error as small).
+  cancellation error as small), unless a component holds little else: then
+  every sum comes from differences.
 * EM loop ('diag', 'spherical'): both steps in one pass over the data
   (:func:`_em_iteration_diag`): the M-step's sums are taken about the old
   means from the E-step's differences and moved to the new means exactly,
@@ -264,7 +265,23 @@ def e_step(x: Array, params: GMMParams, covariance_type: str) -> tuple[Array, Ar
 _weighted_sums = _common.weighted_sums
 
 
-def _diag_m_step(data: _Centred, responsibilities: Array, covariance_type: str) -> tuple[Array, Array, Array]:
+def _scatter_from_differences(x: Array, responsibilities: Array, means: Array, covariance_type: str) -> Array:
+  """``sum_n r_nk (x_n - mu_k)^2`` ``[K, D]`` ('spherical': summed over features, ``[K, 1]``) from the
+  differences of every point to every mean, in blocks of rows: the exact M-step, at K times a product's cost."""
+  k, d = means.shape
+
+  def block(rows, fresh):
+    xb, rb = rows
+    sq_diffs = jnp.square(xb[:, None, :] - means[None])  # [B, K, D]
+    if covariance_type == 'spherical':
+      sq_diffs = jnp.sum(sq_diffs, axis=-1, keepdims=True)
+    return (), jnp.einsum('bk,bkd->kd', jnp.where(fresh[:, None], rb, 0.0), sq_diffs, precision=_HIGHEST)
+
+  return _common.map_and_sum_blocks(block, (x, responsibilities), _common.block_rows_for(k * d, _CHUNK_ELEMENTS))[1]
+
+
+def _diag_m_step(data: _Centred, responsibilities: Array, covariance_type: str,
+                 reg_covar: float) -> tuple[Array, Array, Array]:
   """``(counts [K], centred means [K, D], scatter [K, D])``: the M-step's sums for 'diag' and 'spherical'.
 
   ``scatter = sum_n r_nk (x_n - mu_k)^2`` from differences, where it
@@ -309,12 +326,25 @@ def _diag_m_step(data: _Centred, responsibilities: Array, covariance_type: str) 
   # Tails: sum t (x - mu)^2 = sum t x^2 - 2 mu sum t x + mu^2 sum t, with t tiny.
   tail_mass = jnp.sum(tails, axis=0)
   tail_sq = _weighted_sums(tails, data.sq)  # [K, D] ('diag') or [K, 1] ('spherical')
+  size = tail_sq + means * means * tail_mass[:, None]  # the expanded terms' size: their round-off / eps
   if covariance_type == 'spherical':
     tail_scatter = tail_sq - jnp.sum(means * (2.0 * tail_sums - means * tail_mass[:, None]), axis=1, keepdims=True)
     tail_scatter = jnp.broadcast_to(jnp.maximum(tail_scatter, 0.0) / d, scatter.shape)
+    size = jnp.broadcast_to(jnp.sum(size, axis=1, keepdims=True) / d, scatter.shape)
   else:
     tail_scatter = jnp.maximum(tail_sq - means * (2.0 * tail_sums - means * tail_mass[:, None]), 0.0)
-  return counts, means, scatter + tail_scatter
+  scatter = scatter + tail_scatter
+  # A component made of tails alone (its mass all below exp(-_LOG_TAIL) of its points' largest): the
+  # expanded form cannot give its variance; recompute every sum from differences.
+  floor = scatter + reg_covar * (counts + _EMPTY_GUARD)[:, None]
+
+  def exact():
+    exact_scatter = _scatter_from_differences(x_c, responsibilities, means, covariance_type)
+    return jnp.broadcast_to(exact_scatter / d, scatter.shape) if covariance_type == 'spherical' else exact_scatter
+
+  if covariance_type == 'spherical':  # only the sum over features is meaningful
+    size, floor = jnp.sum(size, axis=1), jnp.sum(floor, axis=1)
+  return counts, means, jax.lax.cond(jnp.all(2.0 * size <= floor), lambda: scatter, exact)
 
 
 # Rows per block of the fused EM pass (x, x^2 and their differences stay in cache).
@@ -507,14 +537,7 @@ def _em_iteration_diag(data: _Centred, params: GMMParams, covariance_type: str,
 
   def exact():
     """Every component's sums about its new mean from differences, all points (the first iterations)."""
-    def block(rows, fresh):
-      xb, rb = rows
-      sq_diffs = jnp.square(xb[:, None, :] - new_means[None])  # [B, K, D]
-      if covariance_type == 'spherical':
-        sq_diffs = jnp.sum(sq_diffs, axis=-1, keepdims=True)
-      return (), jnp.einsum('bk,bkd->kd', jnp.where(fresh[:, None], rb, 0.0), sq_diffs, precision=_HIGHEST)
-    return new_means, _common.map_and_sum_blocks(block, (x, responsibilities),
-                                                 _common.block_rows_for(k * d, _CHUNK_ELEMENTS))[1]
+    return new_means, _scatter_from_differences(x, responsibilities, new_means, covariance_type)
 
   if covariance_type == 'spherical':
     branch = jnp.where(n_far == 0, 0, 2)
@@ -547,7 +570,7 @@ def _m_step_centred(data: _Centred, responsibilities: Array, covariance_type: st
       return cov + reg_covar * jnp.eye(d, dtype=x_c.dtype)
     covariances = jax.lax.map(lambda a: component_covariance(*a), (responsibilities.T, means, guarded))
   else:
-    counts, means, scatter = _diag_m_step(data, responsibilities, covariance_type)
+    counts, means, scatter = _diag_m_step(data, responsibilities, covariance_type, reg_covar)
     guarded = counts + _EMPTY_GUARD
     covariances = scatter / guarded[:, None] + reg_covar
     if covariance_type == 'spherical':
