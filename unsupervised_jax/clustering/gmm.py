@@ -150,6 +150,13 @@ def _diag_precision_cholesky(params: GMMParams, covariance_type: str, d: int) ->
   return pc, jnp.sum(jnp.log(pc), axis=-1)
 
 
+def _diag_log_terms(params: GMMParams, covariance_type: str, d: int) -> tuple[Array, Array]:
+  """``(pc [K, D], const [K])`` for 'diag' and 'spherical': the per-feature precision Cholesky and
+  ``log w_k + log det P_k - D/2 log(2 pi)``, so that ``log w_k N(x | k) = const_k - |(x - mu_k) pc_k|^2 / 2``."""
+  pc, log_det = _diag_precision_cholesky(params, covariance_type, d)
+  return pc, jnp.log(params.weights) + log_det - 0.5 * d * math.log(2 * math.pi)
+
+
 def _exact_mahalanobis(x: Array, means: Array, pc: Array) -> Array:
   """``[M, K]`` squared Mahalanobis distances of ``x [M, D]`` for diagonal ``pc [K, D]``, from differences."""
   return jnp.sum(jnp.square((x[:, None, :] - means[None]) * pc[None]), axis=-1)
@@ -208,10 +215,9 @@ def _weighted_log_prob(data: _Centred, params: GMMParams, covariance_type: str) 
     log_det = jnp.sum(jnp.log(jnp.diagonal(params.precision_cholesky, axis1=-2, axis2=-1)), axis=-1)
     mahalanobis = _full_mahalanobis(x, params.means, params.precision_cholesky)
     return log_weights[None] + log_det[None] - 0.5 * (d * math.log(2 * math.pi) + mahalanobis)
-  pc, log_det = _diag_precision_cholesky(params, covariance_type, d)
+  pc, const = _diag_log_terms(params, covariance_type, d)
   means = params.means
   k = means.shape[0]
-  const = log_weights + log_det - 0.5 * d * math.log(2 * math.pi)  # [K]
   # Screening: the expanded form and a bound on its round-off (see
   # _common.expansion_error; one more ulp per term for the products with P).
   precisions = pc * pc
@@ -383,8 +389,7 @@ def _top_pass(data: _Centred, params: GMMParams, covariance_type: str) -> _About
   n, d = x.shape
   means = params.means
   k = means.shape[0]
-  pc, log_det = _diag_precision_cholesky(params, covariance_type, d)
-  const = jnp.log(params.weights) + log_det - 0.5 * d * math.log(2 * math.pi)  # [K]
+  pc, const = _diag_log_terms(params, covariance_type, d)
   precisions = pc * pc
   sq_precisions = precisions[:, :1] if covariance_type == 'spherical' else precisions
   quad_mu = jnp.sum(means * means * precisions, axis=1)  # [K]
@@ -421,8 +426,7 @@ def _add_flagged_rows(data: _Centred, params: GMMParams, covariance_type: str, s
   d = x.shape[1]
   means = params.means
   k = means.shape[0]
-  pc, log_det = _diag_precision_cholesky(params, covariance_type, d)
-  const = jnp.log(params.weights) + log_det - 0.5 * d * math.log(2 * math.pi)
+  pc, const = _diag_log_terms(params, covariance_type, d)
 
   def rows(idx, valid, carry):
     weighted, scatter, first = carry
