@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from unsupervised_jax import augment
 from unsupervised_jax import data
 from unsupervised_jax import losses
+from unsupervised_jax.methods import base
 from unsupervised_jax.methods import infogan
 from unsupervised_jax.models import infogan as models
 from unsupervised_jax.training import parallel
@@ -105,6 +107,39 @@ def test_mutual_information_trains_q_and_the_shared_trunk_but_not_d_head():
   assert norm(grads['d_head']) == 0
 
 
+def test_categorical_view_scores_the_category_on_an_affine_view_and_the_continuous_codes_on_the_image():
+  shape, keys = (8, 8, 1), jax.random.split(jax.random.key(2), 16)
+  plain, viewed = infogan.InfoGANConfig(), infogan.InfoGANConfig(categorical_view_rotation=20.0)
+  generator, discriminator = infogan.networks(plain, shape)
+  g = generator.init(jax.random.key(0), jnp.zeros((1, plain.latent_dim)), train=False)
+  d = discriminator.init(jax.random.key(1), jnp.zeros((1,) + shape), train=False)
+  in_batch = lambda f: jax.vmap(f, axis_name=base.AXIS)  # BatchNorm's pmean over a one-device 'batch' axis
+
+  @jax.jit
+  def terms():
+    def by_hand():  # the view of each generated image, re-made from augment.random_affine and the example key
+      noise, categories, continuous = infogan.sample_latents(plain, keys)
+      fake, _ = generator.apply(g, infogan.generator_input(plain, noise, categories, continuous), train=True,
+                                mutable=['batch_stats'])
+      views = jax.vmap(lambda k, x: augment.random_affine(jax.random.fold_in(k, 1), x, max_rotation_deg=20.0,
+                                                          scale=(0.9, 1.1), max_translation=0.1))(keys, fake)
+      (_, logits, _), _ = discriminator.apply(d, views, train=True, mutable=['batch_stats'])
+      return losses.infogan_mutual_information(logits, categories, jnp.zeros_like(continuous), continuous)[1]
+
+    def categorical_of_g(params, config):
+      return infogan.information(config, dict(g, params=params), d, shape, keys)[1]
+
+    outputs = [in_batch(lambda _: infogan.information(c, g, d, shape, keys)[:3])(jnp.zeros(1)) for c in (plain, viewed)]
+    gradient = jax.grad(lambda p: in_batch(lambda _: categorical_of_g(p, viewed))(jnp.zeros(1))[0])(g['params'])
+    return outputs, in_batch(lambda _: by_hand())(jnp.zeros(1))[0], gradient
+
+  ((_, cat_plain, cont_plain), (_, cat_viewed, cont_viewed)), expected, gradient = terms()
+  assert float(cat_viewed[0]) == pytest.approx(float(expected), rel=1e-5, abs=1e-6)
+  assert abs(float(cat_viewed[0]) - float(cat_plain[0])) > 1e-4  # the view changes Q's categorical logits
+  assert float(cont_viewed[0]) == pytest.approx(float(cont_plain[0]), rel=1e-6)  # continuous: on the image
+  assert sum(float(jnp.sum(jnp.abs(x))) for x in jax.tree.leaves(gradient)) > 0  # G is trained through the warp
+
+
 @pytest.fixture(scope='module')
 def digits_run():
   """One compiled data-parallel step on the 8x8 digits (compiled once for the tests below)."""
@@ -142,6 +177,7 @@ def test_no_nan_over_a_short_digits_run_and_assign_gives_one_cluster_per_image(d
 @pytest.mark.parametrize('flags,match', [(['--generator_learning_rate=0'], 'generator_learning_rate must be > 0'),
                                          (['--num_categories=0'], 'num_categories must be >= 1'),
                                          (['--num_continuous=-1'], 'num_continuous must be >= 1'),
+                                         (['--categorical_view_rotation=-5'], 'categorical_view_rotation must be >= 0'),
                                          (['--batch_size=127', '--num_devices=2'], 'multiple of the 2 devices')])
 def test_bad_flags_fail_in_one_line_before_anything_is_written(tmp_path, flags, match):
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')

@@ -64,6 +64,10 @@ class InfoGANConfig:
   generator_learning_rate: float = setting(1e-3, 'Adam learning rate of G.', above=0)
   beta1: float = setting(0.5, "Adam's beta1, in [0, 1).", minimum=0)
   leaky_slope: float = setting(0.01, 'Leaky ReLU slope of D and Q (the official code: 0.01).', minimum=0)
+  categorical_view_rotation: float = setting(
+      0.0, "Degrees: when > 0, Q's categorical term is scored on a random affine view of each generated image "
+      '(rotation up to this, scale 0.9-1.1, shift up to 10%), so a category cannot be spent on slant; 0 = the '
+      'official InfoGAN.', minimum=0)
   conv_implementation: str = setting('auto', "Strided and transposed convolutions: 'auto' = matrix products on "
                                      "CPU, XLA's elsewhere.", choices=conv.IMPLEMENTATIONS)
 
@@ -113,7 +117,11 @@ def information(config: InfoGANConfig, generator_vars, discriminator_vars, image
   """``(L_I, categorical, continuous, D's logits [B], G's new batch_stats)`` on images generated from ``keys [B]``.
 
   Training mode: G and D/Q normalise with this batch's statistics (averaged over :data:`base.AXIS`, so
-  call it inside the data-parallel step); D's updated running averages are dropped.
+  call it inside the data-parallel step); D's updated running averages are dropped. With
+  ``config.categorical_view_rotation > 0`` the categorical logits come from a second pass of D/Q over a random
+  affine view of each generated image (the view's key: the example key folded with 1), the GAN logits and the
+  continuous means from the images themselves: the category must survive rotation, scaling and shifts (an
+  invariance term in the spirit of IMSAT, Hu et al. 2017), which keeps it from encoding slant or position.
   """
   generator, discriminator = networks(config, image_shape)
   noise, categories, continuous = sample_latents(config, keys)
@@ -121,6 +129,12 @@ def information(config: InfoGANConfig, generator_vars, discriminator_vars, image
                                           train=True, mutable=['batch_stats'])
   (fake_logits, categorical_logits, means), _ = discriminator.apply(discriminator_vars, fake, train=True,
                                                                     mutable=['batch_stats'])
+  if config.categorical_view_rotation > 0:
+    views = jax.vmap(lambda key, image: augment.random_affine(
+        jax.random.fold_in(key, 1), image, max_rotation_deg=config.categorical_view_rotation,
+        scale=(0.9, 1.1), max_translation=0.1))(keys, fake)
+    (_, categorical_logits, _), _ = discriminator.apply(discriminator_vars, views, train=True,
+                                                         mutable=['batch_stats'])
   mi, categorical, cont = losses.infogan_mutual_information(categorical_logits, categories, means, continuous,
                                                             config.categorical_weight, config.continuous_weight)
   return mi, categorical, cont, fake_logits, generator_stats['batch_stats']
