@@ -29,8 +29,8 @@ def test_readme_stays_a_front_door():
   assert len((ROOT / 'README.md').read_bytes()) < 12_000
 
 
-@pytest.mark.parametrize('page', ['README.md', 'docs/library.md', 'docs/moco.md', 'docs/records.md',
-                                  'docs/multihost.md', 'benchmarks/README.md', 'colab/README.md'])
+@pytest.mark.parametrize('page', ['README.md', 'docs/library.md', 'docs/moco.md', 'docs/infogan.md',
+                                  'docs/records.md', 'docs/multihost.md', 'benchmarks/README.md', 'colab/README.md'])
 def test_relative_links_resolve(page):
   path = ROOT / page
   targets = re.findall(r'\]\(([^)#:]+)(?:#[^)]*)?\)', path.read_text())
