@@ -69,9 +69,40 @@ def test_conv_implementations_share_parameters_and_outputs():
   np.testing.assert_allclose(nets['matmul'].apply(params, x), nets['xla'].apply(params, x), atol=1e-4)
 
 
+@pytest.mark.parametrize('stride,kernel_size,size', [(1, (3, 3), 7), (2, (3, 3), 9), (2, (3, 3), 8), (3, (2, 4), 11)])
+def test_conv_valid_matches_xla_in_value_and_gradients(stride, kernel_size, size):
+  x = jax.random.normal(jax.random.key(0), (2, size, size + 1, 3))
+  kernel = jax.random.normal(jax.random.key(1), kernel_size + (3, 5))
+  xla = lambda x, k: jax.lax.conv_general_dilated(x, k, (stride, stride), 'VALID',
+                                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  want, got = xla(x, kernel), conv.conv_valid(x, kernel, stride)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  cotangent = jax.random.normal(jax.random.key(2), want.shape)
+  loss = lambda f: lambda x, k: jnp.sum(f(x, k) * cotangent)
+  for g, w in zip(jax.grad(loss(lambda x, k: conv.conv_valid(x, k, stride)), (0, 1))(x, kernel),
+                  jax.grad(loss(xla), (0, 1))(x, kernel)):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_strided_valid_conv_module_shares_parameters_and_outputs_with_nn_conv():
+  x = jax.random.uniform(jax.random.key(1), (2, 40, 40, 1))
+  reference = nn.Conv(8, (3, 3), strides=(2, 2), padding='VALID')
+  params = reference.init(jax.random.key(0), x)
+  for impl in ('xla', 'matmul'):
+    np.testing.assert_allclose(conv.Conv(8, strides=2, padding='VALID', implementation=impl).apply(params, x),
+                               reference.apply(params, x), atol=1e-5)
+
+
 def test_bad_conv_settings():
   x = jnp.zeros((1, 5, 5, 1))
   with pytest.raises(ValueError, match='implementation'):
     conv.Conv(2, implementation='cudnn').init(jax.random.key(0), x)
   with pytest.raises(ValueError, match='odd'):
     conv.Conv(2, (2, 2)).init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match='strides'):
+    conv.Conv(2, strides=2).init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match='strides'):
+    conv.Conv(2, strides=0, padding='VALID').init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match='padding'):
+    conv.Conv(2, padding='FULL').init(jax.random.key(0), x)

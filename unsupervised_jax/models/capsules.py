@@ -32,6 +32,7 @@ import numpy as np
 
 from unsupervised_jax import losses
 from unsupervised_jax import rendering
+from unsupervised_jax.models import conv
 
 Array = jax.Array
 
@@ -68,6 +69,9 @@ def orthogonal_templates(key, n_templates: int, size: int, channels: int) -> Arr
 class PartEncoder(nn.Module):
   """CNN (3x3 VALID, ReLU) -> per-position bias -> 1x1 conv -> attention pooling per part.
 
+  The convolutions are :class:`~unsupervised_jax.models.conv.Conv` (``nn.Conv``'s parameters; im2col
+  products on CPU, XLA's convolution elsewhere).
+
   ``__call__(x [B, S, S, C])`` -> ``(raw_pose [B, M, 6], features [B, M, F], presence_logit [B, M])``;
   each part ``m`` has its own softmax attention over the positions (``conv_att`` of the official code).
   """
@@ -80,7 +84,7 @@ class PartEncoder(nn.Module):
   def __call__(self, x):
     h = x
     for stride in self.strides:
-      h = nn.relu(nn.Conv(self.channels, (3, 3), strides=(stride, stride), padding='VALID')(h))
+      h = nn.relu(conv.Conv(self.channels, (3, 3), strides=stride, padding='VALID')(h))
     h = h + self.param('position_bias', nn.initializers.zeros_init(), h.shape[1:])
     n_dims = 6 + self.n_features + 1
     out = nn.Dense(self.n_parts * (n_dims + 1))(h)  # a 1x1 convolution
