@@ -56,7 +56,7 @@ def test_summary_table_rows_references_and_missing_records(tmp_path):
                       'raw pixels; k-means++, 10 restarts | `kmeans_mnist` |')
   moco = next(line for line in lines if line.startswith('| MoCo |'))
   assert '| 1 x H100 | 0.969 (poster) |' in moco
-  assert '| InfoGAN | not yet |  |  |  |  | 0.920 (poster) |  |  |' in lines
+  assert '| capsules (SCAE) | not yet |  |  |  |  | 0.985 (poster) |  |  |' in lines
   (tmp_path / 'gmm_mnist.json').unlink()
   with pytest.raises(ValueError, match="gmm_mnist.json is missing.*HEADLINE_RECORDS\\['GMM'\\]"):
     results.summary_table(tmp_path)

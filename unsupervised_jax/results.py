@@ -179,7 +179,7 @@ HEADLINE_RECORDS = {
     'AE + UMAP + GMM (N2D)': 'autoencoder_mnist',
     'MoCo': 'moco_mnist',
     'MoCo + self-labelling': 'moco_selflabel_mnist',
-    'InfoGAN': None,
+    'InfoGAN': 'infogan_mnist',
     'capsules (SCAE)': None,
     'MiCE': None,
 }
@@ -202,6 +202,7 @@ HEADLINE_PROTOCOLS = {
     'AE + UMAP + GMM (N2D)': "DEC's MLP 784-500-500-2000-10; UMAP to 10-d; GMM",
     'MoCo': "the poster's ConvNet, 5,000 steps; UMAP; K-means",
     'MoCo + self-labelling': 'MoCo as above; 3,000 steps on the 70% most confident',
+    'InfoGAN': "5,000 steps; argmax of Q's category (scored on an affine view in training)",
 }
 
 
