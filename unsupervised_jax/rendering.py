@@ -13,7 +13,7 @@ template and the template is sampled there bilinearly with zeros outside
 parts and images (:func:`render_batch`). The sampler gathers the four corners
 of every channel at once (:func:`bilinear_sample`); :func:`bilinear_sample_tent`
 computes the same as dense tent weights, ``sum_ij T[i, j] relu(1 - |r - i|)
-relu(1 - |c - j|)``, with no gather or scatter (2.3x slower on CPU, forward and
+relu(1 - |c - j|)``, with no gather or scatter (3x slower on CPU, forward and
 gradient; see ``benchmarks/scae_step.py``). At a whole-pixel coordinate both
 take the one-sided derivative ``T[i + 1] - T[i]``.
 """
