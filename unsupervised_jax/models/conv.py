@@ -121,7 +121,7 @@ def conv_valid(x: Array, kernel: Array, stride: int = 1) -> Array:
 
   Autodiff writes both gradients as dots and strided slices, not XLA:CPU's convolution weight gradient
   (the SCAE's part encoder, 3x3 stride 2, 2, 1, 1 with 128 channels at batch 32: 0.11 s forward and
-  backward against 0.21 s, ``benchmarks/scae_step.py``).
+  backward against XLA's 0.21 s, timed once by hand with the host loaded; not a benchmark record).
 
   Args:
     x: ``[B, H, W, C_in]``.
