@@ -25,13 +25,33 @@ IMPLEMENTATIONS = ('auto', 'xla', 'matmul')
 _IMAGES_PER_CHUNK = 4  # patches of 4 MNIST-size images (~7 MB) stay in cache; measured best of 4/8/16/32
 
 
-def _patches(x: Array, kernel_size: Tuple[int, int]) -> Array:
-  """``[B, H, W, C]`` -> ``[B * H * W, kh * kw * C]`` 'SAME' patches, ordered (row offset, column offset, channel)."""
+def use_matmul(implementation: str) -> bool:
+  """Whether ``implementation`` ('auto', 'xla' or 'matmul') means the matrix-product form on this backend.
+
+  Raises:
+    ValueError: an implementation not in :data:`IMPLEMENTATIONS`.
+  """
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f'implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}.')
+  return implementation == 'matmul' or (implementation == 'auto' and jax.default_backend() == 'cpu')
+
+
+def _valid_patches(x: Array, kernel_size: Tuple[int, int], stride: int = 1) -> Array:
+  """``[B, H, W, C]`` -> ``[B * out_h * out_w, kh * kw * C]`` 'VALID' patches at ``stride`` (the one im2col here),
+  ordered (row offset, column offset, channel), with ``out_h = (H - kh) // stride + 1`` (and ``out_w`` alike)."""
   kh, kw = kernel_size
   b, h, w, c = x.shape
+  out_h, out_w = (h - kh) // stride + 1, (w - kw) // stride + 1
+  taps = [x[:, dy:dy + stride * (out_h - 1) + 1:stride, dx:dx + stride * (out_w - 1) + 1:stride]
+          for dy in range(kh) for dx in range(kw)]
+  return jnp.concatenate(taps, axis=-1).reshape(b * out_h * out_w, kh * kw * c)
+
+
+def _patches(x: Array, kernel_size: Tuple[int, int]) -> Array:
+  """``[B, H, W, C]`` -> ``[B * H * W, kh * kw * C]`` stride-1 'SAME' patches: the 'VALID' ones of the padded input."""
+  kh, kw = kernel_size
   padded = jnp.pad(x, ((0, 0), (kh // 2, (kh - 1) // 2), (kw // 2, (kw - 1) // 2), (0, 0)))
-  taps = [padded[:, dy:dy + h, dx:dx + w] for dy in range(kh) for dx in range(kw)]
-  return jnp.concatenate(taps, axis=-1).reshape(b * h * w, kh * kw * c)
+  return _valid_patches(padded, kernel_size)
 
 
 def _chunked(x: Array) -> Array:
@@ -131,13 +151,10 @@ def conv_valid(x: Array, kernel: Array, stride: int = 1) -> Array:
   Returns:
     ``[B, (H - kh) // stride + 1, (W - kw) // stride + 1, C_out]``.
   """
-  kh, kw, c_in, c_out = kernel.shape
+  kh, kw, _, c_out = kernel.shape
   b, h, w, _ = x.shape
   out_h, out_w = (h - kh) // stride + 1, (w - kw) // stride + 1
-  taps = [x[:, dy:dy + stride * (out_h - 1) + 1:stride, dx:dx + stride * (out_w - 1) + 1:stride]
-          for dy in range(kh) for dx in range(kw)]
-  patches = jnp.concatenate(taps, axis=-1).reshape(b * out_h * out_w, kh * kw * c_in)
-  return (patches @ kernel.reshape(-1, c_out)).reshape(b, out_h, out_w, c_out)
+  return (_valid_patches(x, (kh, kw), stride) @ kernel.reshape(-1, c_out)).reshape(b, out_h, out_w, c_out)
 
 _NO_GRADIENT = 4  # pooling-window index of a window whose maximum is <= 0: ReLU passes no gradient
 
@@ -241,8 +258,7 @@ class Conv(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    if self.implementation not in IMPLEMENTATIONS:
-      raise ValueError(f'implementation must be one of {IMPLEMENTATIONS}, got {self.implementation!r}.')
+    matmul = use_matmul(self.implementation)
     if self.padding not in ('SAME', 'VALID'):
       raise ValueError(f"padding must be 'SAME' or 'VALID', got {self.padding!r}.")
     if self.strides < 1 or (self.padding == 'SAME' and self.strides != 1):
@@ -251,10 +267,9 @@ class Conv(nn.Module):
       raise ValueError(f'kernel_size must be odd, got {self.kernel_size}.')
     kernel = self.param('kernel', nn.initializers.lecun_normal(), tuple(self.kernel_size) + (x.shape[-1], self.features))
     bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
-    use_matmul = self.implementation == 'matmul' or (self.implementation == 'auto' and jax.default_backend() == 'cpu')
-    if use_matmul and self.relu_max_pool and self.padding == 'SAME':
+    if matmul and self.relu_max_pool and self.padding == 'SAME':
       return conv_relu_max_pool(x, kernel, bias)
-    if use_matmul:
+    if matmul:
       y = conv_same(x, kernel) if self.padding == 'SAME' else conv_valid(x, kernel, self.strides)
     else:
       y = jax.lax.conv_general_dilated(x, kernel, (self.strides, self.strides), self.padding,

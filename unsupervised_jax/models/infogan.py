@@ -39,14 +39,9 @@ INIT = nn.initializers.normal(0.02)
 _PHASE_TAPS = (((1, 1), (3, 0)), ((2, 1), (0, 2)))
 
 
-def _use_matmul(implementation: str) -> bool:
-  if implementation not in conv.IMPLEMENTATIONS:
-    raise ValueError(f'implementation must be one of {conv.IMPLEMENTATIONS}, got {implementation!r}.')
-  return implementation == 'matmul' or (implementation == 'auto' and jax.default_backend() == 'cpu')
-
-
 def strided_conv(x: Array, kernel: Array) -> Array:
-  """4x4 stride-2 convolution with padding 1 as one matrix product of the 16 strided taps.
+  """4x4 stride-2 convolution with padding 1 as one matrix product of the 16 strided taps
+  (:func:`unsupervised_jax.models.conv.conv_valid` of the 1-padded input).
 
   Args:
     x: ``[B, H, W, C_in]``, H and W even.
@@ -55,12 +50,7 @@ def strided_conv(x: Array, kernel: Array) -> Array:
   Returns:
     ``[B, H/2, W/2, C_out]``, equal to ``lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)))``.
   """
-  b, h, w, c = x.shape
-  oh, ow = h // 2, w // 2
-  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  taps = [padded[:, dy:dy + 2 * oh:2, dx:dx + 2 * ow:2] for dy in range(KERNEL) for dx in range(KERNEL)]
-  patches = jnp.concatenate(taps, axis=-1).reshape(b * oh * ow, KERNEL * KERNEL * c)
-  return (patches @ kernel.reshape(-1, kernel.shape[-1])).reshape(b, oh, ow, kernel.shape[-1])
+  return conv.conv_valid(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), kernel, stride=2)
 
 
 def transposed_conv(x: Array, kernel: Array) -> Array:
@@ -112,7 +102,7 @@ class StridedConv(nn.Module):
   def __call__(self, x: Array) -> Array:
     kernel = self.param('kernel', INIT, (KERNEL, KERNEL, x.shape[-1], self.features))
     bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
-    if _use_matmul(self.implementation):
+    if conv.use_matmul(self.implementation):
       y = transposed_conv(x, kernel) if self.transpose else strided_conv(x, kernel)
     else:
       y = _xla_transposed_conv(x, kernel) if self.transpose else _xla_strided_conv(x, kernel)
