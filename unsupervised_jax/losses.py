@@ -94,14 +94,16 @@ def scae_image_log_likelihood(images: Array, means: Array, log_weights: Array, s
 
 
 def scae_part_log_likelihood(parts: Array, part_presence: Array, votes: Array, scales: Array,
-                             vote_presence: Array, normalize: bool = True) -> Tuple[Array, Array]:
+                             vote_presence: Array, normalize: bool = False) -> Tuple[Array, Array]:
   """The object capsules' likelihood of the part poses, per image ``[B]``, and the posterior ``[B, K, M]``.
 
   ``log p(x) = sum_m d_m log sum_k w_km N(x_m | V_km, lambda_km^2 I)``, with the official dummy component
-  (``log N = log w = -2 log 10`` before normalisation) as ``k = K + 1``, ``d_m`` the part's presence and
-  ``w_km = a_k a_km / (sum_i a_i a_im + dummy)`` (the poster's ``a_k a_kn / sum_i a_i sum_j a_ij``; in the
-  image model object ``k`` votes once per part template, so ``n = m``). ``normalize=False`` uses the
-  unnormalised ``log a_k a_km`` as the official ``CapsuleLikelihood`` does.
+  (``log N = log w = -2 log 10``) as ``k = K + 1`` and ``d_m`` the part's presence. By default ``w_km =
+  a_k a_km`` unnormalised (``log w`` = ``log a_k a_km``), as the official ``CapsuleLikelihood`` runs: its
+  gradient pushes the responsible capsules' presences up. ``normalize=True`` gives the poster's ``w_km =
+  a_k a_km / (sum_i a_i a_im + dummy)`` (its ``a_k a_kn / sum_i a_i sum_j a_ij``; in the image model object
+  ``k`` votes once per part template, so ``n = m``), where only the presences' ratios count. The posterior
+  is the same either way.
 
   Args:
     parts: ``[B, M, 6]`` part poses.

@@ -71,8 +71,11 @@ class SCAEConfig:
   prior_within_constant: float = setting(0.0, 'Active object capsules per image the prior L2 aims at; 0 = K / '
                                          'num_classes (what the official MNIST run uses: 32/10).', minimum=0)
   num_classes: int = setting(10, 'Classes assumed by the sparsity terms.', minimum=1)
-  normalize_part_mixture: bool = setting(True, "Normalise the part mixture's weights a_k a_km per part (the poster; "
-                                         '--nonormalize_part_mixture: the official unnormalised logits).')
+  normalize_part_mixture: bool = setting(False, "Normalise the part mixture's weights a_k a_km per part (the "
+                                         "poster's equation); default: the official code's unnormalised logits "
+                                         'log a_k a_km, whose gradient raises the responsible capsules\' presences '
+                                         '(normalised, only their ratios count and the presences settle at a '
+                                         'uniform ~K/10 / K: docs/scae.md).')
   codes: str = setting('prior', "What embed returns: the object capsules' prior presences max_m a_k a_km, or the "
                        'posterior part mass sum_m p(k|x_m) / M.', choices=CODES)
 

@@ -219,7 +219,7 @@ class SCAE(nn.Module):
   channels: int = 1
   encoder_channels: int = 128
   encoder_strides: Sequence[int] = (2, 2, 1, 1)
-  normalize_part_mixture: bool = True
+  normalize_part_mixture: bool = False
 
   def setup(self):
     self.part_encoder = PartEncoder(self.n_parts, self.n_part_features, self.encoder_channels,
