@@ -199,3 +199,42 @@ def test_bad_flags_fail_in_one_line_before_anything_is_written(tmp_path, flag, m
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0 and match in proc.stderr, proc.stderr
   assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / 'run').exists()
+
+
+# Runs experiments.scae_ablation with the grid runner replaced by a recorder (the runner itself is tested by
+# the MoCo ablation's test, the SCAE's training by the digits run above).
+_ABLATION_DRIVER = """
+import json, sys
+from experiments import common, scae_ablation
+from unsupervised_jax.runner import ablation
+def record(cells, out_dir, title, reference=None, results_path=None):
+  print(json.dumps({'cells': [dict(settings, parts=e.method_config.n_part_caps, objects=e.method_config.n_obj_caps,
+                                   workdir=str(e.run.workdir), results_dir=e.run.results_dir, method=m.name)
+                              for settings, e, m in cells], 'reference': reference, 'results_path': results_path}))
+ablation.run = record
+common.run(scae_ablation.main)
+"""
+
+
+def _ablation(*flags):
+  return subprocess.run([sys.executable, '-c', _ABLATION_DRIVER, *flags], cwd=ROOT, capture_output=True, text=True,
+                        timeout=120)
+
+
+def test_capsule_ablation_builds_each_cell_with_its_counts_and_the_posters_number(tmp_path):
+  proc = _ablation('--flagfile=experiments/configs/scae_mnist.flags', f'--workdir={tmp_path}')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert [(c['part_capsules'], c['object_capsules'], c['poster_linear_acc']) for c in out['cells']] == [
+      (30, 16, 0.9847), (40, 32, 0.9906), (60, 40, 0.9674)]
+  for cell in out['cells']:  # each cell's method and run built with its own counts, in its own directory
+    assert (cell['parts'], cell['objects']) == (cell['part_capsules'], cell['object_capsules'])
+    assert cell['method'] == 'scae' and cell['results_dir'] is None
+    assert cell['workdir'] == f'{tmp_path}/parts{cell["parts"]}_objects{cell["objects"]}'
+  assert out['results_path'] == 'results/scae_ablation.json' and out['reference']['acc'] == 0.987
+  other = json.loads(_ablation('--capsules=8:4', '--dataset=digits', f'--workdir={tmp_path}').stdout.splitlines()[-1])
+  assert [(c['parts'], c['objects'], c['poster_linear_acc']) for c in other['cells']] == [(8, 4, '')]
+  for flag, match in (('--capsules=30x16', '--capsules must be parts:objects'),
+                      ('--capsules=0:16', 'n_part_caps must be >= 1')):
+    bad = _ablation(flag, f'--workdir={tmp_path}')
+    assert bad.returncode != 0 and match in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
