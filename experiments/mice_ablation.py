@@ -44,15 +44,13 @@ def main(argv):
   cells = []
   for name in FLAGS.ablations:
     method_config = dataclasses.replace(base.method_config, **CELLS[name])
-    experiment = dataclasses.replace(base, method_config=method_config,
-                                     run=dataclasses.replace(base.run, workdir=f'{out_dir}/{name}', results_dir=None))
+    experiment = ablation.cell(base, method_config, out_dir, name)
     method = mice.mice(method_config, base.train, num_examples)  # every cell validated before anything runs
     cells.append(({'cell': name, **{k: getattr(method_config, k) for k in
                                     ('prototype_update', 'prototype_gradient', 'gating_init', 'learn_gating')}},
                   experiment, method))
-  results_path = (f'{base.run.results_dir}/{base.run.results_name or "mice_ablation"}.json' if base.run.results_dir
-                  else None)
-  ablation.run(cells, out_dir, 'MiCE ablations', reference=PAPER, results_path=results_path)
+  ablation.run(cells, out_dir, 'MiCE ablations', reference=PAPER,
+               results_path=ablation.results_path(base, 'mice_ablation'))
 
 
 if __name__ == '__main__':

@@ -39,15 +39,12 @@ def main(argv):
   for length, momentum in grid:
     method_config = dataclasses.replace(base.method_config, queue_size=length * base.train.batch_size,
                                         momentum=momentum)
-    experiment = dataclasses.replace(
-        base, method_config=method_config,
-        run=dataclasses.replace(base.run, workdir=f'{out_dir}/queue{length}_momentum{momentum}', results_dir=None))
+    experiment = ablation.cell(base, method_config, out_dir, f'queue{length}_momentum{momentum}')
     method = moco.moco(method_config, base.train)  # every cell validated before anything runs
     cells.append(({'queue_batches': length, 'queue_keys': method_config.queue_size, 'momentum': momentum},
                   experiment, method))
-  results_path = (f'{base.run.results_dir}/{base.run.results_name or "moco_ablation"}.json' if base.run.results_dir
-                  else None)
-  ablation.run(cells, out_dir, 'MoCo queue length x momentum', reference=POSTER, results_path=results_path)
+  ablation.run(cells, out_dir, 'MoCo queue length x momentum', reference=POSTER,
+               results_path=ablation.results_path(base, 'moco_ablation'))
 
 
 if __name__ == '__main__':

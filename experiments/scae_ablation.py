@@ -45,15 +45,12 @@ def main(argv):
   cells = []
   for parts, objects in parse_cells(FLAGS.capsules):
     method_config = dataclasses.replace(base.method_config, n_part_caps=parts, n_obj_caps=objects)
-    experiment = dataclasses.replace(
-        base, method_config=method_config,
-        run=dataclasses.replace(base.run, workdir=f'{out_dir}/parts{parts}_objects{objects}', results_dir=None))
+    experiment = ablation.cell(base, method_config, out_dir, f'parts{parts}_objects{objects}')
     method = scae.scae(method_config, base.train)  # every cell validated before anything runs
     cells.append(({'part_capsules': parts, 'object_capsules': objects,
                    'poster_linear_acc': POSTER_LINEAR_ACC.get((parts, objects), '')}, experiment, method))
-  results_path = (f'{base.run.results_dir}/{base.run.results_name or "scae_ablation"}.json' if base.run.results_dir
-                  else None)
-  ablation.run(cells, out_dir, 'SCAE part x object capsules', reference=PAPER, results_path=results_path)
+  ablation.run(cells, out_dir, 'SCAE part x object capsules', reference=PAPER,
+               results_path=ablation.results_path(base, 'scae_ablation'))
 
 
 if __name__ == '__main__':

@@ -74,8 +74,8 @@ class SCAEConfig:
   normalize_part_mixture: bool = setting(False, "Normalise the part mixture's weights a_k a_km per part (the "
                                          "poster's equation); default: the official code's unnormalised logits "
                                          'log a_k a_km, whose gradient raises the responsible capsules\' presences '
-                                         '(normalised, only their ratios count and the presences settle at a '
-                                         'uniform ~K/10 / K: docs/scae.md).')
+                                         '(normalised, only their ratios count and every presence settles near '
+                                         '0.1: docs/scae.md).')
   codes: str = setting('prior', "What embed returns: the object capsules' prior presences max_m a_k a_km, or the "
                        'posterior part mass sum_m p(k|x_m) / M.', choices=CODES)
 

@@ -1,6 +1,7 @@
 """A grid of learned-method runs (an ablation) in one command, tabulated."""
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -9,6 +10,20 @@ from unsupervised_jax.methods import base
 from unsupervised_jax.runner import config as run_config
 from unsupervised_jax.runner import learned
 from unsupervised_jax.runner import records
+
+
+def cell(base: run_config.Experiment, method_config, out_dir, name: str) -> run_config.Experiment:
+  """One cell's experiment: ``base`` with ``method_config``, run in ``<out_dir>/<name>`` and writing no record of
+  its own (the grid's table is the record)."""
+  return dataclasses.replace(base, method_config=method_config,
+                             run=dataclasses.replace(base.run, workdir=f'{out_dir}/{name}', results_dir=None))
+
+
+def results_path(base: run_config.Experiment, default_name: str) -> Optional[str]:
+  """Where the grid's table goes: ``<results_dir>/<results_name or default_name>.json``; None without a results_dir."""
+  if not base.run.results_dir:
+    return None
+  return f'{base.run.results_dir}/{base.run.results_name or default_name}.json'
 
 
 def run(cells: Sequence[Tuple[Dict[str, Any], run_config.Experiment, base.Method]], out_dir,
