@@ -193,11 +193,13 @@ def mice_log_expert(student: Array, teacher: Array, prototypes: Array, queue: Ar
   Returns:
     ``[B, K]`` log expert likelihoods.
   """
-  positive = jnp.sum(teacher * (student + prototypes[None]), axis=-1) / tau  # [B, K]
-  negative = (jnp.einsum('bkd,jkd->bkj', student, queue) +
-              jnp.einsum('kd,jkd->kj', prototypes, queue)[None]) / tau  # [B, K, nu]
-  logits = jnp.concatenate([positive[..., None], negative], axis=-1)
-  return positive - jax.nn.logsumexp(logits, axis=-1)
+  # One contraction for f and mu together (v.(f + mu) is linear), batched over the experts in the leading
+  # axis (XLA's CPU dot is ~4x faster that way than over a middle batch axis, gradient included), and the
+  # positive joined to the negatives' log-sum-exp by logaddexp rather than a concatenated [B, K, nu + 1] copy.
+  query = student + prototypes[None]  # [B, K, D]
+  positive = jnp.sum(teacher * query, axis=-1) / tau  # [B, K]
+  negative = jnp.einsum('kbd,kjd->kbj', jnp.transpose(query, (1, 0, 2)), jnp.transpose(queue, (1, 0, 2))) / tau
+  return positive - jnp.logaddexp(positive, jax.nn.logsumexp(negative, axis=-1).T)  # [K, B, nu] -> [B, K]
 
 
 def mice_posterior(log_gating: Array, log_expert: Array) -> Array:
