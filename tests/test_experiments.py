@@ -262,6 +262,33 @@ def test_seeds_run_apart_combine_into_one_record_and_other_settings_are_refused(
   assert redone['train_s'] >= per_seed[0]['train_s']
 
 
+def test_a_record_written_seed_by_seed_is_continued_on_another_machine(tmp_path):
+  common = ('experiments.autoencoder', '--num_steps=20', '--log_every=10', '--checkpoint_every=20', '--nofigures',
+            '--cluster_method=kmeans', '--knn_k=20', f'--results_dir={tmp_path / "results"}')
+  path = tmp_path / 'results' / 'autoencoder_digits.json'
+  proc = _run(*common, '--seeds=0', f'--workdir={tmp_path / "first_machine"}')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  first = json.loads(path.read_text())
+  assert first['seeds'] == [0] and [r['seed'] for r in first['seed_runs']] == [0]
+  proc = _run(*common, '--seeds=1', f'--workdir={tmp_path / "b"}')  # not a continuation of seed 0's record
+  assert proc.returncode != 0 and 'other settings (seeds)' in proc.stderr and not (tmp_path / 'b').exists()
+  # A fresh workdir (a new session's checkout): seed 0 comes from the record, only seed 1 trains.
+  proc = _run(*common, '--seeds=0,1', f'--workdir={tmp_path / "second_machine"}')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f'seed 0: reusing {path}' in proc.stdout
+  assert not (tmp_path / 'second_machine' / 'seed_0').exists() and (tmp_path / 'second_machine' / 'seed_1').is_dir()
+  record = json.loads(path.read_text())
+  second = json.loads((tmp_path / 'second_machine' / 'seed_1' / 'eval.json').read_text())
+  assert record['seeds'] == [0, 1] and record['config']['seeds'] == [0, 1]
+  assert record['metrics']['acc']['per_seed'] == [first['metrics']['acc']['per_seed'][0], second['scores']['acc']]
+  assert record['wall_time_s'] == pytest.approx(first['wall_time_s'] + second['wall_s'])
+  assert record['seed_runs'][0] == first['seed_runs'][0]
+  # The whole record now exists: --reuse_record returns it and runs nothing.
+  proc = _run(*common, '--seeds=0,1', f'--workdir={tmp_path / "third"}', '--reuse_record')
+  assert proc.returncode == 0 and 'a record of the same settings and seeds' in proc.stdout, proc.stderr[-3000:]
+  assert not (tmp_path / 'third').exists()
+
+
 def test_a_copied_workdir_resumes_but_other_settings_are_refused(tmp_path):
   from unsupervised_jax.runner import config as run_config
   config = {'method': 'moco', 'workdir': str(tmp_path / 'gpu_run'), 'data_dir': '/elsewhere', 'num_steps': 50,

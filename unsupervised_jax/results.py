@@ -5,6 +5,10 @@ Method runs::
   {"method", "dataset", "protocol", "command", "git_commit", "machine",
    "wall_time_s", "seeds", "metrics": {name: {"mean", "std", "per_seed"}}, ...}
 
+A learned method's record also lists ``"seed_runs": [{"seed", "scores", "wall_time_s", "git_commit",
+"machine"}]``: it is rewritten after each seed, so seeds run in different sessions or on different
+machines make one record (``wall_time_s`` their sum, ``machine`` each distinct host).
+
 Ablations (one method run per cell of a grid)::
 
   {"title", "command", "git_commit", "reference", "cells": [{"settings": {...}, "record": <method run>}]}

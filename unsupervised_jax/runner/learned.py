@@ -38,8 +38,11 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
   whose ``eval.json`` holds the same evaluation settings is reused, not rerun,
   so seeds can run as separate processes (or resume after a crash) into one
   record; with other evaluation settings a trained seed is re-evaluated from
-  its last checkpoint without training again. With ``reuse_record``, a record of the same
-  settings and seeds already in the results is returned as it is, and nothing runs or is written.
+  its last checkpoint without training again. The record in the results is rewritten after each
+  seed, with ``seed_runs``: a run of the same settings whose seeds include its seeds reuses them from
+  there (a new machine or session with an empty workdir continues the same command). With
+  ``reuse_record``, a record of the same settings and seeds already in the results is returned as it
+  is, and nothing runs or is written.
 
   Raises:
     ValueError: a bad setting, data or workdir, before training or writing anything.
@@ -65,20 +68,30 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
     record_path = records.record_path(run_settings.results_dir, run_settings.results_name, method.name,
                                       run_settings.dataset)
     records.check_replaceable(record_path, flat)
-    if run_settings.reuse_record and record_path.is_file():
+    if run_settings.reuse_record and records.holds_all_seeds(record_path, flat):
       return records.reuse(record_path)
+  earlier = records.finished_seeds(record_path, flat) if record_path is not None else {}
   run_config.write_config(workdir, flat)
   mesh = parallel.make_mesh(train.num_devices or None)
+  description = records.protocol_description(flat, n_clusters, assigns=method.assign is not None)
 
-  per_seed, seed_walls = [], []
+  def record_of(seed_runs):
+    return records.seed_record(method.name, run_settings.label(), description, seed_runs, flat)
+
+  seed_runs = []  # {'seed', 'scores', 'wall_time_s', 'git_commit', 'machine'} per finished seed
   evaluation_settings = {k: flat[k] for k in run_config.EVALUATION_SETTINGS}
   for seed in run_settings.seeds:
+    if seed in earlier:  # finished by an earlier process or machine, kept in the record
+      seed_runs.append(earlier[seed])
+      print(f'seed {seed}: reusing {record_path}', flush=True)
+      continue
     seed_dir = workdir / f'seed_{seed}'
     finished = seed_dir / 'eval.json'
     done = json.loads(finished.read_text()) if finished.is_file() else {}
     if done.get('evaluation') == evaluation_settings:  # evaluated alike before (another process, a crash)
-      per_seed.append(done['scores'])
-      seed_walls.append(done['wall_s'])
+      seed_runs.append({'seed': seed, 'scores': done['scores'], 'wall_time_s': done['wall_s'],
+                        'git_commit': done.get('git_commit', results.git_commit()),
+                        'machine': done.get('machine', results.machine())})
       print(f'seed {seed}: reusing {finished}', flush=True)
       continue
     keys = run_config.seed_keys(seed)
@@ -103,27 +116,28 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
     for name, confusion in confusions.items():
       print(f'seed {seed}: largest confusions of the {name} clusters: {metrics.largest_confusions(confusion)}',
             flush=True)
-    per_seed.append(scores)
-    seed_walls.append(train_s + time.perf_counter() - start)
+    seed_runs.append({'seed': seed, 'scores': scores, 'wall_time_s': train_s + time.perf_counter() - start,
+                      'git_commit': results.git_commit(), 'machine': results.machine()})
     confusion_lists = {name: {field: value.tolist() for field, value in confusion._asdict().items()}
                        for name, confusion in confusions.items()}
-    results.write_json(finished, {'scores': scores, 'wall_s': seed_walls[-1], 'train_s': train_s,
+    results.write_json(finished, {'scores': scores, 'wall_s': seed_runs[-1]['wall_time_s'], 'train_s': train_s,
+                                  'git_commit': seed_runs[-1]['git_commit'], 'machine': seed_runs[-1]['machine'],
                                   'evaluation': evaluation_settings,
                                   'confusion': confusion_lists})  # before the slow figures
+    if record_path is not None:  # the finished seeds so far: a later process continues from them
+      records.write(record_path, record_of(seed_runs))
     if run_settings.figures and seed == run_settings.seeds[0] and not (workdir / 'tsne.png').is_file():
       plots.tsne(evaluation.cluster_codes, splits.cluster.labels, workdir / 'tsne.png',
                  title=f'{method.name} codes, {run_settings.label()} (t-SNE)')
       if method.figures is not None:
         matching = metrics.match_clusters(splits.score.labels, scored['assigned']) if 'assigned' in scored else None
         method.figures(state, test_split.images, workdir, matching=matching)
-  wall = sum(seed_walls)  # seeds may have run in separate processes: the sum of their own wall times
-
-  description = records.protocol_description(flat, n_clusters, assigns=method.assign is not None)
-  record = results.method_record(method.name, run_settings.label(), description, run_settings.seeds, per_seed,
-                                 wall, config=flat)
+  # Seeds may have run in separate processes or machines: the wall time is the sum of their own.
+  record = record_of(seed_runs)
   results.write_json(workdir / 'metrics.json', record)
   if record_path is not None:
     records.write(record_path, record)
   print(f'{method.name} on {run_settings.label()} over seeds {list(run_settings.seeds)}: ' + '  '.join(
-      f'{k} {v["mean"]:.4f} ± {v["std"]:.4f}' for k, v in record['metrics'].items()) + f'  ({wall:.0f} s)')
+      f'{k} {v["mean"]:.4f} ± {v["std"]:.4f}' for k, v in record['metrics'].items()) +
+        f'  ({record["wall_time_s"]:.0f} s)')
   return record

@@ -106,7 +106,7 @@ def run(method: str, run_settings: run_config.RunConfig, pixels: PixelConfig,
     record_path = records.record_path(run_settings.results_dir, run_settings.results_name, method,
                                       run_settings.dataset)
     records.check_replaceable(record_path, flat)
-    if run_settings.reuse_record and record_path.is_file():
+    if run_settings.reuse_record and records.holds_all_seeds(record_path, flat):
       return records.reuse(record_path)
   workdir = run_config.write_config(_workdir(method, run_settings), flat)
 

@@ -55,22 +55,73 @@ def record_path(results_dir, results_name, method: str, dataset: str) -> pathlib
 
 def check_replaceable(path, flat: Dict[str, Any]):
   """Raises ValueError when ``path`` holds a record of other settings or seeds: a record is replaced only
-  by a run of the same settings and seeds (evaluation included); anything else needs its own name."""
+  by a run of the same settings and seeds (evaluation included), or continued by one of the same settings
+  whose seeds include the record's (:func:`finished_seeds`); anything else needs its own name."""
   path = pathlib.Path(path)
   if not path.is_file():
     return
   previous = json.loads(path.read_text())
   if 'config' not in previous:
     raise ValueError(f'{path} is not a record this run can replace; pass another --results_name.')
-  names = run_config.differing(previous['config'], flat, _NOT_RECORD_DEFINING)
+  names = run_config.differing(previous['config'], flat, _NOT_RECORD_DEFINING + ('seeds',))
+  if not names and not (_same_seeds(previous, flat) or _continued_by(previous, flat)):
+    names = ['seeds']
   if names:
     raise ValueError(f'{path} holds a record of other settings ({", ".join(names)}); pass --results_name=<name> '
                      'to keep both.')
 
 
+def _seeds(flat: Dict[str, Any]) -> list:
+  return [int(s) for s in flat.get('seeds', ())]
+
+
+def _same_seeds(previous: Dict[str, Any], flat: Dict[str, Any]) -> bool:
+  return _seeds(previous['config']) == _seeds(flat)
+
+
+def _continued_by(previous: Dict[str, Any], flat: Dict[str, Any]) -> bool:
+  """A record written seed by seed (it has ``seed_runs``) whose seeds all are among the run's."""
+  return 'seed_runs' in previous and set(_seeds(previous['config'])) <= set(_seeds(flat))
+
+
+def holds_all_seeds(path, flat: Dict[str, Any]) -> bool:
+  """Whether ``path`` holds a record of the run's seeds (call after :func:`check_replaceable` passed)."""
+  path = pathlib.Path(path)
+  return path.is_file() and _same_seeds(json.loads(path.read_text()), flat)
+
+
+def finished_seeds(path, flat: Dict[str, Any]) -> Dict[int, Dict[str, Any]]:
+  """The seeds a record at ``path`` already holds for this run: ``{seed: seed run}``, each seed run
+  ``{'seed', 'scores', 'wall_time_s', 'git_commit', 'machine'}``.
+
+  A learned method's record is rewritten after every seed (:func:`seed_record`), so a run whose process or
+  machine ended part-way (a session, a preempted VM) keeps its finished seeds in the results, and the same
+  command continues with the others. Records written before ``seed_runs`` existed give ``{}``. Call after
+  :func:`check_replaceable` passed.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    return {}
+  previous = json.loads(path.read_text())
+  if not _continued_by(previous, flat):
+    return {}
+  return {int(run['seed']): run for run in previous['seed_runs']}
+
+
+def seed_record(method: str, dataset: str, protocol: str, seed_runs, config: Dict[str, Any]) -> Dict[str, Any]:
+  """The record of the finished ``seed_runs`` (in the run's seed order): the schema's fields over them, the
+  wall time their sum, ``machine`` each distinct host they ran on, and ``seed_runs`` for continuing."""
+  record = results.method_record(method, dataset, protocol, [run['seed'] for run in seed_runs],
+                                 [run['scores'] for run in seed_runs], sum(run['wall_time_s'] for run in seed_runs),
+                                 config=dict(config, seeds=[run['seed'] for run in seed_runs]))
+  machines = list(dict.fromkeys(run['machine'] for run in seed_runs))
+  record['machine'] = ' + '.join(machines)
+  record['seed_runs'] = list(seed_runs)
+  return record
+
+
 def reuse(path) -> Dict[str, Any]:
-  """The record at ``path``, announced as reused: call it after :func:`check_replaceable` passed on an existing
-  record, i.e. one of the same settings and seeds (``--reuse_record``)."""
+  """The record at ``path``, announced as reused: call it when :func:`holds_all_seeds` (``--reuse_record``)."""
   record = json.loads(pathlib.Path(path).read_text())
   print(f'reusing {path}: a record of the same settings and seeds', flush=True)
   return record
