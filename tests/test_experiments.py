@@ -266,27 +266,37 @@ def test_a_record_written_seed_by_seed_is_continued_on_another_machine(tmp_path)
   common = ('experiments.autoencoder', '--num_steps=20', '--log_every=10', '--checkpoint_every=20', '--nofigures',
             '--cluster_method=kmeans', '--knn_k=20', f'--results_dir={tmp_path / "results"}')
   path = tmp_path / 'results' / 'autoencoder_digits.json'
-  proc = _run(*common, '--seeds=0', f'--workdir={tmp_path / "first_machine"}')
+  proc = _run(*common, '--seeds=1', f'--workdir={tmp_path / "first_machine"}')
   assert proc.returncode == 0, proc.stderr[-3000:]
   first = json.loads(path.read_text())
-  assert first['seeds'] == [0] and [r['seed'] for r in first['seed_runs']] == [0]
-  proc = _run(*common, '--seeds=1', f'--workdir={tmp_path / "b"}')  # not a continuation of seed 0's record
+  assert first['seeds'] == [1] and [r['seed'] for r in first['seed_runs']] == [1]
+  proc = _run(*common, '--seeds=0', f'--workdir={tmp_path / "b"}')  # not a continuation of seed 1's record
   assert proc.returncode != 0 and 'other settings (seeds)' in proc.stderr and not (tmp_path / 'b').exists()
-  # A fresh workdir (a new session's checkout): seed 0 comes from the record, only seed 1 trains.
-  proc = _run(*common, '--seeds=0,1', f'--workdir={tmp_path / "second_machine"}')
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert f'seed 0: reusing {path}' in proc.stdout
-  assert not (tmp_path / 'second_machine' / 'seed_0').exists() and (tmp_path / 'second_machine' / 'seed_1').is_dir()
+  # A fresh workdir (a new session's checkout): seed 1 comes from the record; seed 0 trains, and the record is
+  # rewritten at once with both; seed 2 fails (its directory is blocked by a file), as a session ending would.
+  second = tmp_path / 'second_machine'
+  second.mkdir()
+  (second / 'seed_2').write_text('in the way')
+  proc = _run(*common, '--seeds=0,1,2', f'--workdir={second}')
+  assert proc.returncode != 0 and f'seed 1: reusing {path}' in proc.stdout, proc.stdout[-3000:]
+  assert not (second / 'seed_1').exists()
   record = json.loads(path.read_text())
-  second = json.loads((tmp_path / 'second_machine' / 'seed_1' / 'eval.json').read_text())
+  seed_0 = json.loads((second / 'seed_0' / 'eval.json').read_text())
   assert record['seeds'] == [0, 1] and record['config']['seeds'] == [0, 1]
-  assert record['metrics']['acc']['per_seed'] == [first['metrics']['acc']['per_seed'][0], second['scores']['acc']]
-  assert record['wall_time_s'] == pytest.approx(first['wall_time_s'] + second['wall_s'])
-  assert record['seed_runs'][0] == first['seed_runs'][0]
-  # The whole record now exists: --reuse_record returns it and runs nothing.
-  proc = _run(*common, '--seeds=0,1', f'--workdir={tmp_path / "third"}', '--reuse_record')
+  assert record['metrics']['acc']['per_seed'] == [seed_0['scores']['acc'], first['metrics']['acc']['per_seed'][0]]
+  assert record['wall_time_s'] == pytest.approx(first['wall_time_s'] + seed_0['wall_s'])
+  assert record['seed_runs'][1] == first['seed_runs'][0]
+  # The same command again finishes seed 2 only; then --reuse_record returns the whole record and runs nothing.
+  (second / 'seed_2').unlink()
+  proc = _run(*common, '--seeds=0,1,2', f'--workdir={second}')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f'seed 0: reusing {path}' in proc.stdout and f'seed 1: reusing {path}' in proc.stdout
+  record = json.loads(path.read_text())
+  assert record['seeds'] == [0, 1, 2] and record['metrics']['acc']['per_seed'][:2] == [
+      seed_0['scores']['acc'], first['metrics']['acc']['per_seed'][0]]
+  proc = _run(*common, '--seeds=2,1,0', f'--workdir={tmp_path / "third"}', '--reuse_record')
   assert proc.returncode == 0 and 'a record of the same settings and seeds' in proc.stdout, proc.stderr[-3000:]
-  assert not (tmp_path / 'third').exists()
+  assert not (tmp_path / 'third').exists() and json.loads(path.read_text()) == record
 
 
 def test_a_copied_workdir_resumes_but_other_settings_are_refused(tmp_path):

@@ -133,6 +133,17 @@ def test_detailed_summary_table_adds_probes_wall_time_and_data_and_marks_missing
       '- `m`: `python -m experiments.moco` on 2 cores AMD EPYC; jax 0.10.2 on 1 x cpu (cpu), commit `abc+dirty`.')
 
 
+def test_a_record_of_seeds_run_on_two_machines_names_both_and_each_seeds_commit(tmp_path):
+  gpu = '16 cores Intel Xeon; jax 0.10.2 on 1 x NVIDIA H100 80GB HBM3 (gpu)'
+  cpu = '2 cores AMD EPYC; jax 0.10.2 on 1 x cpu (cpu)'
+  runs = [{'seed': 0, 'git_commit': 'a' * 40, 'machine': cpu}, {'seed': 1, 'git_commit': 'b' * 40 + '+dirty',
+                                                                 'machine': gpu}]
+  (tmp_path / 'm.json').write_text(json.dumps(_record(0.9, machine=f'{cpu} + {gpu}', seed_runs=runs)))
+  row = results.summary_table(tmp_path, {'MoCo': 'm'}, detail=True).splitlines()[2]
+  assert '| CPU, 2 cores + 1 x H100 |' in row
+  assert results.provenance(tmp_path, ['m']).endswith(f"(seeds by commit: `{'a' * 12}` 0; `{'b' * 12}+dirty` 1).")
+
+
 def test_committed_table_is_the_table_of_the_committed_records():
   path = ROOT / 'results' / 'table.md'
   if not path.is_file():

@@ -211,7 +211,10 @@ HEADLINE_PROTOCOLS = {
 
 
 def _where(machine: str) -> str:
-  """``'2 cores AMD EPYC; jax 0.10.2 on 1 x cpu (cpu)'`` -> ``'CPU, 2 cores'``; a GPU's kind otherwise."""
+  """``'2 cores AMD EPYC; jax 0.10.2 on 1 x cpu (cpu)'`` -> ``'CPU, 2 cores'``; a GPU's kind otherwise; each
+  distinct one of a record whose seeds ran on several machines (joined by ``' + '``)."""
+  if ' + ' in machine:
+    return ' + '.join(dict.fromkeys(_where(one) for one in machine.split(' + ')))
   head, _, devices = machine.rpartition(' on ')
   if devices.endswith('(cpu)'):
     return f'CPU, {head.split(" cores")[0]} cores'
@@ -291,5 +294,12 @@ def provenance(directory, names: Sequence[str]) -> str:
     if path.is_file():
       record = json.loads(path.read_text())
       head, plus, dirty = record['git_commit'].partition('+')
-      lines.append(f'- `{name}`: `{record["command"]}` on {record["machine"]}, commit `{head[:12]}{plus}{dirty}`.')
+      line = f'- `{name}`: `{record["command"]}` on {record["machine"]}, commit `{head[:12]}{plus}{dirty}`'
+      commits = {}  # seeds that ran in other processes (seed_runs), by the commit each ran
+      for run in record.get('seed_runs', ()):
+        commit = run['git_commit'][:12] + ('+dirty' if run['git_commit'].endswith('+dirty') else '')
+        commits.setdefault(commit, []).append(str(run['seed']))
+      if len(commits) > 1:
+        line += ' (seeds by commit: ' + '; '.join(f'`{c}` {", ".join(s)}' for c, s in commits.items()) + ')'
+      lines.append(line + '.')
   return '\n'.join(lines)

@@ -75,23 +75,29 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
   mesh = parallel.make_mesh(train.num_devices or None)
   description = records.protocol_description(flat, n_clusters, assigns=method.assign is not None)
 
-  def record_of(seed_runs):
-    return records.seed_record(method.name, run_settings.label(), description, seed_runs, flat)
+  def record_of(runs):
+    return records.seed_record(method.name, run_settings.label(), description,
+                               [runs[s] for s in run_settings.seeds if s in runs], flat)
 
-  seed_runs = []  # {'seed', 'scores', 'wall_time_s', 'git_commit', 'machine'} per finished seed
+  # Finished seeds, {seed: {'seed', 'scores', 'wall_time_s', 'git_commit', 'machine'}}: the record's and this
+  # process's. The record is rewritten after each seed where it is new or already written seed by seed (a
+  # complete record of older code is replaced at the end only, as before).
+  seed_runs = dict(earlier)
+  write_each_seed = record_path is not None and (bool(earlier) or not record_path.is_file())
+  changed = False  # whether this process added a seed (else the record is left as it is)
+  figures_made = False
   evaluation_settings = {k: flat[k] for k in run_config.EVALUATION_SETTINGS}
   for seed in run_settings.seeds:
     if seed in earlier:  # finished by an earlier process or machine, kept in the record
-      seed_runs.append(earlier[seed])
       print(f'seed {seed}: reusing {record_path}', flush=True)
       continue
+    changed = True
     seed_dir = workdir / f'seed_{seed}'
     finished = seed_dir / 'eval.json'
     done = json.loads(finished.read_text()) if finished.is_file() else {}
     if done.get('evaluation') == evaluation_settings:  # evaluated alike before (another process, a crash)
-      seed_runs.append({'seed': seed, 'scores': done['scores'], 'wall_time_s': done['wall_s'],
-                        'git_commit': done.get('git_commit', results.git_commit()),
-                        'machine': done.get('machine', results.machine())})
+      seed_runs[seed] = {'seed': seed, 'scores': done['scores'], 'wall_time_s': done['wall_s'],
+                         'git_commit': done.get('git_commit', 'unknown'), 'machine': done.get('machine', 'unknown')}
       print(f'seed {seed}: reusing {finished}', flush=True)
       continue
     keys = run_config.seed_keys(seed)
@@ -116,17 +122,18 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
     for name, confusion in confusions.items():
       print(f'seed {seed}: largest confusions of the {name} clusters: {metrics.largest_confusions(confusion)}',
             flush=True)
-    seed_runs.append({'seed': seed, 'scores': scores, 'wall_time_s': train_s + time.perf_counter() - start,
-                      'git_commit': results.git_commit(), 'machine': results.machine()})
+    seed_runs[seed] = {'seed': seed, 'scores': scores, 'wall_time_s': train_s + time.perf_counter() - start,
+                       'git_commit': results.git_commit(), 'machine': results.machine()}
     confusion_lists = {name: {field: value.tolist() for field, value in confusion._asdict().items()}
                        for name, confusion in confusions.items()}
-    results.write_json(finished, {'scores': scores, 'wall_s': seed_runs[-1]['wall_time_s'], 'train_s': train_s,
-                                  'git_commit': seed_runs[-1]['git_commit'], 'machine': seed_runs[-1]['machine'],
+    results.write_json(finished, {'scores': scores, 'wall_s': seed_runs[seed]['wall_time_s'], 'train_s': train_s,
+                                  'git_commit': seed_runs[seed]['git_commit'], 'machine': seed_runs[seed]['machine'],
                                   'evaluation': evaluation_settings,
                                   'confusion': confusion_lists})  # before the slow figures
-    if record_path is not None:  # the finished seeds so far: a later process continues from them
+    if write_each_seed:  # the finished seeds so far: a later process or machine continues from them
       records.write(record_path, record_of(seed_runs))
-    if run_settings.figures and seed == run_settings.seeds[0] and not (workdir / 'tsne.png').is_file():
+    if run_settings.figures and not figures_made and not (workdir / 'tsne.png').is_file():
+      figures_made = True  # the first seed trained here (the record's seeds have no state on this machine)
       plots.tsne(evaluation.cluster_codes, splits.cluster.labels, workdir / 'tsne.png',
                  title=f'{method.name} codes, {run_settings.label()} (t-SNE)')
       if method.figures is not None:
@@ -135,7 +142,7 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
   # Seeds may have run in separate processes or machines: the wall time is the sum of their own.
   record = record_of(seed_runs)
   results.write_json(workdir / 'metrics.json', record)
-  if record_path is not None:
+  if record_path is not None and changed:
     records.write(record_path, record)
   print(f'{method.name} on {run_settings.label()} over seeds {list(run_settings.seeds)}: ' + '  '.join(
       f'{k} {v["mean"]:.4f} ± {v["std"]:.4f}' for k, v in record['metrics'].items()) +

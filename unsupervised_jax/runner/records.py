@@ -64,8 +64,8 @@ def check_replaceable(path, flat: Dict[str, Any]):
   if 'config' not in previous:
     raise ValueError(f'{path} is not a record this run can replace; pass another --results_name.')
   names = run_config.differing(previous['config'], flat, _NOT_RECORD_DEFINING + ('seeds',))
-  if not names and not (_same_seeds(previous, flat) or _continued_by(previous, flat)):
-    names = ['seeds']
+  if not (_same_seeds(previous, flat) or _continued_by(previous, flat)):
+    names = sorted(names + ['seeds'])
   if names:
     raise ValueError(f'{path} holds a record of other settings ({", ".join(names)}); pass --results_name=<name> '
                      'to keep both.')
@@ -87,7 +87,7 @@ def _continued_by(previous: Dict[str, Any], flat: Dict[str, Any]) -> bool:
 def holds_all_seeds(path, flat: Dict[str, Any]) -> bool:
   """Whether ``path`` holds a record of the run's seeds (call after :func:`check_replaceable` passed)."""
   path = pathlib.Path(path)
-  return path.is_file() and _same_seeds(json.loads(path.read_text()), flat)
+  return path.is_file() and set(_seeds(json.loads(path.read_text())['config'])) == set(_seeds(flat))
 
 
 def finished_seeds(path, flat: Dict[str, Any]) -> Dict[int, Dict[str, Any]]:
@@ -95,9 +95,10 @@ def finished_seeds(path, flat: Dict[str, Any]) -> Dict[int, Dict[str, Any]]:
   ``{'seed', 'scores', 'wall_time_s', 'git_commit', 'machine'}``.
 
   A learned method's record is rewritten after every seed (:func:`seed_record`), so a run whose process or
-  machine ended part-way (a session, a preempted VM) keeps its finished seeds in the results, and the same
-  command continues with the others. Records written before ``seed_runs`` existed give ``{}``. Call after
-  :func:`check_replaceable` passed.
+  machine ended part-way (a session, a preempted VM) keeps its finished seeds in the results; where that
+  record reaches the next machine (committed or copied; the workdir need not), the same command continues
+  with the other seeds. Records written before ``seed_runs`` existed give ``{}``. Call after
+  :func:`check_replaceable` passed. To measure a recorded seed again, write to another ``--results_name``.
   """
   path = pathlib.Path(path)
   if not path.is_file():
@@ -110,7 +111,9 @@ def finished_seeds(path, flat: Dict[str, Any]) -> Dict[int, Dict[str, Any]]:
 
 def seed_record(method: str, dataset: str, protocol: str, seed_runs, config: Dict[str, Any]) -> Dict[str, Any]:
   """The record of the finished ``seed_runs`` (in the run's seed order): the schema's fields over them, the
-  wall time their sum, ``machine`` each distinct host they ran on, and ``seed_runs`` for continuing."""
+  wall time their sum, ``machine`` each distinct host they ran on (joined by ``' + '``), and ``seed_runs``
+  for continuing and for each seed's own commit. ``git_commit`` and ``command`` are the process's that
+  writes the record."""
   record = results.method_record(method, dataset, protocol, [run['seed'] for run in seed_runs],
                                  [run['scores'] for run in seed_runs], sum(run['wall_time_s'] for run in seed_runs),
                                  config=dict(config, seeds=[run['seed'] for run in seed_runs]))

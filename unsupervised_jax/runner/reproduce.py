@@ -15,9 +15,11 @@ evaluation are the entry points' own and nothing is written twice:
 Every command gets ``--seeds``, its own ``--workdir`` under the reproduction's, ``--results_dir``,
 ``--results_name`` and ``--reuse_record``: a configuration whose record already holds these settings and
 seeds is reused, not run again (the runners' own test,
-:func:`unsupervised_jax.runner.records.check_replaceable`), and one killed part-way resumes from the
-checkpoints and finished seeds in its workdir. MoCo + self-labelling shares MoCo's workdir, so it only
-fine-tunes the MoCo seeds already trained. Then :func:`write_table` writes ``<results_dir>/table.md``
+:func:`unsupervised_jax.runner.records.holds_all_seeds`); one killed part-way resumes from the checkpoints
+and finished seeds in its workdir, and a learned method's record written seed by seed continues with its
+missing seeds (:func:`unsupervised_jax.runner.records.finished_seeds`). MoCo + self-labelling shares MoCo's
+workdir, so it only fine-tunes the MoCo seeds trained there (a MoCo seed known only from its record has no
+checkpoint: its self-labelling trains MoCo again). Then :func:`write_table` writes ``<results_dir>/table.md``
 from the records (:func:`unsupervised_jax.results.summary_table`) and copies each run's figures to
 ``<results_dir>/figures/<record>/``.
 """
