@@ -259,6 +259,24 @@ def test_bad_flags_fail_in_one_line_before_any_file_is_written(tmp_path):
   assert not (tmp_path / 'results').exists()
 
 
+def test_entry_point_on_digits_scores_the_posterior_and_draws_the_cluster_sizes_over_training(tmp_path):
+  workdir = tmp_path / 'run'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.mice', '--flagfile=experiments/configs/mice_mnist.flags', '--dataset=digits',
+       '--batch_size=128', '--queue_size=256', '--num_steps=28', '--warmup_epochs=1', '--lr_decay_epochs=',
+       '--seeds=0', '--knn_k=20', '--log_every=14', '--checkpoint_every=28', '--noprogress',
+       f'--workdir={workdir}', f'--results_dir={tmp_path / "results"}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  record = json.loads((tmp_path / 'results' / 'mice_digits.json').read_text())
+  assert {'acc', 'nmi', 'ari', 'knn_acc', 'linear_acc'} <= set(record['metrics'])
+  assert 'its own clusters (K=10) of train+test' in record['protocol'], record['protocol']
+  steps, sizes = loop.read_metrics(workdir / 'seed_0', 'epoch_end/cluster_sizes')
+  assert steps == [14, 28] and all(sum(s) == 1797 for s in sizes)  # 1,797 digits, 14 steps of 128 an epoch
+  for figure in ('tsne.png', 'cluster_sizes.png'):
+    assert (workdir / figure).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
 @pytest.mark.parametrize('stem,size', [('cifar', 32), ('imagenet', 96)])
 def test_resnet34_shapes_and_size(stem, size):
   model = resnet.resnet34(stem)

@@ -158,6 +158,16 @@ def test_metrics_jsonl_and_resume_noop(tmp_path):
   assert len((tmp_path / 'metrics.jsonl').read_text().splitlines()) == 2
 
 
+def test_read_metrics_gives_one_value_per_step_the_last_logged(tmp_path):
+  writer = loop.MetricsWriter(tmp_path)
+  for step, sizes in [(2, [1, 3]), (4, [2, 2]), (2, [0, 4])]:  # step 2 logged again after a resume
+    writer.write(step, {'epoch_end/cluster_sizes': np.asarray(sizes), 'loss': step / 10})
+  writer.close()
+  assert loop.read_metrics(tmp_path, 'epoch_end/cluster_sizes') == ([2, 4], [[0, 4], [2, 2]])
+  assert loop.read_metrics(tmp_path, 'absent') == ([], [])
+  assert loop.read_metrics(tmp_path / 'no_run', 'loss') == ([], [])
+
+
 @pytest.mark.parametrize('kwargs,match', [({'num_steps': 0}, 'num_steps'), ({'batch_size': 0}, 'batch_size'),
                                           ({'checkpoint_every': 0}, 'checkpoint_every')])
 def test_bad_loop_config(tmp_path, kwargs, match):

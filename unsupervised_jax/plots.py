@@ -73,3 +73,22 @@ def tsne(features, labels, path, *, max_points: int = 5000, seed: int = 0, title
   keep = rng.choice(len(features), min(max_points, len(features)), replace=False)
   points = manifold.TSNE(2, init='pca', random_state=seed).fit_transform(features[keep])
   return scatter(points, np.asarray(labels)[keep], path, title=title)
+
+
+def cluster_sizes(steps, sizes, path, *, title: str = '') -> pathlib.Path:
+  """Each cluster's size over training as one line, ``sizes [E, K]`` at ``steps [E]``, with the even split
+  dashed (a collapsing or empty cluster shows at once); saved as PNG."""
+  steps, sizes = np.asarray(steps), np.asarray(sizes, dtype=float)
+  if sizes.ndim != 2 or len(steps) != len(sizes):
+    raise ValueError(f'sizes must be [len(steps), K], got {sizes.shape} for {len(steps)} steps.')
+  import matplotlib
+  fig = _figure(figsize=(6, 3.5))
+  ax = fig.subplots()
+  cmap = matplotlib.colormaps['tab10' if sizes.shape[1] <= 10 else 'tab20']
+  for k in range(sizes.shape[1]):
+    ax.plot(steps, sizes[:, k], marker='.', color=cmap(k % cmap.N), label=str(k))
+  ax.axhline(sizes[-1].sum() / sizes.shape[1], color='k', linestyle='--', linewidth=1)
+  ax.set_xlabel('step'), ax.set_ylabel('images in the cluster')
+  ax.legend(fontsize=7, ncol=2, loc='upper right', title='cluster', title_fontsize=7)
+  ax.set_title(title, fontsize=9)
+  return _save(fig, path)

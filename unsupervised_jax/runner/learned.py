@@ -136,6 +136,10 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
       figures_made = True  # the first seed trained here (the record's seeds have no state on this machine)
       plots.tsne(evaluation.cluster_codes, splits.cluster.labels, workdir / 'tsne.png',
                  title=f'{method.name} codes, {run_settings.label()} (t-SNE)')
+      steps, sizes = loop.read_metrics(seed_dir, 'epoch_end/cluster_sizes')  # MiCE's epoch-end pass logs them
+      if steps:
+        plots.cluster_sizes(steps, sizes, workdir / 'cluster_sizes.png',
+                            title=f'{method.name} cluster sizes over training, {run_settings.label()}, seed {seed}')
       if method.figures is not None:
         matching = metrics.match_clusters(splits.score.labels, scored['assigned']) if 'assigned' in scored else None
         method.figures(state, test_split.images, workdir, matching=matching)

@@ -15,7 +15,7 @@ import os
 import pathlib
 import signal
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import numpy as np
@@ -84,6 +84,20 @@ class MetricsWriter:
     if self._tensorboard is not None:
       self._tensorboard.close()
       self._tensorboard = None
+
+
+def read_metrics(workdir, name: str) -> Tuple[List[int], List[Any]]:
+  """``(steps, values)`` of metric ``name`` in ``<workdir>/metrics.jsonl`` (:class:`MetricsWriter`'s lines),
+  by step; a step logged again after a resume keeps its last value. ``([], [])`` when there is none."""
+  path = pathlib.Path(workdir) / 'metrics.jsonl'
+  by_step = {}
+  if path.is_file():
+    for line in path.read_text().splitlines():
+      entry = json.loads(line)
+      if name in entry:
+        by_step[entry['step']] = entry[name]
+  steps = sorted(by_step)
+  return steps, [by_step[s] for s in steps]
 
 
 def train(method: base.Method, state: Any, dataset, config: TrainConfig, workdir, *, key: jax.Array,
