@@ -96,8 +96,10 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
     finished = seed_dir / 'eval.json'
     done = json.loads(finished.read_text()) if finished.is_file() else {}
     if done.get('evaluation') == evaluation_settings:  # evaluated alike before (another process, a crash)
+      # An eval.json of older code names no commit or machine: taken as this process's, as records always did.
       seed_runs[seed] = {'seed': seed, 'scores': done['scores'], 'wall_time_s': done['wall_s'],
-                         'git_commit': done.get('git_commit', 'unknown'), 'machine': done.get('machine', 'unknown')}
+                         'git_commit': done.get('git_commit', results.git_commit()),
+                         'machine': done.get('machine', results.machine())}
       print(f'seed {seed}: reusing {finished}', flush=True)
       continue
     keys = run_config.seed_keys(seed)
