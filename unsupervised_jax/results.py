@@ -34,7 +34,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import numpy as np
 
 METHODS = ('kmeans', 'gmm', 'autoencoder', 'infogan', 'moco', 'scae', 'mice')
-BENCHMARKS = ('kmeans_iteration', 'gmm_iteration', 'moco_step', 'infogan_step', 'scae_step')
+BENCHMARKS = ('kmeans_iteration', 'gmm_iteration', 'moco_step', 'infogan_step', 'scae_step', 'mice_step')
 
 
 @functools.lru_cache(maxsize=None)
