@@ -159,6 +159,37 @@ def test_rmsprop_is_tf1_rmsprop():
   np.testing.assert_allclose(params, expected, rtol=1e-5)
 
 
+def _set_transformer_outputs(presence_mask, presence, inputs):
+  from unsupervised_jax.models import capsules
+  model = capsules.SetTransformer(8, n_output_dims=16, presence_mask=presence_mask)
+  params = model.init(jax.random.key(0), inputs[0], presence)
+  return [np.asarray(model.apply(params, x, presence)) for x in inputs]
+
+
+def test_official_presence_mask_attends_only_to_the_most_present_part_the_log_mask_to_all():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 6, 10)), jnp.float32)
+  presence = jnp.asarray([[0.2, 0.9, 0.5, 0.6, 0.1, 0.3], [0.7, 0.2, 0.95, 0.4, 0.5, 0.6]], jnp.float32)
+  others = x.at[0, [0, 2, 3, 4, 5]].set(3.0).at[1, [0, 1, 3, 4, 5]].set(-3.0)  # all but the most present part
+  most = x.at[0, 1].set(3.0).at[1, 2].set(-3.0)
+  out, out_others, out_most = _set_transformer_outputs('official', presence, [x, others, most])
+  np.testing.assert_array_equal(out_others, out)  # the official 1e32 mask: the other parts have no effect
+  assert np.abs(out_most - out).max() > 1e-3
+  np.testing.assert_allclose(out.std(axis=1), 0.0, atol=1e-6)  # every inducing point pools the same part
+  out, out_others, _ = _set_transformer_outputs('log', presence, [x, others, most])
+  assert np.abs(out_others - out).min(axis=-1).min() > 1e-4  # the log mask: every part counts
+  assert out.std(axis=1).min() > 1e-4
+
+
+def test_log_presence_mask_equals_the_official_mask_for_binary_presences():
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(3, 7, 10)), jnp.float32)
+  presence = jnp.asarray(rng.uniform(size=(3, 7)) > 0.4, jnp.float32).at[:, 0].set(1.0)
+  official, = _set_transformer_outputs('official', presence, [x])
+  log, = _set_transformer_outputs('log', presence, [x])
+  np.testing.assert_allclose(log, official, atol=1e-5)
+
+
 def test_pad_and_shift_keeps_the_image_whole():
   image = jnp.ones((8, 8, 1))
   for seed in range(5):

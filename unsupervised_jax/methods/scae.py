@@ -76,6 +76,11 @@ class SCAEConfig:
                                          'log a_k a_km, whose gradient raises the responsible capsules\' presences '
                                          '(normalised, only their ratios count and every presence settles near '
                                          '0.1: docs/scae.md).')
+  presence_mask: str = setting('official', "How the Set Transformer's attention weighs parts by presence d: "
+                               "'official' subtracts (1 - d) 1e32 from the logits, which with fractional "
+                               "presences attends only to the most present part; 'log' adds log d (weights "
+                               "proportional to d; the same for d in {0, 1}; docs/scae.md).",
+                               choices=capsules.PRESENCE_MASKS)
   codes: str = setting('prior', "What embed returns: the object capsules' prior presences max_m a_k a_km, or the "
                        'posterior part mass sum_m p(k|x_m) / M.', choices=CODES)
 
@@ -139,7 +144,7 @@ def scae_loss(config: SCAEConfig, out) -> Tuple[jax.Array, dict]:
 def model_of(config: SCAEConfig, channels: int = 1) -> capsules.SCAE:
   return capsules.SCAE(config.n_part_caps, config.n_obj_caps, config.n_part_features, config.n_obj_params,
                        config.template_size, channels, config.encoder_channels, tuple(config.encoder_strides),
-                       config.normalize_part_mixture)
+                       config.normalize_part_mixture, config.presence_mask)
 
 
 def scae(config: SCAEConfig, train) -> base.Method:

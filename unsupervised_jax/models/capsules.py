@@ -95,12 +95,22 @@ class PartEncoder(nn.Module):
     return pooled[..., :6], pooled[..., 6:6 + self.n_features], pooled[..., -1]
 
 
+PRESENCE_MASKS = ('official', 'log')
+
+
 class MultiHeadAttention(nn.Module):
-  """Multi-head QKV attention; a part of presence ``d`` has ``(1 - d) mask_scale`` subtracted from its
-  logits (the official code's mask with ``1e32``: with float presences it attends mostly to the most
-  present parts)."""
+  """Multi-head QKV attention over parts of presence ``d`` in [0, 1].
+
+  ``presence_mask='official'``: ``(1 - d) mask_scale`` is subtracted from the logits (the official
+  ``attention.py`` with ``1e32``). With fractional presences every gap of ``1e32 (d_i - d_j)`` swamps the
+  logits, so each query attends only to the most present part (and to every part whose presence is exactly
+  1.0 in float32): until presences saturate the object capsules see one part an image. ``'log'``: ``log d`` is
+  added to the scaled logits, so the weights are ``d_m exp(q.k_m / sqrt(D))`` normalised: the same as the
+  official mask for presences in {0, 1}, and every part counts in proportion to its presence (a deliberate
+  deviation, docs/scae.md)."""
   n_heads: int = 1
   mask_scale: float = 1e32
+  presence_mask: str = 'official'
 
   @nn.compact
   def __call__(self, queries, keys, values, presence=None):
@@ -109,9 +119,12 @@ class MultiHeadAttention(nn.Module):
       head_dim = lambda t: int(math.ceil(t.shape[-1] / self.n_heads))
       q, k, v = nn.Dense(head_dim(queries))(queries), nn.Dense(head_dim(keys))(keys), nn.Dense(head_dim(values))(values)
       routing = jnp.einsum('bnd,bmd->bnm', q, k)
-      if presence is not None:
+      if presence is not None and self.presence_mask == 'official':
         routing = routing - (1.0 - presence[:, None, :]) * self.mask_scale
-      routing = jax.nn.softmax(routing / math.sqrt(q.shape[-1]), axis=-1)
+      routing = routing / math.sqrt(q.shape[-1])
+      if presence is not None and self.presence_mask == 'log':
+        routing = routing + jnp.log(jnp.maximum(presence[:, None, :], 1e-30))
+      routing = jax.nn.softmax(routing, axis=-1)
       outputs.append(jnp.einsum('bnm,bmd->bnd', routing, v))
     return nn.Dense(values.shape[-1])(jnp.concatenate(outputs, -1))
 
@@ -120,10 +133,11 @@ class SelfAttentionBlock(nn.Module):
   """``y = LN(d * (MHA(x) + x))``, ``h = LN(MLP(y) + y)`` with an MLP of ``[2 D, D]``."""
   n_heads: int = 1
   layer_norm: bool = True
+  presence_mask: str = 'official'
 
   @nn.compact
   def __call__(self, x, presence=None):
-    y = MultiHeadAttention(self.n_heads)(x, x, x, presence) + x
+    y = MultiHeadAttention(self.n_heads, presence_mask=self.presence_mask)(x, x, x, presence) + x
     if presence is not None:
       y = y * presence[..., None]
     if self.layer_norm:
@@ -141,16 +155,17 @@ class SetTransformer(nn.Module):
   n_dims: int = 16
   n_output_dims: int = 256
   layer_norm: bool = True
+  presence_mask: str = 'official'
 
   @nn.compact
   def __call__(self, x, presence=None):
     h = nn.Dense(self.n_dims)(x)
     for _ in range(self.n_layers):
-      h = SelfAttentionBlock(self.n_heads, self.layer_norm)(h, presence)
+      h = SelfAttentionBlock(self.n_heads, self.layer_norm, self.presence_mask)(h, presence)
     z = nn.Dense(self.n_output_dims)(h)
     inducing = self.param('inducing_points', _tf_glorot, (1, self.n_outputs, self.n_output_dims))
     inducing = jnp.broadcast_to(inducing, (x.shape[0],) + inducing.shape[1:])
-    return MultiHeadAttention(self.n_heads)(inducing, z, z, presence)
+    return MultiHeadAttention(self.n_heads, presence_mask=self.presence_mask)(inducing, z, z, presence)
 
 
 class BatchDense(nn.Module):
@@ -220,6 +235,7 @@ class SCAE(nn.Module):
   encoder_channels: int = 128
   encoder_strides: Sequence[int] = (2, 2, 1, 1)
   normalize_part_mixture: bool = False
+  presence_mask: str = 'official'
 
   def setup(self):
     self.part_encoder = PartEncoder(self.n_parts, self.n_part_features, self.encoder_channels,
@@ -231,7 +247,7 @@ class SCAE(nn.Module):
     self.colour_hidden, self.colour_out = nn.Dense(32), nn.Dense(self.channels)
     self.background_value = self.param('background_value', nn.initializers.zeros_init(), (self.channels,))
     self.background_logit = self.param('background_mixing_logit', nn.initializers.zeros_init(), ())
-    self.set_transformer = SetTransformer(self.n_objects)
+    self.set_transformer = SetTransformer(self.n_objects, presence_mask=self.presence_mask)
     self.object_capsules = ObjectCapsules(self.n_parts, self.n_object_params)
 
   def templates(self) -> Array:
