@@ -181,6 +181,13 @@ def test_official_presence_mask_attends_only_to_the_most_present_part_the_log_ma
   assert out.std(axis=1).min() > 1e-4
 
 
+def test_saturated_parts_counts_presences_of_exactly_one():
+  out = {'posterior': jnp.full((2, 3, 4), 0.1), 'prior': jnp.full((2, 3), 0.2), 'image_ll': jnp.zeros(2),
+         'part_ll': jnp.zeros(2), 'dynamic_l2': 0.0,
+         'part_presence': jax.nn.sigmoid(jnp.asarray([[17.5, 3.0, 20.0, -1.0], [0.0, 30.0, 16.0, 2.0]]))}
+  assert float(scae.scae_loss(scae.SCAEConfig(), out)[1]['saturated_parts']) == 1.5  # logits >= ~17
+
+
 def test_log_presence_mask_equals_the_official_mask_for_binary_presences():
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.normal(size=(3, 7, 10)), jnp.float32)

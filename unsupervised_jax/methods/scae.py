@@ -138,7 +138,10 @@ def scae_loss(config: SCAEConfig, out) -> Tuple[jax.Array, dict]:
   return loss, {'loss': loss, 'image_ll': image_ll, 'part_ll': part_ll, 'dynamic_l2': out['dynamic_l2'],
                 'posterior_within': post_within, 'posterior_between': post_between, 'prior_within': prior_within,
                 'prior_between': prior_between, 'part_presence': jnp.mean(out['part_presence'].sum(-1)),
-                'object_presence': jnp.mean(out['prior'].sum(-1))}
+                'object_presence': jnp.mean(out['prior'].sum(-1)),
+                # Parts an image at presence exactly 1.0: beside the most present one, all the official mask lets
+                # the object capsules see (docs/scae.md).
+                'saturated_parts': jnp.mean(jnp.sum(out['part_presence'] == 1.0, -1))}
 
 
 def model_of(config: SCAEConfig, channels: int = 1) -> capsules.SCAE:
