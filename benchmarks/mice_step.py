@@ -17,7 +17,6 @@ a backbone other than the ConvNet).
 import argparse
 import os
 import pathlib
-import time
 
 import _timing  # noqa: I001 (benchmarks/, run as a script)
 import jax
@@ -29,36 +28,13 @@ from unsupervised_jax import losses
 from unsupervised_jax import results
 from unsupervised_jax.methods import mice
 from unsupervised_jax.training import loop
-from unsupervised_jax.training import parallel
-
-
-def _rate(fn, batch, steps):
-  start = time.perf_counter()
-  for _ in range(steps):
-    out = fn()
-  jax.block_until_ready(out)
-  return batch * steps / (time.perf_counter() - start)
 
 
 def step_timer(images, batch, queue_size, backbone, view):
   """Compiles and warms up the MiCE step; returns ``(timer(steps) -> images/s, compile seconds)``."""
   config = mice.MiceConfig(backbone=backbone, view=view, queue_size=queue_size)
   learner = mice.mice(config, loop.TrainConfig(batch_size=batch), num_examples=len(images))
-  mesh = parallel.make_mesh(1)
-  state = parallel.replicate(learner.init(jax.random.key(0), images[:1]), mesh)
-  dataset = parallel.replicate(images, mesh)
-  key = jax.random.key(0)
-  start = time.perf_counter()
-  step = parallel.data_parallel_step(learner.train_step, mesh, batch).lower(state, dataset, key).compile()
-  compile_s = time.perf_counter() - start
-
-  def run():
-    nonlocal state
-    state, metrics = step(state, dataset, key)
-    return metrics
-
-  run()
-  return (lambda steps: _rate(run, batch, steps)), compile_s
+  return _timing.step_timer(learner, images, batch)
 
 
 def direct_log_expert(student, teacher, prototypes, queue, tau):
@@ -79,7 +55,7 @@ def expert_timers(batch, queue_size, experts=10, dim=128, tau=1.0):
   for name, fn in (('ours', losses.mice_log_expert), ('direct', direct_log_expert)):
     grad = jax.jit(jax.value_and_grad(lambda f, mu, fn=fn: jnp.sum(fn(f, teacher, mu, queue, tau)), argnums=(0, 1)))
     jax.block_until_ready(grad(student, prototypes))
-    timers[name] = lambda steps, grad=grad: _rate(lambda: grad(student, prototypes), batch, steps)
+    timers[name] = lambda steps, grad=grad: _timing.rate(lambda: grad(student, prototypes), batch, steps)
   return timers
 
 

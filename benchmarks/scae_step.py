@@ -17,7 +17,6 @@ Rounds alternate; medians are kept. Writes ``results/scae_step.json``.
 import argparse
 import os
 import pathlib
-import time
 
 import _timing  # noqa: I001 (benchmarks/, run as a script)
 import flax.linen as nn
@@ -32,35 +31,12 @@ from unsupervised_jax import results
 from unsupervised_jax.methods import scae
 from unsupervised_jax.models import capsules
 from unsupervised_jax.training import loop
-from unsupervised_jax.training import parallel
-
-
-def _rate(fn, batch, steps):
-  start = time.perf_counter()
-  for _ in range(steps):
-    out = fn()
-  jax.block_until_ready(out)
-  return batch * steps / (time.perf_counter() - start)
 
 
 def step_timer(images, batch):
   """Compiles and warms up the SCAE step; returns ``(timer(steps) -> images/s, compile seconds)``."""
   learner = scae.scae(scae.SCAEConfig(), loop.TrainConfig(batch_size=batch))
-  mesh = parallel.make_mesh(1)
-  state = parallel.replicate(learner.init(jax.random.key(0), images[:1]), mesh)
-  dataset = parallel.replicate(images, mesh)
-  key = jax.random.key(0)
-  start = time.perf_counter()
-  step = parallel.data_parallel_step(learner.train_step, mesh, batch).lower(state, dataset, key).compile()
-  compile_s = time.perf_counter() - start
-
-  def run():
-    nonlocal state
-    state, metrics = step(state, dataset, key)
-    return metrics
-
-  run()
-  return (lambda steps: _rate(run, batch, steps)), compile_s
+  return _timing.step_timer(learner, images, batch)
 
 
 def render_timers(batch, parts=40, size=11, canvas=40):
@@ -76,7 +52,7 @@ def render_timers(batch, parts=40, size=11, canvas=40):
   for name, render in renderers.items():
     fn = jax.jit(jax.value_and_grad(lambda t, p, r=render: jnp.sum(jnp.square(r(t, p, canvas))), argnums=(0, 1)))
     jax.block_until_ready(fn(templates, poses))
-    timers[name] = lambda steps, fn=fn: _rate(lambda: fn(templates, poses), batch, steps)
+    timers[name] = lambda steps, fn=fn: _timing.rate(lambda: fn(templates, poses), batch, steps)
   return timers
 
 
@@ -107,7 +83,7 @@ def component_timers(batch, config=scae.SCAEConfig()):
     loss = lambda p, module=module, x=x: sum(jnp.sum(jnp.square(y)) for y in jax.tree.leaves(module.apply(p, x)))
     fn = jax.jit(jax.value_and_grad(loss))
     jax.block_until_ready(fn(params))
-    timers[name] = lambda steps, fn=fn, params=params: _rate(lambda: fn(params), batch, steps)
+    timers[name] = lambda steps, fn=fn, params=params: _timing.rate(lambda: fn(params), batch, steps)
   return timers
 
 
