@@ -229,10 +229,16 @@ def test_custom_npz_works_with_a_learned_method(tmp_path):
   np.savez(tmp_path / 'mine.npz', x_train=images[:1400], y_train=digits.target[:1400],
            x_test=images[1400:], y_test=digits.target[1400:])
   proc = _run('experiments.autoencoder', f'--dataset={tmp_path / "mine.npz"}', '--num_steps=50', '--seeds=0',
-              f'--workdir={tmp_path / "run"}', f'--results_dir={tmp_path / "results"}', '--cluster_method=kmeans')
+              '--eval_every=20', f'--workdir={tmp_path / "run"}', f'--results_dir={tmp_path / "results"}',
+              '--cluster_method=kmeans')
   assert proc.returncode == 0, proc.stderr[-3000:]
   record = json.loads((tmp_path / 'results' / 'autoencoder_mine.json').read_text())
   assert record['dataset'] == 'mine' and 'K=10' in record['protocol']
+  # The accuracy against steps of the evaluations during training (every 20 steps and at the end).
+  progress = record['seed_runs'][0]['progress']
+  assert progress['step'] == [20, 40, 50] and sorted(progress) == ['cluster_acc_test', 'knn_acc', 'step']
+  assert all(0.0 <= v <= 1.0 for v in progress['cluster_acc_test'] + progress['knn_acc'])
+  assert progress['knn_acc'][-1] > 0.5  # digits codes after 50 steps, 10 classes
 
 
 def test_seeds_run_apart_combine_into_one_record_and_other_settings_are_refused(tmp_path):
@@ -249,6 +255,7 @@ def test_seeds_run_apart_combine_into_one_record_and_other_settings_are_refused(
   record = json.loads((tmp_path / 'results' / 'autoencoder_digits.json').read_text())
   assert record['metrics']['acc']['per_seed'] == [per_seed[0]['scores']['acc'], per_seed[1]['scores']['acc']]
   assert record['wall_time_s'] == pytest.approx(per_seed[0]['wall_s'] + per_seed[1]['wall_s'])
+  assert all('progress' not in run for run in record['seed_runs'])  # no evaluation during training
   assert record['config']['method_config']['learning_rate'] > 0  # the method's own settings are recorded
   proc = _run(*common, '--seeds=0', '--learning_rate=0.5')
   assert proc.returncode != 0 and 'other settings (method_config)' in proc.stderr

@@ -168,6 +168,17 @@ def test_read_metrics_gives_one_value_per_step_the_last_logged(tmp_path):
   assert loop.read_metrics(tmp_path / 'no_run', 'loss') == ([], [])
 
 
+def test_read_evaluations_gives_the_accuracy_against_steps(tmp_path):
+  writer = loop.MetricsWriter(tmp_path)
+  writer.write(2, {'loss': 0.5})
+  writer.write(2, {'eval/knn_acc': 0.25, 'eval/cluster_acc_test': 0.5})
+  writer.write(4, {'eval/knn_acc': 0.5, 'eval/cluster_acc_test': 0.75})
+  writer.write(2, {'eval/knn_acc': 0.375, 'eval/cluster_acc_test': 0.5})  # step 2 evaluated again after a resume
+  writer.close()
+  assert loop.read_evaluations(tmp_path) == {'step': [2, 4], 'cluster_acc_test': [0.5, 0.75], 'knn_acc': [0.375, 0.5]}
+  assert loop.read_evaluations(tmp_path / 'no_run') == {}
+
+
 @pytest.mark.parametrize('kwargs,match', [({'num_steps': 0}, 'num_steps'), ({'batch_size': 0}, 'batch_size'),
                                           ({'checkpoint_every': 0}, 'checkpoint_every')])
 def test_bad_loop_config(tmp_path, kwargs, match):

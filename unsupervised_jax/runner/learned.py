@@ -79,7 +79,12 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
     return records.seed_record(method.name, run_settings.label(), description,
                                [runs[s] for s in run_settings.seeds if s in runs], flat)
 
-  # Finished seeds, {seed: {'seed', 'scores', 'wall_time_s', 'git_commit', 'machine'}}: the record's and this
+  def seed_run(seed, scores, wall_time_s, commit, machine, seed_dir):
+    run = {'seed': seed, 'scores': scores, 'wall_time_s': wall_time_s, 'git_commit': commit, 'machine': machine}
+    progress = loop.read_evaluations(seed_dir)  # the accuracy against steps, with eval_every
+    return dict(run, progress=progress) if progress else run
+
+  # Finished seeds, {seed: {'seed', 'scores', 'wall_time_s', 'git_commit', 'machine'[, 'progress']}}: the record's and this
   # process's. The record is rewritten after each seed where it is new or already written seed by seed (a
   # complete record of older code is replaced at the end only, as before).
   seed_runs = dict(earlier)
@@ -97,9 +102,8 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
     done = json.loads(finished.read_text()) if finished.is_file() else {}
     if done.get('evaluation') == evaluation_settings:  # evaluated alike before (another process, a crash)
       # An eval.json of older code names no commit or machine: taken as this process's, as records always did.
-      seed_runs[seed] = {'seed': seed, 'scores': done['scores'], 'wall_time_s': done['wall_s'],
-                         'git_commit': done.get('git_commit', results.git_commit()),
-                         'machine': done.get('machine', results.machine())}
+      seed_runs[seed] = seed_run(seed, done['scores'], done['wall_s'], done.get('git_commit', results.git_commit()),
+                                 done.get('machine', results.machine()), seed_dir)
       print(f'seed {seed}: reusing {finished}', flush=True)
       continue
     keys = run_config.seed_keys(seed)
@@ -124,8 +128,8 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
     for name, confusion in confusions.items():
       print(f'seed {seed}: largest confusions of the {name} clusters: {metrics.largest_confusions(confusion)}',
             flush=True)
-    seed_runs[seed] = {'seed': seed, 'scores': scores, 'wall_time_s': train_s + time.perf_counter() - start,
-                       'git_commit': results.git_commit(), 'machine': results.machine()}
+    seed_runs[seed] = seed_run(seed, scores, train_s + time.perf_counter() - start, results.git_commit(),
+                               results.machine(), seed_dir)
     confusion_lists = {name: {field: value.tolist() for field, value in confusion._asdict().items()}
                        for name, confusion in confusions.items()}
     results.write_json(finished, {'scores': scores, 'wall_s': seed_runs[seed]['wall_time_s'], 'train_s': train_s,

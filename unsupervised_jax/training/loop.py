@@ -100,6 +100,23 @@ def read_metrics(workdir, name: str) -> Tuple[List[int], List[Any]]:
   return steps, [by_step[s] for s in steps]
 
 
+def read_evaluations(workdir) -> Dict[str, List[float]]:
+  """The evaluations run during training (``eval_every``) from ``<workdir>/metrics.jsonl``: ``{'step': [E],
+  <name>: [E]}`` for each ``eval/<name>``, by step (a step evaluated again after a resume keeps its last
+  values); ``{}`` when there is none."""
+  path = pathlib.Path(workdir) / 'metrics.jsonl'
+  by_step = {}
+  if path.is_file():
+    for line in path.read_text().splitlines():
+      entry = json.loads(line)
+      values = {k[len('eval/'):]: v for k, v in entry.items() if k.startswith('eval/')}
+      if values:
+        by_step.setdefault(entry['step'], {}).update(values)
+  steps = sorted(by_step)
+  names = sorted({name for values in by_step.values() for name in values})
+  return {'step': steps, **{name: [by_step[s].get(name) for s in steps] for name in names}} if steps else {}
+
+
 def train(method: base.Method, state: Any, dataset, config: TrainConfig, workdir, *, key: jax.Array,
           evaluate: Optional[Callable[[Any], Dict[str, float]]] = None):
   """Trains ``state`` for ``config.num_steps`` steps (resuming from ``workdir`` if it holds checkpoints).
