@@ -81,7 +81,13 @@ def test_kill_9_and_resume_is_bitwise_equal_to_one_run(tmp_path):
   killed = run(crashed, 40, env)
   assert killed.returncode == -9, killed.stderr[-2000:]
   assert checkpoints.manager(crashed).latest_step() == 20
+  killed_s = loop.trained_seconds(crashed)
+  assert killed_s > 0 and loop.read_metrics(crashed, 'train_s')[0] == [5, 10, 15, 20, 25]
   assert run(crashed, 40).returncode == 0  # resumes from step 20
+  # The training time goes on from the killed process's (to its last log, step 25), not from 0.
+  steps, seconds = loop.read_metrics(crashed, 'train_s')
+  assert steps == [5, 10, 15, 20, 25, 30, 35, 40] and seconds[steps.index(25)] > killed_s
+  assert loop.trained_seconds(crashed) == seconds[-1] == max(seconds)
   a, b = _final_params(straight, images), _final_params(crashed, images)
   assert int(a.step) == int(b.step) == 40
   for x, y in zip(jax.tree.leaves((a.params, a.opt_state)), jax.tree.leaves((b.params, b.opt_state))):

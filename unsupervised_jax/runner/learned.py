@@ -107,13 +107,15 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
       print(f'seed {seed}: reusing {finished}', flush=True)
       continue
     keys = run_config.seed_keys(seed)
+    # A seed resumed from an earlier process's checkpoints counts that process's training too (to its last log).
+    resumed_s = 0.0 if done else loop.trained_seconds(seed_dir)
     start = time.perf_counter()
     state = method.init(keys.init, splits.cluster.images[:1])
     evaluate = (lambda state: protocol.progress(method, state, splits, n_clusters, keys.evaluation,
                                                 experiment.eval.knn_k, mesh)) if train.eval_every else None
     state = loop.train(method, state, splits.cluster.images, train, seed_dir, key=keys.data, evaluate=evaluate)
     # Re-evaluating a trained seed restores its last checkpoint: count the training time it took then.
-    train_s = time.perf_counter() - start + done.get('train_s', done.get('wall_s', 0.0))
+    train_s = time.perf_counter() - start + done.get('train_s', done.get('wall_s', 0.0)) + resumed_s
     start = time.perf_counter()
     evaluation = protocol.evaluate(method, state, splits, experiment.eval, n_clusters, keys.evaluation, mesh)
     scores = evaluation.scores

@@ -117,6 +117,13 @@ def read_evaluations(workdir) -> Dict[str, List[float]]:
   return {'step': steps, **{name: [by_step[s].get(name) for s in steps] for name in names}} if steps else {}
 
 
+def trained_seconds(workdir) -> float:
+  """Wall seconds spent training in ``workdir`` up to its last log, over every process that trained there
+  (resumes included; evaluations during training included): the largest ``train_s`` in ``metrics.jsonl``,
+  0.0 when none."""
+  return float(max(read_metrics(workdir, 'train_s')[1], default=0.0))
+
+
 def train(method: base.Method, state: Any, dataset, config: TrainConfig, workdir, *, key: jax.Array,
           evaluate: Optional[Callable[[Any], Dict[str, float]]] = None):
   """Trains ``state`` for ``config.num_steps`` steps (resuming from ``workdir`` if it holds checkpoints).
@@ -145,8 +152,10 @@ def train(method: base.Method, state: Any, dataset, config: TrainConfig, workdir
     ValueError: a bad setting (before anything is written).
   """
   config.validate()
+  process_start = time.perf_counter()
   mesh = parallel.make_mesh(config.num_devices or None)
   workdir = pathlib.Path(workdir)
+  earlier_s = trained_seconds(workdir)  # the processes before a resume
   workdir.mkdir(parents=True, exist_ok=True)
   mngr = checkpoints.manager(workdir, keep=config.keep_checkpoints)
   state = parallel.replicate(state, mesh)
@@ -193,6 +202,7 @@ def train(method: base.Method, state: Any, dataset, config: TrainConfig, workdir
       values = {k: v for k, v in jax.device_get(metrics).items() if k != 'finite'}
       elapsed = time.perf_counter() - window_start
       values['images_per_s'] = window_steps * config.batch_size / max(elapsed, 1e-9)
+      values['train_s'] = earlier_s + time.perf_counter() - process_start
       writer.write(step, values)
       bar.set_postfix({k: f'{v:.4g}' for k, v in values.items()}, refresh=False)
       window_start, window_steps = time.perf_counter(), 0
