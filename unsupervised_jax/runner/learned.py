@@ -84,9 +84,9 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
     progress = loop.read_evaluations(seed_dir)  # the accuracy against steps, with eval_every
     return dict(run, progress=progress) if progress else run
 
-  # Finished seeds, {seed: {'seed', 'scores', 'wall_time_s', 'git_commit', 'machine'[, 'progress']}}: the record's and this
-  # process's. The record is rewritten after each seed where it is new or already written seed by seed (a
-  # complete record of older code is replaced at the end only, as before).
+  # Finished seeds, {seed: {'seed', 'scores', 'wall_time_s', 'git_commit', 'machine'[, 'progress']}}: the
+  # record's and this process's. The record is rewritten after each seed where it is new or already written
+  # seed by seed (a complete record of older code is replaced at the end only, as before).
   seed_runs = dict(earlier)
   write_each_seed = record_path is not None and (bool(earlier) or not record_path.is_file())
   changed = False  # whether this process added a seed (else the record is left as it is)
