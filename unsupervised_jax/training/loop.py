@@ -86,32 +86,34 @@ class MetricsWriter:
       self._tensorboard = None
 
 
-def read_metrics(workdir, name: str) -> Tuple[List[int], List[Any]]:
-  """``(steps, values)`` of metric ``name`` in ``<workdir>/metrics.jsonl`` (:class:`MetricsWriter`'s lines),
-  by step; a step logged again after a resume keeps its last value. ``([], [])`` when there is none."""
+def _logged_by_step(workdir, select: Callable[[Dict[str, Any]], Dict[str, Any]]) -> Dict[int, Dict[str, Any]]:
+  """``{step: values}`` of ``select(line)`` over ``<workdir>/metrics.jsonl``'s lines (:class:`MetricsWriter`'s),
+  a later line's values replacing an earlier one's at the same step (a step logged again after a resume)."""
   path = pathlib.Path(workdir) / 'metrics.jsonl'
   by_step = {}
   if path.is_file():
     for line in path.read_text().splitlines():
       entry = json.loads(line)
-      if name in entry:
-        by_step[entry['step']] = entry[name]
+      values = select(entry)
+      if values:
+        by_step.setdefault(entry['step'], {}).update(values)
+  return by_step
+
+
+def read_metrics(workdir, name: str) -> Tuple[List[int], List[Any]]:
+  """``(steps, values)`` of metric ``name`` in ``<workdir>/metrics.jsonl`` (:class:`MetricsWriter`'s lines),
+  by step; a step logged again after a resume keeps its last value. ``([], [])`` when there is none."""
+  by_step = _logged_by_step(workdir, lambda entry: {name: entry[name]} if name in entry else {})
   steps = sorted(by_step)
-  return steps, [by_step[s] for s in steps]
+  return steps, [by_step[s][name] for s in steps]
 
 
 def read_evaluations(workdir) -> Dict[str, List[float]]:
   """The evaluations run during training (``eval_every``) from ``<workdir>/metrics.jsonl``: ``{'step': [E],
   <name>: [E]}`` for each ``eval/<name>``, by step (a step evaluated again after a resume keeps its last
   values); ``{}`` when there is none."""
-  path = pathlib.Path(workdir) / 'metrics.jsonl'
-  by_step = {}
-  if path.is_file():
-    for line in path.read_text().splitlines():
-      entry = json.loads(line)
-      values = {k[len('eval/'):]: v for k, v in entry.items() if k.startswith('eval/')}
-      if values:
-        by_step.setdefault(entry['step'], {}).update(values)
+  by_step = _logged_by_step(workdir, lambda entry: {k[len('eval/'):]: v for k, v in entry.items()
+                                                    if k.startswith('eval/')})
   steps = sorted(by_step)
   names = sorted({name for values in by_step.values() for name in values})
   return {'step': steps, **{name: [by_step[s].get(name) for s in steps] for name in names}} if steps else {}
