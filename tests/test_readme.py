@@ -60,3 +60,21 @@ def test_summary_table_rows_references_and_missing_records(tmp_path):
   (tmp_path / 'gmm_mnist.json').unlink()
   with pytest.raises(ValueError, match="gmm_mnist.json is missing.*HEADLINE_RECORDS\\['GMM'\\]"):
     results.summary_table(tmp_path)
+
+
+def test_a_row_without_headline_record_shows_its_interim_run_once_that_record_exists(tmp_path):
+  for name in filter(None, results.HEADLINE_RECORDS.values()):
+    (tmp_path / f'{name}.json').write_text(json.dumps(_record(0.5)))
+  mice_row = lambda: next(row for row in results.summary_table(tmp_path).splitlines() if row.startswith('| MiCE |'))
+  assert mice_row() == '| MiCE | not yet |  |  |  |  |  |  |  |'
+  interim, protocol = results.INTERIM_RECORDS['MiCE']
+  record = _record(0.64)
+  record['seeds'] = [0]
+  for metric in record['metrics'].values():  # one seed: its score, no spread
+    metric.update(std=0.0, per_seed=[metric['mean']])
+  (tmp_path / f'{interim}.json').write_text(json.dumps(record))
+  assert mice_row() == (f'| MiCE | 0.640 | 0.500 | 0.250 | 1 | CPU, 2 cores |  | {protocol} | `{interim}` |')
+  assert protocol.startswith('interim: ')
+  # The reproduction's detailed table lists the headline records only.
+  detailed = results.summary_table(tmp_path, {'MiCE': None}, detail=True).splitlines()[2]
+  assert detailed.startswith('| MiCE | not yet |')

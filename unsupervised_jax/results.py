@@ -133,17 +133,25 @@ def write_json(path, record: Mapping[str, Any]) -> pathlib.Path:
   return path
 
 
+def _score(metric: Optional[Mapping[str, Any]]) -> str:
+  """A metric's ``{'mean', 'std', 'per_seed'}`` as ``'0.964 ± 0.005'``; one seed's alone (no spread to show)."""
+  if not metric:
+    return ''
+  if len(metric.get('per_seed', ())) == 1:
+    return f'{metric["mean"]:.3f}'
+  return f'{metric["mean"]:.3f} ± {metric["std"]:.3f}'
+
+
 def markdown_table(directory) -> str:
   """The method runs and benchmarks in ``directory`` as two markdown tables, then one per ablation."""
   records = [dict(json.loads(p.read_text()), record=p.stem) for p in sorted(pathlib.Path(directory).glob('*.json'))]
-  fmt = lambda m: f'{m["mean"]:.3f} ± {m["std"]:.3f}' if m else ''
   lines = ['| record | method | dataset | ACC | NMI | ARI | kNN | linear | seeds | wall (s) | command |',
            '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
   for r in records:
     if 'method' in r:
       m = r['metrics']
-      lines.append(f'| `{r["record"]}` | {r["method"]} | {r["dataset"]} | {fmt(m.get("acc"))} | {fmt(m.get("nmi"))} | '
-                   f'{fmt(m.get("ari"))} | {fmt(m.get("knn_acc"))} | {fmt(m.get("linear_acc"))} | '
+      scores = ' | '.join(_score(m.get(k)) for k in ('acc', 'nmi', 'ari', 'knn_acc', 'linear_acc'))
+      lines.append(f'| `{r["record"]}` | {r["method"]} | {r["dataset"]} | {scores} | '
                    f'{len(r["seeds"])} | {r["wall_time_s"]:.0f} | `{r["command"]}` |')
   lines += ['', '| benchmark | ours | reference | speedup | command |', '| --- | --- | --- | --- | --- |']
 
@@ -165,7 +173,7 @@ def markdown_table(directory) -> str:
       for cell in r['cells']:
         m = cell['record']['metrics']
         lines.append('| ' + ' | '.join(str(cell['settings'][k]) for k in settings) + ' | ' + ' | '.join(
-            fmt(m.get(k)) for k in ('acc', 'nmi', 'ari', 'knn_acc', 'linear_acc')) +
+            _score(m.get(k)) for k in ('acc', 'nmi', 'ari', 'knn_acc', 'linear_acc')) +
                      f' | {len(cell["record"]["seeds"])} |')
       if r.get('reference'):
         lines += ['', f'Reference ({r["reference"]["source"]}): ' + ', '.join(
@@ -188,6 +196,15 @@ HEADLINE_RECORDS = {
     'InfoGAN': 'infogan_mnist',
     'capsules (SCAE)': None,
     'MiCE': None,
+}
+# A row without a headline record shows, where it exists, the longest run that does (a shorter configuration
+# than the headline flagfile's), with its protocol saying so; the headline record replaces it once it exists.
+INTERIM_RECORDS = {
+    'capsules (SCAE)': ('scae_mnist_cpu_log_mask_3000steps',
+                        'interim: CPU flagfile, 3,000 of the official 300k steps; K-means on the object '
+                        'presences, train -> test'),
+    'MiCE': ('mice_mnist_cpu_2500steps', 'interim: CPU flagfile, 2,500 steps (~9 of 100 epochs); argmax of '
+             'the posterior'),
 }
 # Published MNIST clustering accuracy (fraction) beside each row, with its source.
 HEADLINE_REFERENCES = {
@@ -242,12 +259,13 @@ def summary_table(directory, records: Optional[Mapping[str, Optional[str]]] = No
   """The README's short results table from ``directory``: one markdown row per :data:`HEADLINE_RECORDS` entry.
 
   ACC / NMI / ARI as mean ± std over seeds (fractions), the number of seeds, where it ran, the published
-  reference ACC with its source, our protocol and the record. Methods without a record are "not yet" rows.
+  reference ACC with its source, our protocol and the record. A method without a headline record shows its
+  :data:`INTERIM_RECORDS` entry where that record exists (short table only), else a "not yet" row.
 
   Args:
     directory: the folder of the records.
     records: row label (a key of :data:`HEADLINE_REFERENCES` where it has a reference) -> record name, None
-      for a "not yet" row; default :data:`HEADLINE_RECORDS`.
+      for a row without a headline record (interim or "not yet"); default :data:`HEADLINE_RECORDS`.
     detail: the table ``experiments.reproduce`` writes: also kNN and linear-probe accuracy (where the record
       has them) and wall time, and the record's data and training length instead of our protocol in words.
     missing: the text of a row whose record is absent; None raises instead.
@@ -257,7 +275,6 @@ def summary_table(directory, records: Optional[Mapping[str, Optional[str]]] = No
   """
   directory = pathlib.Path(directory)
   records = HEADLINE_RECORDS if records is None else records
-  fmt = lambda m: f'{m["mean"]:.3f} ± {m["std"]:.3f}' if m else ''
   if detail:
     lines = ['| method | ACC | NMI | ARI | kNN | linear | seeds | wall (s) | ran on | reference ACC | data | record |',
              '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
@@ -267,6 +284,11 @@ def summary_table(directory, records: Optional[Mapping[str, Optional[str]]] = No
   for label, name in records.items():
     value, source = HEADLINE_REFERENCES.get(label, (None, ''))
     reference = f'{value:.3f} ({source})' if value is not None else ''
+    protocol = HEADLINE_PROTOCOLS.get(label)
+    if name is None and not detail and label in INTERIM_RECORDS:
+      interim, protocol = INTERIM_RECORDS[label]
+      if (directory / f'{interim}.json').is_file():
+        name = interim
     path = None if name is None else directory / f'{name}.json'
     if path is None or not path.is_file():
       if path is not None and missing is None:
@@ -278,12 +300,13 @@ def summary_table(directory, records: Optional[Mapping[str, Optional[str]]] = No
     record = json.loads(path.read_text())
     m = record['metrics']
     if detail:
-      lines.append(f'| {label} | {fmt(m["acc"])} | {fmt(m["nmi"])} | {fmt(m["ari"])} | {fmt(m.get("knn_acc"))} | '
-                   f'{fmt(m.get("linear_acc"))} | {len(record["seeds"])} | {record["wall_time_s"]:,.0f} | '
+      scores = ' | '.join(_score(m.get(k)) for k in ('acc', 'nmi', 'ari', 'knn_acc', 'linear_acc'))
+      lines.append(f'| {label} | {scores} | {len(record["seeds"])} | {record["wall_time_s"]:,.0f} | '
                    f'{_where(record["machine"])} | {reference} | {_data(record)} | `{name}` |')
     else:
-      lines.append(f'| {label} | {fmt(m["acc"])} | {fmt(m["nmi"])} | {fmt(m["ari"])} | {len(record["seeds"])} | '
-                   f'{_where(record["machine"])} | {reference} | {HEADLINE_PROTOCOLS[label]} | `{name}` |')
+      scores = ' | '.join(_score(m[k]) for k in ('acc', 'nmi', 'ari'))
+      lines.append(f'| {label} | {scores} | {len(record["seeds"])} | '
+                   f'{_where(record["machine"])} | {reference} | {protocol} | `{name}` |')
   return '\n'.join(lines)
 
 
