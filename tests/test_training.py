@@ -232,3 +232,41 @@ def test_sample_batch_indexes_every_array_of_a_pytree_data_set_alike():
   np.testing.assert_array_equal(np.asarray(single(images, jax.random.key(0))), np.asarray(batch['images']))
   with pytest.raises(ValueError, match='same number of examples'):
     parallel.num_examples({'images': images, 'labels': jnp.zeros(99)})
+
+
+MAP_SCRIPT = r'''
+import jax, numpy as np
+jax.config.update('jax_num_cpu_devices', 2)
+from unsupervised_jax.training import parallel
+blocks = []  # the block shapes fn is traced with
+def fn(scale, batch):
+    blocks.append(batch.shape)
+    return batch.reshape(batch.shape[0], -1).sum(axis=1) * scale
+for devices in (1, 2):
+    for n in (1, 7, 8, 9, 23):
+        apply = parallel.data_parallel_map(fn, parallel.make_mesh(devices), batch_size=4)  # traced afresh
+        x = np.arange(n * 6, dtype=np.float32).reshape(n, 2, 3)
+        blocks.clear()
+        out = np.asarray(apply(np.float32(2.0), x))
+        np.testing.assert_allclose(out, x.reshape(n, -1).sum(axis=1) * 2.0)
+        [shape] = set(blocks)
+        per_device_blocks = -(-n // (4 * devices))
+        # the fewest blocks of at most 4, all of one size: under one padded input per block and device
+        assert shape[0] <= 4 and shape[0] * per_device_blocks * devices - n < per_device_blocks * devices, (n, shape)
+        print(devices, n, shape[0])
+print('OK')
+'''
+
+
+def test_data_parallel_map_equals_fn_and_pads_small_inputs_only_to_what_the_devices_need():
+  proc = subprocess.run([sys.executable, '-c', MAP_SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0 and proc.stdout.strip().endswith('OK'), proc.stderr[-3000:]
+  blocks = {tuple(map(int, line.split()[:2])): int(line.split()[2]) for line in proc.stdout.splitlines()[:-1]}
+  assert blocks[(1, 1)] == 1 and blocks[(2, 1)] == 1  # one image is not padded to the batch size
+  assert blocks[(1, 9)] == 3 and blocks[(2, 9)] == 3  # 9 = 3 blocks of 3; 2 devices x 2 blocks x 3 (3 padded)
+  assert blocks[(1, 8)] == 4 and blocks[(2, 23)] == 4
+
+
+def test_data_parallel_map_refuses_a_batch_size_below_one():
+  with pytest.raises(ValueError, match='batch_size must be >= 1'):
+    parallel.data_parallel_map(lambda p, b: b, parallel.make_mesh(1), batch_size=0)

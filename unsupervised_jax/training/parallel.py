@@ -122,24 +122,35 @@ def data_parallel_step(step_fn: StepFn, mesh: jax.sharding.Mesh, global_batch: i
 def data_parallel_map(fn: Callable[[Any, jax.Array], jax.Array], mesh: jax.sharding.Mesh, batch_size: int):
   """``apply(params, inputs [N, ...]) -> outputs [N, ...]``: ``fn(params, chunk)`` over batches split across devices.
 
-  For evaluation (embedding a data set): inputs are padded to a multiple of
-  ``batch_size * devices`` and processed with ``lax.map`` inside ``shard_map``.
+  For evaluation (embedding a data set): each device walks its share of the
+  inputs with ``lax.map`` inside ``shard_map``, in the fewest blocks of at most
+  ``batch_size`` inputs, all of one size, so the padding is under one input per
+  block and device (16 images are not padded to ``batch_size``: on 96x96 images
+  that padding made a 16-image evaluation cost as much as 1,024). Each distinct
+  ``N`` compiles once.
+
+  Raises:
+    ValueError: ``batch_size < 1``.
   """
-  def per_device(params, chunk):
-    blocks = chunk.reshape((-1, batch_size) + chunk.shape[1:])
-    out = jax.lax.map(lambda b: fn(params, b), blocks)
+  if batch_size < 1:
+    raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
+
+  def per_device(params, blocks):
+    out = jax.lax.map(lambda b: fn(params, b), blocks[0])  # [blocks, block, ...] on this device
     return out.reshape((-1,) + out.shape[2:])
 
   sharded = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS),
                                   check_vma=False))
 
   def apply(params, inputs):
-    n = inputs.shape[0]
-    multiple = batch_size * mesh.size
-    padded = -(-n // multiple) * multiple
-    inputs = np.pad(np.asarray(inputs), [(0, padded - n)] + [(0, 0)] * (inputs.ndim - 1))
-    inputs = jax.device_put(inputs, NamedSharding(mesh, P(AXIS)))
-    return sharded(params, inputs)[:n]
+    inputs = np.asarray(inputs)
+    n, devices = inputs.shape[0], mesh.size
+    num_blocks = max(1, -(-n // (batch_size * devices)))  # per device
+    block = max(1, -(-n // (num_blocks * devices)))
+    padded = np.pad(inputs, [(0, block * num_blocks * devices - n)] + [(0, 0)] * (inputs.ndim - 1))
+    blocks = padded.reshape((devices, num_blocks, block) + inputs.shape[1:])
+    blocks = jax.device_put(blocks, NamedSharding(mesh, P(AXIS)))
+    return sharded(params, blocks)[:n]
 
   return apply
 
