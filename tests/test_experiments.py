@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from unsupervised_jax import results
+from unsupervised_jax.training import loop
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -197,8 +198,14 @@ def test_moco_with_self_labelling_records_both_clusterings_and_refines_without_r
   [stage] = list((seed_dir / 'self_label').iterdir())  # one folder per settings and pseudo-labels
   fine_tuned = (stage / 'metrics.jsonl').read_text()
   assert len(fine_tuned.splitlines()) == 2
+  stage_s = loop.trained_seconds(stage)
+  assert stage_s > 0 and json.loads((seed_dir / 'eval.json').read_text())['self_label_train_s'] == stage_s
   assert _run(*refine, '--knn_k=5', '--results_name=refined_knn5').returncode == 0  # same pseudo-labels: the fine-tuning is reused
   assert (stage / 'metrics.jsonl').read_text() == fine_tuned
+  # The reused fine-tuning's time still counts (the earlier process's), beside MoCo's own training.
+  evaluated = json.loads((seed_dir / 'eval.json').read_text())
+  assert evaluated['self_label_train_s'] == stage_s and evaluated['evaluation']['knn_k'] == 5
+  assert evaluated['wall_s'] > evaluated['train_s'] + stage_s
   settings = json.loads((stage / 'settings.json').read_text())
   assert _run(*refine, '--cluster_method=gmm', '--results_name=refined_gmm').returncode == 0  # other pseudo-labels: fine-tuned afresh, apart
   stages = sorted((seed_dir / 'self_label').iterdir(), key=lambda p: p != stage)

@@ -120,24 +120,29 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
     evaluation = protocol.evaluate(method, state, splits, experiment.eval, n_clusters, keys.evaluation, mesh)
     scores = evaluation.scores
     scored = {'assigned' if method.assign is not None else 'codes': evaluation.predictions}
+    refinement = None
     if experiment.self_label.steps:
-      refined, scored['refined'] = self_label_stage.refine(
+      refinement = self_label_stage.refine(
           method, state, evaluation, splits, experiment.self_label, train, n_clusters, keys.fine_tune,
           seed_dir / 'self_label', mesh)
-      scores = dict(scores, **refined, **{f'codes_{k}': scores[k] for k in ('acc', 'nmi', 'ari')})
+      scored['refined'] = refinement.predictions
+      scores = dict(scores, **refinement.scores, **{f'codes_{k}': scores[k] for k in ('acc', 'nmi', 'ari')})
     print(f'seed {seed}: ' + '  '.join(f'{k} {v:.4f}' for k, v in scores.items()), flush=True)
     confusions = {name: metrics.matched_confusion(splits.score.labels, clusters) for name, clusters in scored.items()}
     for name, confusion in confusions.items():
       print(f'seed {seed}: largest confusions of the {name} clusters: {metrics.largest_confusions(confusion)}',
             flush=True)
-    seed_runs[seed] = seed_run(seed, scores, train_s + time.perf_counter() - start, results.git_commit(),
-                               results.machine(), seed_dir)
+    # A fine-tuning resumed or reused from earlier processes counts their training too.
+    wall_s = train_s + time.perf_counter() - start + (refinement.earlier_s if refinement else 0.0)
+    seed_runs[seed] = seed_run(seed, scores, wall_s, results.git_commit(), results.machine(), seed_dir)
     confusion_lists = {name: {field: value.tolist() for field, value in confusion._asdict().items()}
                        for name, confusion in confusions.items()}
-    results.write_json(finished, {'scores': scores, 'wall_s': seed_runs[seed]['wall_time_s'], 'train_s': train_s,
-                                  'git_commit': seed_runs[seed]['git_commit'], 'machine': seed_runs[seed]['machine'],
-                                  'evaluation': evaluation_settings,
-                                  'confusion': confusion_lists})  # before the slow figures
+    evaluated = {'scores': scores, 'wall_s': seed_runs[seed]['wall_time_s'], 'train_s': train_s,
+                 'git_commit': seed_runs[seed]['git_commit'], 'machine': seed_runs[seed]['machine'],
+                 'evaluation': evaluation_settings, 'confusion': confusion_lists}
+    if refinement:
+      evaluated['self_label_train_s'] = refinement.train_s
+    results.write_json(finished, evaluated)  # before the slow figures
     if write_each_seed:  # the finished seeds so far: a later process or machine continues from them
       records.write(record_path, record_of(seed_runs))
     if run_settings.figures and not figures_made and not (workdir / 'tsne.png').is_file():

@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import json
 import pathlib
-from typing import Dict, Tuple
+from typing import Dict, NamedTuple
 
 import jax
 import numpy as np
@@ -18,8 +18,16 @@ from unsupervised_jax.methods import self_label
 from unsupervised_jax.training import loop
 
 
+class Refinement(NamedTuple):
+  """What :func:`refine` gives back."""
+  scores: Dict[str, float]  # acc, nmi, ari of the refined clusters; pseudo_label_acc
+  predictions: np.ndarray  # [M] int: the refined clusters of splits.score
+  train_s: float  # seconds the fine-tuning trained, over every process that trained it (to its last log)
+  earlier_s: float  # of which earlier processes' (a resumed fine-tuning's, or all of a reused one's)
+
+
 def refine(method, state, evaluation: protocol.Evaluation, splits: protocol.EvalData, config: self_label.SelfLabelConfig,
-           train: loop.TrainConfig, n_clusters: int, key: jax.Array, workdir, mesh) -> Tuple[Dict[str, float], np.ndarray]:
+           train: loop.TrainConfig, n_clusters: int, key: jax.Array, workdir, mesh) -> Refinement:
   """Refines ``evaluation``'s clustering of ``splits.cluster`` by self-labelling and scores it on ``splits.score``.
 
   The fine-tuning runs in ``<workdir>/<fingerprint>/``, one folder per
@@ -32,9 +40,10 @@ def refine(method, state, evaluation: protocol.Evaluation, splits: protocol.Eval
     key: the fine-tuning's key (head initialisation, batches, augmentations).
 
   Returns:
-    The scores: ``acc``, ``nmi``, ``ari`` of the refined clusters and ``pseudo_label_acc``, the share
-    of the confident examples whose cluster is their class under the matching of all clusters; and the
-    refined clusters ``[M]`` of ``splits.score``.
+    A :class:`Refinement`: the scores (``acc``, ``nmi``, ``ari`` of the refined clusters and
+    ``pseudo_label_acc``, the share of the confident examples whose cluster is their class under the
+    matching of all clusters), the refined clusters ``[M]`` of ``splits.score``, and the fine-tuning's
+    training seconds, in all and in earlier processes (a crash's, or those of a fine-tuning reused whole).
   """
   if method.backbone is None:
     raise ValueError(f'self-labelling needs a method with an encoder and augmentations; {method.name} has none.')
@@ -54,6 +63,7 @@ def refine(method, state, evaluation: protocol.Evaluation, splits: protocol.Eval
   init_key, data_key = jax.random.split(key)
   stage_train = dataclasses.replace(train, num_steps=config.steps, checkpoint_every=min(train.checkpoint_every,
                                                                                         config.steps), eval_every=0)
+  earlier_s = loop.trained_seconds(workdir)
   fine_tuned = loop.train(refiner, refiner.init(init_key, splits.cluster.images[:1]),
                           self_label.pseudo_labelled(config, splits.cluster.images, assignments, chosen),
                           stage_train, workdir, key=data_key)
@@ -64,4 +74,4 @@ def refine(method, state, evaluation: protocol.Evaluation, splits: protocol.Eval
   mapping = metrics.match_clusters(labels, assignments)
   matched_class = np.array([mapping.get(cluster, -1) for cluster in range(int(assignments.max()) + 1)])
   scores['pseudo_label_acc'] = float(np.mean(matched_class[assignments[chosen]] == labels[chosen]))
-  return scores, predictions
+  return Refinement(scores, predictions, loop.trained_seconds(workdir), earlier_s)
