@@ -197,8 +197,8 @@ HEADLINE_RECORDS = {
     'capsules (SCAE)': None,
     'MiCE': None,
 }
-# A row without a headline record shows, where it exists, the longest run that does (a shorter configuration
-# than the headline flagfile's), with its protocol saying so; the headline record replaces it once it exists.
+# A row without a headline record shows this record instead, where it exists: a shorter configuration than
+# the headline flagfile's, its protocol saying so. The headline record replaces it once it exists.
 INTERIM_RECORDS = {
     'capsules (SCAE)': ('scae_mnist_cpu_log_mask_3000steps',
                         'interim: CPU flagfile, 3,000 of the official 300k steps; K-means on the object '
