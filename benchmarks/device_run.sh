@@ -40,7 +40,8 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false
 results_dir=results
 extra=()
 if [ "${TINY:-0}" = 1 ]; then  # nothing lands in results/
-  extra=(--dataset=digits --num_steps=12 --checkpoint_every=6 --log_every=6 --queue_size=256 --nofigures)
+  extra=(--dataset=digits --num_steps=12 --checkpoint_every=6 --log_every=6 --nofigures)
+  [ "$method" = mice ] && extra+=(--queue_size=256)  # MiCE's queue: a flag of MiCE alone
   workdir=runs/device_tiny/$name
   results_dir=$workdir/results
 fi
@@ -78,7 +79,7 @@ case "$phase" in
   start)
     if [ $# -gt 0 ]; then
       bench=(python3 "benchmarks/$1" "${@:2}")
-      [ "${TINY:-0}" = 1 ] && bench+=(--batch_size=16 --queue_size=256 --steps=1 --rounds=1)
+      [ "${TINY:-0}" = 1 ] && bench+=(--batch_size=16 --steps=1 --rounds=1)  # flags every step benchmark takes
       bench+=(--results_dir="$results_dir")
       "${bench[@]}" || echo "benchmark failed: ${bench[*]}"
     fi
