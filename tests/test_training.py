@@ -244,7 +244,8 @@ def fn(scale, batch):
     return batch.reshape(batch.shape[0], -1).sum(axis=1) * scale
 for devices in (1, 2):
     for n in (1, 7, 8, 9, 23):
-        apply = parallel.data_parallel_map(fn, parallel.make_mesh(devices), batch_size=4)  # traced afresh
+        parallel.data_parallel_map.cache_clear()  # traced afresh for each N
+        apply = parallel.data_parallel_map(fn, parallel.make_mesh(devices), batch_size=4)
         x = np.arange(n * 6, dtype=np.float32).reshape(n, 2, 3)
         blocks.clear()
         out = np.asarray(apply(np.float32(2.0), x))
@@ -265,6 +266,17 @@ def test_data_parallel_map_equals_fn_and_pads_small_inputs_only_to_what_the_devi
   assert blocks[(1, 1)] == 1 and blocks[(2, 1)] == 1  # one image is not padded to the batch size
   assert blocks[(1, 9)] == 3 and blocks[(2, 9)] == 3  # 9 = 3 blocks of 3; 2 devices x 2 blocks x 3 (3 padded)
   assert blocks[(1, 8)] == 4 and blocks[(2, 23)] == 4
+
+
+def test_data_parallel_map_is_compiled_once_for_repeated_evaluations():
+  traces = []
+  def fn(scale, batch):
+    traces.append(batch.shape)
+    return batch * scale
+  mesh, x = parallel.make_mesh(1), np.ones((10, 3), np.float32)
+  for _ in range(3):  # as protocol.progress does at every eval_every
+    np.testing.assert_allclose(np.asarray(parallel.data_parallel_map(fn, mesh, 4)(np.float32(2), x)), 2 * x)
+  assert len(traces) == 1
 
 
 def test_data_parallel_map_refuses_a_batch_size_below_one():

@@ -18,6 +18,7 @@ devices up to the order of floating-point reductions.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
@@ -119,6 +120,9 @@ def data_parallel_step(step_fn: StepFn, mesh: jax.sharding.Mesh, global_batch: i
   return jax.jit(sharded, donate_argnums=0)
 
 
+# One compiled map per (fn, mesh, batch_size): evaluations during training ask for it again at every
+# eval_every, and a new jit of a new closure would compile it again each time.
+@functools.lru_cache(maxsize=64)
 def data_parallel_map(fn: Callable[[Any, jax.Array], jax.Array], mesh: jax.sharding.Mesh, batch_size: int):
   """``apply(params, inputs [N, ...]) -> outputs [N, ...]``: ``fn(params, chunk)`` over batches split across devices.
 
