@@ -180,7 +180,7 @@ def test_no_nan_over_a_short_digits_run_and_assign_gives_one_cluster_per_image(d
                                          (['--categorical_view_rotation=-5'], 'categorical_view_rotation must be >= 0'),
                                          (['--batch_size=127', '--num_devices=2'], 'multiple of the 2 devices')])
 def test_bad_flags_fail_in_one_line_before_anything_is_written(tmp_path, flags, match):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2")
   proc = subprocess.run([sys.executable, '-m', 'experiments.infogan', *flags, f'--workdir={tmp_path / "run"}',
                          '--dataset=digits', '--num_steps=5'], cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=300)

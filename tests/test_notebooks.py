@@ -22,8 +22,6 @@ NOTEBOOKS = sorted(p.name for p in COLAB.glob('*.ipynb'))
 # A cell that hangs fails. A whole notebook takes well under a minute of CPU, but a kernel starved by a busy
 # host (at nice 19 beside the other test worker, load 6-8 on 2 cores) took minutes of wall time for one compilation.
 CELL_TIMEOUT_S = 600
-# A few steps are all compilation: XLA's cheap CPU optimisation halves it (the SCAE's step 57 -> 28 s of CPU).
-FAST_COMPILE = ('--xla_backend_optimization_level=0', '--xla_llvm_disable_expensive_passes=true')
 # Per notebook: the least number of images shown inline, and the files it writes under its working directory.
 EXPECTED = {
     '01_classical_clustering.ipynb': (5, ['runs/colab_classical_digits/kmeans_centres.png',
@@ -53,8 +51,7 @@ def test_notebook_runs_in_reduced_mode_and_shows_its_figures(name, tmp_path):
              PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])),
              # scikit-learn's t-SNE runs OpenMP threads that spin-wait: on 2 cores shared with the other
              # test worker, 300 points took 10-140 s instead of 2 s with one thread
-             OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'),
-             XLA_FLAGS=' '.join(filter(None, [os.environ.get('XLA_FLAGS'), *FAST_COMPILE])))
+             OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'))  # XLA_FLAGS: conftest's cheap compilation
   env.pop('MPLBACKEND', None)  # the kernel's own (inline) backend, as in Jupyter and Colab
   client = nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT_S, startup_timeout=CELL_TIMEOUT_S,
                                    kernel_name='python3', resources={'metadata': {'path': str(tmp_path)}})
