@@ -21,6 +21,10 @@ _FAST_COMPILE = ('--xla_backend_optimization_level=0', '--xla_llvm_disable_expen
 _XLA_FLAGS = os.environ.get('XLA_FLAGS', '')
 os.environ['XLA_FLAGS'] = ' '.join([_XLA_FLAGS, *(f for f in _FAST_COMPILE if f not in _XLA_FLAGS)]).strip()
 
+# scikit-learn's t-SNE and OpenBLAS spin-wait in OpenMP threads: beside the other xdist worker on 2 cores one
+# t-SNE of the 1,797 digits took 31 s with 2 threads, 17 s with one.
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+
 import pytest  # noqa: E402
 
 from unsupervised_jax import data  # noqa: E402

@@ -152,8 +152,8 @@ def test_autoencoder_quick_start_on_digits(tmp_path):
 def test_moco_ablation_runs_the_grid_and_reuses_finished_cells_or_reevaluates(tmp_path):
   args = ('experiments.moco_ablation', '--dataset=digits', '--num_steps=20', '--batch_size=32',
           '--queue_batches=2', '--momenta=0.9,0.99', '--seeds=0', '--cluster_method=kmeans', '--knn_k=20',
-          f'--workdir={tmp_path / "grid"}', '--log_every=10', '--checkpoint_every=20',
-          f'--results_dir={tmp_path / "results"}')
+          f'--workdir={tmp_path / "grid"}', '--log_every=10', '--checkpoint_every=20', '--nofigures',
+          f'--results_dir={tmp_path / "results"}')  # figures (a t-SNE: ~10-30 s a cell here) are tested elsewhere
   proc = _run(*args)
   assert proc.returncode == 0, proc.stderr[-3000:]
   table = json.loads((tmp_path / 'grid' / 'ablation.json').read_text())
@@ -167,10 +167,10 @@ def test_moco_ablation_runs_the_grid_and_reuses_finished_cells_or_reevaluates(tm
   assert _run(*args).returncode == 0
   assert (seed_dir / 'eval.json').stat().st_mtime == stamp  # reused
   # Other evaluation settings: re-evaluated from the last checkpoint, not retrained.
-  refused = _run(*args, '--knn_k=5', '--nofigures')  # the committed table holds other settings: kept
+  refused = _run(*args, '--knn_k=5')  # the committed table holds other settings: kept
   assert refused.returncode != 0 and 'moco_ablation.json holds another grid or other settings' in refused.stderr
   assert json.loads((tmp_path / 'results' / 'moco_ablation.json').read_text()) == table
-  assert _run(*args, '--knn_k=5', '--nofigures', '--results_name=moco_ablation_knn5').returncode == 0
+  assert _run(*args, '--knn_k=5', '--results_name=moco_ablation_knn5').returncode == 0
   assert json.loads((seed_dir / 'eval.json').read_text())['evaluation']['knn_k'] == 5
   assert (seed_dir / 'metrics.jsonl').read_text() == trained
 
@@ -237,7 +237,7 @@ def test_custom_npz_works_with_a_learned_method(tmp_path):
            x_test=images[1400:], y_test=digits.target[1400:])
   proc = _run('experiments.autoencoder', f'--dataset={tmp_path / "mine.npz"}', '--num_steps=50', '--seeds=0',
               '--eval_every=20', f'--workdir={tmp_path / "run"}', f'--results_dir={tmp_path / "results"}',
-              '--cluster_method=kmeans')
+              '--cluster_method=kmeans', '--nofigures')
   assert proc.returncode == 0, proc.stderr[-3000:]
   record = json.loads((tmp_path / 'results' / 'autoencoder_mine.json').read_text())
   assert record['dataset'] == 'mine' and 'K=10' in record['protocol']
@@ -249,7 +249,7 @@ def test_custom_npz_works_with_a_learned_method(tmp_path):
 
 
 def test_seeds_run_apart_combine_into_one_record_and_other_settings_are_refused(tmp_path):
-  common = ('experiments.autoencoder', '--num_steps=30', '--log_every=10', '--checkpoint_every=30',
+  common = ('experiments.autoencoder', '--num_steps=30', '--log_every=10', '--checkpoint_every=30', '--nofigures',
             '--cluster_method=kmeans', '--knn_k=20', f'--workdir={tmp_path / "run"}')
   per_seed = {}
   for seed in (0, 1):  # as two processes (or machines sharing a disk) would run them

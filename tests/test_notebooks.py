@@ -48,10 +48,8 @@ def test_notebook_runs_in_reduced_mode_and_shows_its_figures(name, tmp_path):
   notebook = nbformat.read(COLAB / name, as_version=4)
   env = dict(os.environ, UNSUPERVISED_JAX_NOTEBOOK_SMOKE='1',
              # this checkout's package, whatever else is installed
-             PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])),
-             # scikit-learn's t-SNE runs OpenMP threads that spin-wait: on 2 cores shared with the other
-             # test worker, 300 points took 10-140 s instead of 2 s with one thread
-             OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'))  # XLA_FLAGS: conftest's cheap compilation
+             # conftest's XLA_FLAGS (cheap compilation) and OMP_NUM_THREADS=1 (the t-SNE beside the other worker)
+             PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')])))
   env.pop('MPLBACKEND', None)  # the kernel's own (inline) backend, as in Jupyter and Colab
   client = nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT_S, startup_timeout=CELL_TIMEOUT_S,
                                    kernel_name='python3', resources={'metadata': {'path': str(tmp_path)}})
