@@ -1,9 +1,10 @@
 """MiCE: the E-step, the ELBO and the analytic prototype update against numpy, the gating simplex, the
-per-expert queue, learning on a toy mixture, the epoch-end pass on 1 and 2 devices, bad flags, ResNet-34.
+per-expert queue, learning on a toy mixture, what each ablation cell takes away, the epoch-end pass on 1 and 2 devices, bad flags, ResNet-34.
 
 The non-MNIST flagfiles run end to end (ResNet-34, tfds mock data) only with ``MICE_RESNET_SMOKE=1`` or an
 accelerator: each compiles a ResNet-34 training step, minutes on a shared 2-core CPU.
 """
+import ast
 import json
 import os
 import pathlib
@@ -201,6 +202,43 @@ def test_analytic_prototype_update_matches_numpy_and_has_unit_norm(update):
   np.testing.assert_allclose(np.linalg.norm(new.params['mu'], axis=1)[~empty], 1.0, rtol=1e-5)
   assert (~empty).sum() >= 1 and (update == 'hard' or not empty.any())
   np.testing.assert_array_equal(np.asarray(metrics['cluster_sizes']), expected_sizes)
+
+
+# The ablation cells' settings (experiments/mice_ablation.py), each against what it must take away or keep:
+# (omega on the simplex, a train step moves mu, moves omega, the epoch-end pass moves mu); None: not checked
+# (each check compiles a step or a pass, seconds here; the full method is checked for all).
+ABLATIONS = [('full', {}, (True, True, False, True)),
+             ('no_analytic_mu', {'prototype_update': 'none'}, (True, None, None, False)),
+             ('no_mu_gradient', {'prototype_gradient': False}, (True, False, False, None)),
+             ('uniform_omega', {'gating_init': 'uniform'}, (False, None, None, None)),
+             ('learned_omega', {'learn_gating': True}, (True, True, True, None))]
+
+
+@pytest.mark.parametrize('cell,settings,expected', ABLATIONS, ids=[cell for cell, *_ in ABLATIONS])
+def test_each_ablation_takes_away_its_part_and_only_that(cell, settings, expected):
+  simplex, step_moves_mu, step_moves_omega, pass_moves_mu = expected
+  images, _ = _toy_mixture(n_per=16)
+  method, _ = _toy_method(tau=0.2, kappa=0.2, **settings)  # the toy_step fixture's settings: full's step is cached
+  state = method.init(jax.random.key(0), images[:1])
+  omega = np.asarray(state.params['omega'])
+  np.testing.assert_allclose(np.linalg.norm(omega, axis=1), 1.0, rtol=1e-5)
+  assert np.allclose(omega @ omega.T, np.where(np.eye(3, dtype=bool), 1.0, -0.5), atol=1e-5) == simplex
+  if step_moves_mu is not None:
+    step = parallel.data_parallel_step(method.train_step, parallel.make_mesh(1), 16)
+    stepped, _ = step(jax.tree.map(jnp.copy, state), images[:16], jax.random.key(1))
+    assert (not np.allclose(stepped.params['mu'], state.params['mu'], atol=1e-7)) == step_moves_mu
+    assert (not np.allclose(stepped.params['omega'], omega, atol=1e-7)) == step_moves_omega
+  if pass_moves_mu is not None:
+    update = parallel.data_parallel_epoch_end(method.epoch_end, parallel.make_mesh(1), chunk_size=16)
+    updated, _ = update(jax.tree.map(jnp.copy, state), images)
+    assert (not np.allclose(updated.params['mu'], state.params['mu'], atol=1e-7)) == pass_moves_mu
+
+
+def test_the_ablation_command_runs_the_cells_tested_above():
+  tree = ast.parse((ROOT / 'experiments' / 'mice_ablation.py').read_text())
+  [cells] = [ast.literal_eval(node.value) for node in tree.body
+             if isinstance(node, ast.Assign) and getattr(node.targets[0], 'id', None) == 'CELLS']
+  assert cells == {cell: settings for cell, settings, _ in ABLATIONS}
 
 
 TWO_DEVICES = r'''
