@@ -1,5 +1,6 @@
 """MiCE: the E-step, the ELBO and the analytic prototype update against numpy, the gating simplex, the
-per-expert queue, learning on a toy mixture, what each ablation cell takes away, the epoch-end pass on 1 and 2 devices, bad flags, ResNet-34.
+per-expert queue, learning on a toy mixture, what each ablation cell takes away, the epoch-end pass on 1 and
+2 devices, bad flags, ResNet-34.
 
 The non-MNIST flagfiles run end to end (ResNet-34, tfds mock data) only with ``MICE_RESNET_SMOKE=1`` or an
 accelerator: each compiles a ResNet-34 training step, minutes on a shared 2-core CPU.
