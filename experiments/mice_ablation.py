@@ -16,7 +16,7 @@ import dataclasses
 from absl import flags
 
 from experiments import common
-from experiments import mice as mice_entry  # defines the MiCE flags
+from experiments import mice as mice_entry  # defines the MiCE flags; its training-set size
 from experiments import train_flags
 from unsupervised_jax.methods import mice
 from unsupervised_jax.runner import ablation
@@ -54,5 +54,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  del mice_entry
   common.run(main)

@@ -219,7 +219,7 @@ ABLATIONS = [('full', {}, (True, True, False, True)),
 def test_each_ablation_takes_away_its_part_and_only_that(cell, settings, expected):
   simplex, step_moves_mu, step_moves_omega, pass_moves_mu = expected
   images, _ = _toy_mixture(n_per=16)
-  method, _ = _toy_method(tau=0.2, kappa=0.2, **settings)  # the toy_step fixture's settings: full's step is cached
+  method, _ = _toy_method(tau=0.2, kappa=0.2, **settings)  # toy_step's settings: full's step may come from the XLA cache
   state = method.init(jax.random.key(0), images[:1])
   omega = np.asarray(state.params['omega'])
   np.testing.assert_allclose(np.linalg.norm(omega, axis=1), 1.0, rtol=1e-5)
@@ -240,6 +240,24 @@ def test_the_ablation_command_runs_the_cells_tested_above():
   [cells] = [ast.literal_eval(node.value) for node in tree.body
              if isinstance(node, ast.Assign) and getattr(node.targets[0], 'id', None) == 'CELLS']
   assert cells == {cell: settings for cell, settings, _ in ABLATIONS}
+
+
+def test_ablation_command_on_digits_tabulates_its_cells_and_refuses_unknown_ones(tmp_path):
+  args = [sys.executable, '-m', 'experiments.mice_ablation', '--flagfile=experiments/configs/mice_mnist.flags',
+          '--dataset=digits', '--batch_size=64', '--queue_size=128', '--num_steps=4', '--warmup_epochs=0',
+          '--lr_decay_epochs=', '--seeds=0', '--knn_k=20', '--nofigures', '--noprogress',
+          f'--workdir={tmp_path / "grid"}', f'--results_dir={tmp_path / "results"}']
+  proc = subprocess.run(args + ['--ablations=full,bogus'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2 and 'got full,bogus' in proc.stderr and not (tmp_path / 'grid').exists(), proc.stderr
+  proc = subprocess.run(args + ['--ablations=full,learned_omega'], cwd=ROOT, capture_output=True, text=True,
+                        timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  table = json.loads((tmp_path / 'results' / 'mice_ablation.json').read_text())
+  assert table == json.loads((tmp_path / 'grid' / 'ablation.json').read_text())
+  assert [(c['settings']['cell'], c['settings']['learn_gating']) for c in table['cells']] == [
+      ('full', False), ('learned_omega', True)]
+  assert all(0 <= c['record']['metrics']['acc']['mean'] <= 1 for c in table['cells'])
+  assert (tmp_path / 'grid' / 'learned_omega' / 'seed_0' / 'eval.json').is_file()
 
 
 TWO_DEVICES = r'''
