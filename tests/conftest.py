@@ -19,7 +19,8 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 # Set here so that the entry points run as subprocesses, the xdist workers and the notebooks' kernels get it.
 _FAST_COMPILE = ('--xla_backend_optimization_level=0', '--xla_llvm_disable_expensive_passes=true')
 _XLA_FLAGS = os.environ.get('XLA_FLAGS', '')
-os.environ['XLA_FLAGS'] = ' '.join([_XLA_FLAGS, *(f for f in _FAST_COMPILE if f not in _XLA_FLAGS)]).strip()
+os.environ['XLA_FLAGS'] = ' '.join(  # a flag the user set (any value) is kept as set
+    [_XLA_FLAGS, *(f for f in _FAST_COMPILE if f.split('=')[0] + '=' not in _XLA_FLAGS)]).strip()
 
 # scikit-learn's t-SNE and OpenBLAS spin-wait in OpenMP threads: beside the other xdist worker on 2 cores one
 # t-SNE of the 1,797 digits took 31 s with 2 threads, 17 s with one.

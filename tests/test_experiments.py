@@ -153,7 +153,7 @@ def test_moco_ablation_runs_the_grid_and_reuses_finished_cells_or_reevaluates(tm
   args = ('experiments.moco_ablation', '--dataset=digits', '--num_steps=20', '--batch_size=32',
           '--queue_batches=2', '--momenta=0.9,0.99', '--seeds=0', '--cluster_method=kmeans', '--knn_k=20',
           f'--workdir={tmp_path / "grid"}', '--log_every=10', '--checkpoint_every=20', '--nofigures',
-          f'--results_dir={tmp_path / "results"}')  # figures (a t-SNE: ~10-30 s a cell here) are tested elsewhere
+          f'--results_dir={tmp_path / "results"}')  # the shared t-SNE (~10-30 s a cell here): drawn and checked in the autoencoder and MiCE runs
   proc = _run(*args)
   assert proc.returncode == 0, proc.stderr[-3000:]
   table = json.loads((tmp_path / 'grid' / 'ablation.json').read_text())
