@@ -12,6 +12,7 @@ from unsupervised_jax.methods import mice
 from unsupervised_jax.runner import learned
 
 common.define(mice.MiceConfig)
+common.FLAGS.set_default('sampling', 'epochs')  # the official loader: shuffled epochs, the last partial batch dropped
 
 
 def num_training_images(run) -> int:

@@ -47,7 +47,7 @@ finals = []
 for n in (1, 4):
     mesh = parallel.make_mesh(n)
     state = parallel.replicate(learner.init(jax.random.key(1), images[:1]), mesh)
-    step = parallel.data_parallel_step(learner.train_step, mesh, 64)
+    step = parallel.data_parallel_step(learner.train_step, mesh, 64, sampling=SAMPLING)
     dataset = parallel.replicate(images, mesh)
     for _ in range(3):
         state, metrics = step(state, dataset, key)
@@ -59,9 +59,10 @@ print('MAXDIFF', diff, 'MOVED', moved, 'STEP', int(finals[1].step))
 '''
 
 
-def test_four_devices_equal_one_device_on_the_same_global_batch():
-  proc = subprocess.run([sys.executable, '-c', MULTI_DEVICE_SCRIPT], cwd=ROOT, capture_output=True, text=True,
-                        timeout=300)
+@pytest.mark.parametrize('sampling', parallel.SAMPLINGS)
+def test_four_devices_equal_one_device_on_the_same_global_batch(sampling):
+  script = MULTI_DEVICE_SCRIPT.replace('SAMPLING', repr(sampling))
+  proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   line = next(l for l in proc.stdout.splitlines() if l.startswith('MAXDIFF'))
   _, diff, _, moved, _, step = line.split()
@@ -71,11 +72,12 @@ def test_four_devices_equal_one_device_on_the_same_global_batch():
 
 
 def test_kill_9_and_resume_is_bitwise_equal_to_one_run(tmp_path):
+  """Killed mid-epoch (sampling by epochs: 28 steps of 64 an epoch of the 1,797 digits) and resumed."""
   images = data.load('digits', 'all').images
   straight, crashed = tmp_path / 'straight', tmp_path / 'crashed'
   run = lambda workdir, steps, env=None: subprocess.run(
-      [sys.executable, str(DRIVER), str(workdir), str(steps)], cwd=ROOT, capture_output=True, text=True,
-      timeout=300, env=env)
+      [sys.executable, str(DRIVER), str(workdir), str(steps), '1', '64', 'epochs'], cwd=ROOT, capture_output=True,
+      text=True, timeout=300, env=env)
   assert run(straight, 40).returncode == 0
   env = dict(os.environ, **{loop.CRASH_ENV: '25'})  # SIGKILL after step 25; last checkpoint: 20
   killed = run(crashed, 40, env)
@@ -216,6 +218,30 @@ def test_sample_batch_is_independent_of_device_split():
   b = np.asarray(fn(images, jax.random.key(0))).ravel()
   np.testing.assert_array_equal(a, b)
   assert len(set(a.tolist())) > 4  # actually random indices
+
+
+def _epoch_batches(n, batch, steps, key=0):
+  """The global batches of ``steps`` steps drawn by epochs from ``arange(n)`` on one device, ``[steps, batch]``."""
+  ids = jnp.arange(n, dtype=jnp.int32)
+  spec = jax.sharding.PartitionSpec()
+  draw = jax.jit(jax.shard_map(lambda d, k, s: parallel.sample_batch(d, k, s, batch, 'epochs')[0],
+                               mesh=parallel.make_mesh(1), in_specs=(spec, spec, spec), out_specs=spec,
+                               check_vma=False))
+  return np.stack([np.asarray(draw(ids, jax.random.key(key), jnp.int32(s))) for s in range(steps)])
+
+
+def test_sampling_by_epochs_takes_each_example_once_an_epoch_in_a_new_order_each_epoch():
+  batches = _epoch_batches(100, 8, 25)  # 12 steps an epoch, 4 examples left out of each
+  first, second = batches[:12].ravel(), batches[12:24].ravel()
+  assert len(set(first.tolist())) == len(set(second.tolist())) == 96  # without replacement
+  assert not np.array_equal(np.sort(first), np.arange(96))  # shuffled, not the first 96 in order
+  assert not np.array_equal(first, second) and set(first.tolist()) != set(second.tolist())  # a new permutation
+  np.testing.assert_array_equal(_epoch_batches(100, 8, 25), batches)  # a function of (key, step): resumable
+  assert not np.array_equal(_epoch_batches(100, 8, 12, key=1), batches[:12])
+  with pytest.raises(ValueError, match='no whole batch of 8'):
+    parallel.steps_per_epoch(7, 8)
+  with pytest.raises(ValueError, match='sampling must be one of'):
+    parallel.data_parallel_step(lambda *a: a, parallel.make_mesh(1), 8, sampling='bogus')
 
 
 def test_sample_batch_indexes_every_array_of_a_pytree_data_set_alike():

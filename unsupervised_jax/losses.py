@@ -218,6 +218,33 @@ def mice_elbo(log_gating: Array, log_expert: Array, posterior: Array) -> Array:
   return jnp.mean(jnp.sum(posterior * (log_expert + log_gating - log_q), axis=-1))
 
 
+def mice_loss(student: Array, teacher: Array, gating: Array, prototypes: Array, gating_prototypes: Array,
+              queue: Array, tau: float, kappa: float) -> Tuple[Array, Tuple[Array, Array, Array]]:
+  """MiCE's training loss, ``-ELBO``, as the official ``MiCE_ELBO.forward`` computes it.
+
+  The cluster prototypes are normalised here (the official ``F.normalize(expert_prototype)``, so the
+  gradient reaches the raw prototypes through the normalisation); the gating prototypes are used as given
+  (unit vectors, fixed in the official code). The posterior is the E-step, held fixed in the M-step
+  (:func:`mice_elbo`).
+
+  Args:
+    student: ``[B, K, D]`` unit student embeddings ``f``.
+    teacher: ``[B, K, D]`` unit teacher embeddings ``v`` (used as given; stop their gradient).
+    gating: ``[B, D]`` unit gating embeddings ``g``.
+    prototypes: ``[K, D]`` cluster prototypes ``mu`` before normalisation.
+    gating_prototypes: ``[K, D]`` unit gating prototypes ``omega``.
+    queue: ``[nu, K, D]`` queued teacher embeddings per expert.
+    tau, kappa: the experts' temperature and the gating's concentration, ``> 0``.
+
+  Returns:
+    ``(neg_elbo [], (log_gating [B, K], log_expert [B, K], posterior [B, K]))``.
+  """
+  log_gating = mice_log_gating(gating, gating_prototypes, kappa)
+  log_expert = mice_log_expert(student, teacher, l2_normalize(prototypes), queue, tau)
+  posterior = jax.lax.stop_gradient(mice_posterior(log_gating, log_expert))
+  return -mice_elbo(log_gating, log_expert, posterior), (log_gating, log_expert, posterior)
+
+
 def gan_discriminator_loss(real_logits: Array, fake_logits: Array) -> Array:
   """The GAN discriminator's loss (Goodfellow et al. 2014): ``-E[log D(x)] - E[log(1 - D(G(z)))]``.
 

@@ -8,7 +8,8 @@ Method runs::
 A learned method's record also lists ``"seed_runs": [{"seed", "scores", "wall_time_s", "git_commit",
 "machine"}]``: it is rewritten after each seed, so seeds run in different sessions or on different
 machines make one record (``wall_time_s`` their sum, ``machine`` each distinct host). A seed trained with
-``eval_every`` adds ``"progress": {"step": [E], "cluster_acc_test": [E], "knn_acc": [E]}``, the
+``eval_every`` adds ``"progress": {"step": [E], "cluster_acc_test": [E], "cluster_nmi_test": [E],
+"cluster_ari_test": [E], "knn_acc": [E]}``, the
 accuracy against steps of the evaluations during training (test split, K-means with one start).
 
 Ablations (one method run per cell of a grid)::

@@ -137,14 +137,15 @@ def _seed_of(key: jax.Array) -> int:
 
 
 def progress(method, state, splits: EvalData, n_clusters: int, key: jax.Array, knn_k: int, mesh) -> Dict[str, float]:
-  """A cheap signal during training (no manifold step): K-means (or the method's own clusters) on the test
-  images' codes, and kNN accuracy."""
+  """A cheap signal during training (no manifold step): ACC, NMI and ARI of K-means (or the method's own
+  clusters) on the test images' codes, ``cluster_{acc,nmi,ari}_test``, and ``knn_acc``."""
   embed = mapper(method.embed, mesh)
   codes = np.asarray(embed(state, splits.test.images))
   if method.assign is not None:
     clusters = np.asarray(mapper(method.assign, mesh)(state, splits.test.images))
   else:
     clusters = np.asarray(clustering.fit_clustering(key, codes, n_clusters, 'kmeans', {'n_init': 1}).labels)
-  return {'cluster_acc_test': metrics.cluster_accuracy(splits.test.labels, clusters),
+  scores = metrics.clustering_scores(splits.test.labels, clusters)
+  return {**{f'cluster_{name}_test': value for name, value in scores.items()},
           'knn_acc': probes.knn_accuracy(np.asarray(embed(state, splits.train.images)), splits.train.labels, codes,
                                          splits.test.labels, k=knn_k)}

@@ -41,23 +41,28 @@ StepFn = parallel.StepFn
 
 
 class EpochEnd(NamedTuple):
-  """A whole-data-set update every ``period`` steps, written as map-reduce.
+  """An update every ``period`` steps (once an epoch), from the state alone or from a pass over the data set.
 
-  The trainer splits the data set over the devices and, per device, into
-  chunks; ``accumulate`` maps a chunk to partial sums, which the trainer adds
-  over chunks and devices (``lax.psum``); ``finalize`` turns the totals into
-  the new state. The result does not depend on the device count (up to the
-  order of floating-point sums). MiCE's analytic prototype update is one.
+  Without ``accumulate`` the trainer calls ``finalize(state, None)``: the
+  update reads what the train steps summed into the state through the epoch
+  (MiCE's analytic prototype update, as the official code). With it the
+  update is a whole-data-set pass written as map-reduce: the trainer splits
+  the data set over the devices and, per device, into chunks; ``accumulate``
+  maps a chunk to partial sums, which the trainer adds over chunks and
+  devices (``lax.psum``); ``finalize`` turns the totals into the new state.
+  Either way the result does not depend on the device count (up to the order
+  of floating-point sums).
 
   Attributes:
     period: steps between calls (>= 1); called after steps ``period, 2 period, ...``.
-    accumulate: ``(state, images [C, H, W, C'] uint8, mask [C] bool) -> sums``, a
+    accumulate: ``None``, or ``(state, images [C, H, W, C'] uint8, mask [C] bool) -> sums``, a
       pytree of arrays summed over the chunk's examples where ``mask`` is True
       (padding is False).
-    finalize: ``(state, sums) -> (state, metrics)`` with the data set's totals.
+    finalize: ``(state, sums) -> (state, metrics)`` with the data set's totals (``sums`` is ``None``
+      without ``accumulate``).
   """
   period: int
-  accumulate: Callable[[State, jax.Array, jax.Array], Any]
+  accumulate: Optional[Callable[[State, jax.Array, jax.Array], Any]]
   finalize: Callable[[State, Any], Tuple[State, Metrics]]
 
 
@@ -140,7 +145,7 @@ def enqueue(queue: jax.Array, queue_ptr: jax.Array, items: jax.Array) -> Tuple[j
     raise ValueError(f'items of shape {items.shape[1:]} cannot go into a queue of {queue.shape[1:]}.')
   if queue.shape[0] % items.shape[0]:
     raise ValueError(f'queue length {queue.shape[0]} must be a multiple of the {items.shape[0]} items enqueued.')
-  start = (queue_ptr,) + (0,) * (queue.ndim - 1)
+  start = (queue_ptr,) + (jnp.zeros_like(queue_ptr),) * (queue.ndim - 1)  # one index dtype (also under x64)
   queue = jax.lax.dynamic_update_slice(queue, items.astype(queue.dtype), start)
   return queue, (queue_ptr + items.shape[0]) % queue.shape[0]
 

@@ -16,12 +16,18 @@ EM, all inside jitted pure functions:
   held fixed (``stop_gradient``) in the M-step; as ``q`` is the exact posterior this gives the same gradient
   as the official code's loss, which differentiates through ``q``.
 * M-step: SGD on ``-ELBO = -mean_n sum_k q_nk (log phi_nk + log pi_nk - log q_nk)`` for the network
-  (theta, psi) and ``mu``; and once per epoch the analytic update (the paper's eq. 13)
-  ``mu_k = normalise(sum_n w_nk v_{n,k})`` over the whole data set through the contract's
-  :class:`~unsupervised_jax.methods.base.EpochEnd` (sharded over devices, chunked), with
-  ``w = one_hot(argmax_k q)`` (``prototype_update='hard'``, the default and the official code) or
-  ``w = q`` (``'soft'``). The pass uses the un-augmented images and the current networks (the official
-  code sums over the epoch's augmented training batches as they go by).
+  (theta, psi) and ``mu`` (:func:`unsupervised_jax.losses.mice_loss`); and once per epoch the analytic
+  update (the paper's eq. 13) ``mu_k = normalise(sum_n w_nk v_{n,k})`` through the contract's
+  :class:`~unsupervised_jax.methods.base.EpochEnd`, with ``w = one_hot(argmax_k q)``
+  (``prototype_update='hard'``, the default and the official code) or ``w = q`` (``'soft'``). As the
+  official ``train_MiCE.py``, the sums run over the epoch's training batches as they go by (their
+  teacher embeddings ``v`` of view ``x2`` and posteriors, each step's networks), kept in the state
+  (``epoch_sums``, added over the devices) and turned into ``mu`` at the epoch's end;
+  ``--prototype_pass`` (a deviation) sums instead over a separate pass of the un-augmented images after
+  the epoch, networks in evaluation mode. An expert that no image chose keeps its prototype (the
+  official code sets it to the zero vector: docs/mice.md). The learning rate is set per epoch as the
+  official ``adjust_learning_rate`` (:func:`learning_rate_schedule`); epochs are shuffled passes without
+  replacement (``TrainConfig.sampling='epochs'``, the entry point's default).
 
 ``assign`` is the argmax of the posterior on un-augmented images (student, teacher and gating in
 evaluation mode, the state's queue, as the official ``eval_MiCE.py``); the epoch-end pass logs the sizes of
@@ -49,6 +55,7 @@ from unsupervised_jax.models import conv
 from unsupervised_jax.models import convnet
 from unsupervised_jax.models import resnet
 from unsupervised_jax.settings import setting
+from unsupervised_jax.training import parallel
 
 BACKBONES = ('convnet', 'resnet34_cifar', 'resnet34')
 PROTOTYPE_UPDATES = ('hard', 'soft', 'none')
@@ -57,12 +64,16 @@ VIEWS = {'digits': augment.digits_view, 'digits_strong': augment.strong_digits_v
          'natural': augment.natural_view}
 
 
+LR_SCHEDULES = ('epochs', 'steps')
+
+
 @flax.struct.dataclass
 class MiceState:
   """``step``; ``params`` = {'net': encoder and heads, 'mu': [K, D] cluster prototypes (normalised when
   used), 'omega': [K, D] gating prototypes (frozen unless learned)}; ``batch_stats`` of the student's
   BatchNorm ({} for the ConvNet); SGD ``opt_state``; the EMA teacher's ``teacher_params`` (of 'net') and its
-  own ``teacher_batch_stats``; ``queue [nu, K, D]`` of teacher embeddings per expert; ``queue_ptr`` [] int32."""
+  own ``teacher_batch_stats``; ``queue [nu, K, D]`` of teacher embeddings per expert; ``queue_ptr`` [] int32;
+  ``epoch_sums``, this epoch's training-batch sums so far (:func:`epoch_sums`; zero after each epoch's end)."""
   step: jax.Array
   params: Any
   batch_stats: Any
@@ -71,6 +82,7 @@ class MiceState:
   teacher_batch_stats: Any
   queue: jax.Array
   queue_ptr: jax.Array
+  epoch_sums: Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,8 +102,12 @@ class MiceConfig:
   lr_decay_epochs: Tuple[int, ...] = setting((480, 640, 800), 'Epochs after which the learning rate is '
                                              'multiplied by lr_decay_rate.', minimum=0)
   lr_decay_rate: float = setting(0.1, 'Step decay factor.', above=0)
+  lr_schedule: str = setting('epochs', "'epochs': the learning rate set once an epoch (the official code: 0 through "
+                             "epoch 0); 'steps': warmed up and decayed per step (a deviation).", choices=LR_SCHEDULES)
   prototype_update: str = setting('hard', "Analytic mu update once per epoch: 'hard' = argmax of q (official "
                                   "code), 'soft' = q (paper), 'none' (ablation).", choices=PROTOTYPE_UPDATES)
+  prototype_pass: bool = setting(False, 'Sum the analytic update over a pass of the un-augmented images after each '
+                                 "epoch (a deviation) instead of the epoch's training batches (the official code).")
   prototype_gradient: bool = setting(True, 'SGD on mu through the ELBO (--noprototype_gradient: ablation).')
   gating_init: str = setting('simplex', "Gating prototypes omega: 'simplex' (equiangular) or 'uniform' (random "
                              'directions, ablation).', choices=GATING_INITS)
@@ -162,18 +178,77 @@ class MiceNet(nn.Module):
 
 
 def learning_rate_schedule(config: MiceConfig, steps_per_epoch: int):
-  """``step -> lr``: linear warm-up over ``warmup_epochs`` (from ``lr / warm-up steps``), then ``lr`` times
-  ``lr_decay_rate`` per boundary of ``lr_decay_epochs`` passed (the official ``adjust_learning_rate``, per step
-  rather than per epoch)."""
-  warmup_steps = config.warmup_epochs * steps_per_epoch
-  boundaries = jnp.asarray([e * steps_per_epoch for e in config.lr_decay_epochs] or [np.iinfo(np.int32).max])
+  """``step -> lr`` ([] float32).
+
+  ``lr_schedule='epochs'`` (the official ``util.adjust_learning_rate``, called before each epoch ``e``):
+  ``lr * e / warmup_epochs`` while ``e <= warmup_epochs`` (0 through epoch 0), then ``lr`` times
+  ``lr_decay_rate`` per boundary of ``lr_decay_epochs`` that ``e`` has passed (``e > boundary``); after the
+  warm-up and before the first decay the rate stays at the last warm-up epoch's (``lr`` when
+  ``warmup_epochs`` is whole). ``'steps'``: a per-step linear warm-up over ``warmup_epochs`` (from
+  ``lr / warm-up steps``), then ``lr`` times ``lr_decay_rate`` per boundary reached (``step >= boundary``
+  steps).
+  """
+  rate, warmup = config.learning_rate, config.warmup_epochs
+  decays_at = jnp.asarray(config.lr_decay_epochs or (np.iinfo(np.int32).max,), jnp.int32)
+
+  if config.lr_schedule == 'epochs':
+    def ramp(epoch):  # the official linear_rampup
+      return jnp.where(epoch >= warmup, 1.0, epoch / warmup) if warmup > 0 else 1.0
+
+    def schedule(step):
+      epoch = step // steps_per_epoch
+      decays = jnp.sum(epoch > decays_at)
+      after_warmup = jnp.where(decays > 0, config.lr_decay_rate ** decays, ramp(math.floor(warmup)))
+      return jnp.asarray(rate * jnp.where(epoch <= warmup, ramp(epoch), after_warmup), jnp.float32)
+    return schedule
+
+  warmup_steps = warmup * steps_per_epoch
+  boundaries = decays_at * steps_per_epoch if config.lr_decay_epochs else decays_at
 
   def schedule(step):
-    warmup = jnp.minimum(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-    decays = jnp.sum(step >= boundaries) if config.lr_decay_epochs else 0
-    return jnp.asarray(config.learning_rate * warmup * config.lr_decay_rate ** decays, jnp.float32)
+    ramp = jnp.minimum(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    return jnp.asarray(rate * ramp * config.lr_decay_rate ** jnp.sum(step >= boundaries), jnp.float32)
 
   return schedule
+
+
+def epoch_sums(posterior: jax.Array, log_gating: jax.Array, teacher: jax.Array, rule: str, mask=None):
+  """One batch's share of the analytic prototype update and of the epoch's cluster statistics.
+
+  Args:
+    posterior: ``[B, K]`` q(z | x, y), the E-step.
+    log_gating: ``[B, K]`` log p(z | x), the gating.
+    teacher: ``[B, K, D]`` teacher embeddings ``v``.
+    rule: ``'hard'`` (weights ``one_hot(argmax_k q)``, the official ``train_MiCE.py``), ``'soft'`` (``q``,
+      the paper's eq. 13) or ``'none'`` (as ``'hard'``: only the statistics are used).
+    mask: optional ``[B]`` bool, the examples to count (padding is False).
+
+  Returns:
+    ``{'centres': [K, D] sum_n w_nk v_nk, 'sizes': [K] argmax-q counts, 'gating_sizes': [K] argmax-pi counts,
+    'agree': [] examples whose two argmaxes agree, 'count': [] examples}``, float32.
+  """
+  k = posterior.shape[-1]
+  m = jnp.ones(posterior.shape[:1], jnp.float32) if mask is None else mask.astype(jnp.float32)
+  hard = jax.nn.one_hot(jnp.argmax(posterior, axis=-1), k) * m[:, None]
+  gating = jax.nn.one_hot(jnp.argmax(log_gating, axis=-1), k) * m[:, None]
+  weights = posterior * m[:, None] if rule == 'soft' else hard
+  return {'centres': jnp.einsum('nk,nkd->kd', weights.astype(teacher.dtype), teacher), 'sizes': jnp.sum(hard, axis=0),
+          'gating_sizes': jnp.sum(gating, axis=0), 'agree': jnp.sum(hard * gating), 'count': jnp.sum(m)}
+
+
+def update_prototypes(centres: jax.Array, previous: jax.Array) -> jax.Array:
+  """The analytic update ``mu_k = normalise(sum_n w_nk v_nk)`` (the paper's eq. 13, the official
+  ``MiCE_ELBO.update_cluster``), ``[K, D]``.
+
+  An expert whose sum is zero (no image chose it) keeps ``previous[k]``; the official code writes the zero
+  vector there, whose normalisation then has a ``1 / eps`` gradient (docs/mice.md).
+
+  Args:
+    centres: ``[K, D]`` sums over the epoch.
+    previous: ``[K, D]`` the prototypes before the update.
+  """
+  norm = jnp.linalg.norm(centres, axis=-1, keepdims=True)
+  return jnp.where(norm > 0, centres / jnp.maximum(norm, jnp.finfo(centres.dtype).tiny), previous)
 
 
 def mice(config: MiceConfig, train, num_examples: int) -> base.Method:
@@ -182,8 +257,8 @@ def mice(config: MiceConfig, train, num_examples: int) -> base.Method:
   Args:
     config: MiCE's settings.
     train: the run's ``TrainConfig`` (global batch for the queue and the epoch).
-    num_examples: training images N; an epoch is ``max(1, N // batch_size)`` steps (the official loader
-      drops the last partial batch), the period of the analytic update and the unit of the schedule.
+    num_examples: training images N; an epoch is ``N // batch_size`` steps (the official loader drops the
+      last partial batch), the period of the analytic update and the unit of the schedule.
 
   Raises:
     ValueError: a bad setting.
@@ -192,7 +267,7 @@ def mice(config: MiceConfig, train, num_examples: int) -> base.Method:
   if num_examples < 1:
     raise ValueError(f'MiCE needs training images, got {num_examples}.')
   k, d = config.experts, config.embedding_dim
-  steps_per_epoch = max(1, num_examples // train.batch_size)
+  steps_per_epoch = parallel.steps_per_epoch(num_examples, train.batch_size)
   model = MiceNet(k, d, config.backbone, config.conv_implementation)
   has_bn = config.backbone != 'convnet'
   schedule = learning_rate_schedule(config, steps_per_epoch)
@@ -233,7 +308,11 @@ def mice(config: MiceConfig, train, num_examples: int) -> base.Method:
     params = {'net': net_params, 'mu': mu, 'omega': omega}
     copy = lambda tree: jax.tree.map(jnp.copy, tree)  # own buffers: the train step donates the state
     return MiceState(base.zeros_step(), params, batch_stats, optimizer.init(params), copy(net_params),
-                     copy(batch_stats), queue, jnp.zeros((), jnp.int32))
+                     copy(batch_stats), queue, jnp.zeros((), jnp.int32), zero_sums())
+
+  def zero_sums():
+    return jax.tree.map(jnp.zeros_like, epoch_sums(jnp.zeros((1, k)), jnp.zeros((1, k)), jnp.zeros((1, k, d)),
+                                                   config.prototype_update))
 
   def train_step(state, images, example_keys):
     b = images.shape[0]
@@ -246,24 +325,24 @@ def mice(config: MiceConfig, train, num_examples: int) -> base.Method:
     def loss_fn(params):
       (f, g), batch_stats = apply(params['net'], state.batch_stats,
                                   jnp.concatenate([views[:, 0], views[:, 2]]), True)
-      f, g = f[:b], g[b:]
-      mu, omega = prototypes(params)
-      log_pi = losses.mice_log_gating(g, jax.lax.stop_gradient(omega) if not config.learn_gating else omega,
-                                      config.kappa)
-      log_phi = losses.mice_log_expert(f, v, mu if config.prototype_gradient else jax.lax.stop_gradient(mu),
-                                       state.queue, config.tau)
-      q = jax.lax.stop_gradient(losses.mice_posterior(log_pi, log_phi))  # E-step
-      elbo = losses.mice_elbo(log_pi, log_phi, q)
+      mu = params['mu'] if config.prototype_gradient else jax.lax.stop_gradient(params['mu'])
+      omega = losses.l2_normalize(params['omega'] if config.learn_gating else jax.lax.stop_gradient(params['omega']))
+      loss, (log_pi, log_phi, q) = losses.mice_loss(f[:b], v, g[b:], mu, omega, state.queue, config.tau,
+                                                    config.kappa)
       kl = jnp.mean(jnp.sum(q * (jnp.log(jnp.maximum(q, 1e-30)) - log_pi), axis=-1))
-      return -elbo, (batch_stats, {'elbo': elbo, 'kl': kl, 'log_expert': elbo + kl,
-                                   'posterior_max': jnp.mean(jnp.max(q, axis=-1))})
+      return loss, (batch_stats, log_pi, q, {'elbo': -loss, 'kl': kl, 'log_expert': kl - loss,
+                                             'posterior_max': jnp.mean(jnp.max(q, axis=-1))})
 
-    (loss, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (batch_stats, log_pi, q, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     params, opt_state = base.apply_gradients(optimizer, grads, state.params, state.opt_state)
     # Every device enqueues the whole global batch of teacher embeddings, in device order.
     queue, queue_ptr = base.enqueue(state.queue, state.queue_ptr, jax.lax.all_gather(v, base.AXIS, tiled=True))
+    sums = state.epoch_sums
+    if not config.prototype_pass:  # the official update's sums, over this step's global batch
+      batch_sums = jax.lax.psum(epoch_sums(q, log_pi, v, config.prototype_update), base.AXIS)
+      sums = jax.tree.map(jnp.add, sums, batch_sums)
     new = state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state, teacher_params=teacher_params,
-                        teacher_batch_stats=teacher_stats, queue=queue, queue_ptr=queue_ptr)
+                        teacher_batch_stats=teacher_stats, queue=queue, queue_ptr=queue_ptr, epoch_sums=sums)
     return new, dict(metrics, loss=loss, learning_rate=schedule(state.step))
 
   def posterior_terms(state, images):
@@ -279,29 +358,21 @@ def mice(config: MiceConfig, train, num_examples: int) -> base.Method:
     _, log_pi, log_phi = posterior_terms(state, images)
     return jnp.argmax(log_pi + log_phi, axis=-1).astype(jnp.int32)  # argmax of the posterior
 
-  def accumulate(state, images, mask):
+  def accumulate(state, images, mask):  # --prototype_pass: the un-augmented images, evaluation mode
     v, log_pi, log_phi = posterior_terms(state, images)
-    q = losses.mice_posterior(log_pi, log_phi)
-    m = mask.astype(jnp.float32)[:, None]
-    hard = jax.nn.one_hot(jnp.argmax(q, axis=-1), k) * m
-    gating = jax.nn.one_hot(jnp.argmax(log_pi, axis=-1), k) * m
-    weights = q * m if config.prototype_update == 'soft' else hard
-    return {'centres': jnp.einsum('nk,nkd->kd', weights, v), 'sizes': jnp.sum(hard, axis=0),
-            'gating_sizes': jnp.sum(gating, axis=0), 'agree': jnp.sum(hard * gating),
-            'count': jnp.sum(m)}
+    return epoch_sums(losses.mice_posterior(log_pi, log_phi), log_pi, v, config.prototype_update, mask)
 
   def finalize(state, sums):
-    """The analytic update ``mu_k = normalise(sum_n w_nk v_{n,k})``; an empty cluster keeps its ``mu_k``."""
+    """The analytic update from the epoch's sums (the state's, or the pass's); the state's sums restart at 0."""
+    sums = state.epoch_sums if sums is None else sums
     params = state.params
     if config.prototype_update != 'none':
-      norm = jnp.linalg.norm(sums['centres'], axis=-1, keepdims=True)
-      mu = jnp.where(norm > 0, sums['centres'] / jnp.maximum(norm, 1e-30), params['mu'])
-      params = dict(params, mu=mu)
+      params = dict(params, mu=update_prototypes(sums['centres'], params['mu']))
     count = jnp.maximum(sums['count'], 1.0)
     metrics = {'cluster_sizes': sums['sizes'], 'gating_cluster_sizes': sums['gating_sizes'],
                'largest_cluster_fraction': jnp.max(sums['sizes']) / count,
                'empty_clusters': jnp.sum(sums['sizes'] == 0), 'gating_agreement': sums['agree'] / count}
-    return state.replace(params=params), metrics
+    return state.replace(params=params, epoch_sums=zero_sums()), metrics
 
   def embed(state, images):
     variables = {'params': state.params['net'], **({'batch_stats': state.batch_stats} if has_bn else {})}
@@ -311,5 +382,6 @@ def mice(config: MiceConfig, train, num_examples: int) -> base.Method:
   if not has_bn:  # the self-labelling stage fine-tunes parameters only
     backbone = base.Backbone(model, 'features', lambda state: state.params['net'], view)
   return base.Method('mice', init, train_step, embed, assign=assign,
-                     epoch_end=base.EpochEnd(steps_per_epoch, accumulate, finalize), backbone=backbone,
+                     epoch_end=base.EpochEnd(steps_per_epoch, accumulate if config.prototype_pass else None,
+                                             finalize), backbone=backbone,
                      config=config)

@@ -139,7 +139,9 @@ def default_clusters(dataset: str, labels) -> int:
 def from_legacy(flat: Dict[str, Any]) -> Dict[str, Any]:
   """A record's settings in today's flat form. Records before the method contract kept a learned
   method's clustering options as ``cluster_options`` ({'n_init', 'covariance_type'}), a pixel
-  clustering's as ``options``, and ``n_clusters`` 0 for the number of classes (now the value used)."""
+  clustering's as ``options``, and ``n_clusters`` 0 for the number of classes (now the value used);
+  records before a setting existed ran with the behaviour it was added to keep where its default
+  changed it (``sampling``, MiCE's ``lr_schedule`` and ``prototype_pass``)."""
   flat = dict(flat)
   flat.update(flat.pop('options', None) or {})
   if flat.get('n_clusters') == 0 and 'manifold' not in flat and 'pca_dim' in flat:
@@ -149,6 +151,10 @@ def from_legacy(flat: Dict[str, Any]) -> Dict[str, Any]:
     flat.setdefault('cluster_n_init', options.get('n_init', 1))
     flat.setdefault('covariance_type', options.get('covariance_type', 'full'))
   flat.get('method_config', {}).pop('num_steps', None)  # MoCo's schedule now reads the training length
+  flat.setdefault('sampling', 'replacement')  # batches were drawn with replacement before the setting existed
+  if flat.get('method') == 'mice':  # MiCE before the official epoch: per-step schedule, prototypes from a pass
+    flat['method_config'].setdefault('lr_schedule', 'steps')
+    flat['method_config'].setdefault('prototype_pass', True)
   return flat
 
 

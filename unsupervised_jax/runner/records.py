@@ -23,7 +23,7 @@ def protocol_description(flat: Dict[str, Any], n_clusters: int, assigns: bool = 
   flat = run_config.from_legacy(flat)
   all_data = flat['protocol'] == 'all'
   parts = [f'{flat["method"]} trained {flat["num_steps"]} steps x batch {flat["batch_size"]} on '
-           f'{"train+test" if all_data else "train"}']
+           f'{"train+test" if all_data else "train"}{" in shuffled epochs" if flat["sampling"] == "epochs" else ""}']
   if assigns:
     parts.append(f'its own clusters (K={n_clusters}) of {"train+test" if all_data else "test"}')
   else:

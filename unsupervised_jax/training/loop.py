@@ -43,6 +43,9 @@ class TrainConfig:
   eval_every: int = setting(0, 'Steps between evaluations during training; 0 = at the end only.', minimum=0)
   checkpoint_every: int = setting(1000, 'Steps between checkpoints (the run resumes from the latest).', minimum=1)
   keep_checkpoints: int = setting(3, 'Checkpoints kept.', minimum=1)
+  sampling: str = setting('replacement', "How batches are drawn: 'replacement' (independent draws) or 'epochs' "
+                          '(shuffled passes without replacement, the last partial batch dropped).',
+                          choices=parallel.SAMPLINGS)
   num_devices: int = setting(0, 'Devices to use; 0 = all.', minimum=0)
   progress: bool = setting(True, 'Show a progress bar.')
 
@@ -154,6 +157,8 @@ def train(method: base.Method, state: Any, dataset, config: TrainConfig, workdir
     ValueError: a bad setting (before anything is written).
   """
   config.validate()
+  if config.sampling == 'epochs':
+    parallel.steps_per_epoch(parallel.num_examples(dataset), config.batch_size)
   process_start = time.perf_counter()
   mesh = parallel.make_mesh(config.num_devices or None)
   workdir = pathlib.Path(workdir)
@@ -170,7 +175,7 @@ def train(method: base.Method, state: Any, dataset, config: TrainConfig, workdir
   writer = MetricsWriter(workdir)
   parallel.num_examples(dataset)  # one N for every array, checked before compiling
   dataset = parallel.replicate(jax.tree.map(np.asarray, dataset), mesh)
-  step_fn = parallel.data_parallel_step(method.train_step, mesh, config.batch_size)
+  step_fn = parallel.data_parallel_step(method.train_step, mesh, config.batch_size, config.sampling)
   epoch_end = (parallel.data_parallel_epoch_end(method.epoch_end, mesh, max(1, config.batch_size // mesh.size))
                if method.epoch_end is not None else None)
   sync_every_step = _needs_step_sync(mesh)

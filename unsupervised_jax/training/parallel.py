@@ -9,12 +9,16 @@ CPU, eight GPUs or a TPU slice.
 
 Batches are drawn inside the compiled step: the data set is replicated on
 every device (MNIST is 55 MB as uint8), and example ``g`` of the global batch
-at step ``s`` is ``images[randint(fold_in(fold_in(key, s), g))]`` (sampling with
-replacement), with its augmentation key ``fold_in(..., g)`` as well. The data
-set may be a pytree of per-example arrays (images and pseudo-labels, say);
-every leaf is indexed alike. Neither
-depends on how the batch is split, so a run gives the same result on 1 or 8
-devices up to the order of floating-point reductions.
+at step ``s`` is either ``images[randint(fold_in(fold_in(key, s), g))]``
+(``sampling='replacement'``) or, with ``sampling='epochs'``, position
+``(s mod E) B + g`` of epoch ``s // E``'s permutation of the ``N`` examples
+(``E = N // B`` steps an epoch, the last partial batch dropped, as PyTorch's
+``DataLoader(shuffle=True, drop_last=True)``); its augmentation key is
+``fold_in(fold_in(key, s), g)`` either way. The data set may be a pytree of
+per-example arrays (images and pseudo-labels, say); every leaf is indexed
+alike. Nothing depends on how the batch is split or on where a run was
+stopped and resumed, so a run gives the same result on 1 or 8 devices up to
+the order of floating-point reductions.
 """
 from __future__ import annotations
 
@@ -28,6 +32,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 AXIS = 'batch'
+SAMPLINGS = ('replacement', 'epochs')
+# fold_in data of the epochs' permutation keys (a step index never reaches it).
+_EPOCH_ORDER = 0xFFFFFFFF
 
 # The per-device step of a method (methods.base.StepFn):
 # (state, images [B_local, H, W, C] uint8 (or a pytree of such per-example arrays), example_keys [B_local])
@@ -74,40 +81,67 @@ def num_examples(dataset) -> int:
   return sizes.pop()
 
 
-def sample_batch(images, key: jax.Array, step: jax.Array, global_batch: int) -> Tuple[Any, jax.Array]:
+def steps_per_epoch(n: int, global_batch: int) -> int:
+  """Whole batches in one pass over ``n`` examples, ``n // global_batch`` (the last partial batch dropped).
+
+  Raises:
+    ValueError: fewer examples than one batch.
+  """
+  if n < global_batch:
+    raise ValueError(f'an epoch of {n} examples holds no whole batch of {global_batch}; lower --batch_size.')
+  return n // global_batch
+
+
+def sample_batch(images, key: jax.Array, step: jax.Array, global_batch: int,
+                 sampling: str = 'replacement') -> Tuple[Any, jax.Array]:
   """This device's examples of the global batch at ``step`` and their augmentation keys.
 
   Must run inside ``shard_map`` over :data:`AXIS`. ``images`` is ``[N, ...]``
-  or a pytree of such arrays, indexed alike.
+  or a pytree of such arrays, indexed alike. ``sampling`` is ``'replacement'``
+  (independent draws) or ``'epochs'`` (shuffled passes without replacement,
+  ``N // global_batch`` steps each; see the module docstring).
 
   Returns:
     ``(images [B_local, ...] (same pytree), example_keys [B_local])``.
+
+  Raises:
+    ValueError: an unknown ``sampling``, or ``'epochs'`` with fewer than ``global_batch`` examples.
   """
+  if sampling not in SAMPLINGS:
+    raise ValueError(f'sampling must be one of {", ".join(SAMPLINGS)}; got {sampling!r}.')
   per_device = global_batch // jax.lax.axis_size(AXIS)
   positions = jax.lax.axis_index(AXIS) * per_device + jnp.arange(per_device)  # in the global batch
   step_key = jax.random.fold_in(key, step)
   example_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, positions)
   index_keys, augment_keys = jax.vmap(jax.random.split, out_axes=1)(example_keys)
   n = num_examples(images)
-  indices = jax.vmap(lambda k: jax.random.randint(k, (), 0, n))(index_keys)
+  if sampling == 'epochs':
+    epoch_steps = steps_per_epoch(n, global_batch)
+    epoch, within = step // epoch_steps, step % epoch_steps
+    order = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, _EPOCH_ORDER), epoch), n)
+    indices = order[within * global_batch + positions]
+  else:
+    indices = jax.vmap(lambda k: jax.random.randint(k, (), 0, n))(index_keys)
   return jax.tree.map(lambda leaf: leaf[indices], images), augment_keys
 
 
-def data_parallel_step(step_fn: StepFn, mesh: jax.sharding.Mesh, global_batch: int):
+def data_parallel_step(step_fn: StepFn, mesh: jax.sharding.Mesh, global_batch: int, sampling: str = 'replacement'):
   """Compiles one training step over ``mesh``.
 
   Returns ``train_step(state, images, key) -> (state, metrics)`` where
   ``images [N, H, W, C]`` (or a pytree of per-example arrays) is the replicated data set and ``key`` the run's
-  base PRNG key. Per device it draws its batch (:func:`sample_batch`), calls
+  base PRNG key. Per device it draws its batch (:func:`sample_batch` with ``sampling``), calls
   ``step_fn``, averages the metrics over devices, and keeps the old state when
   any metric is non-finite (``metrics['finite']`` is then False), so a NaN
   never reaches the parameters. ``state.step`` is incremented here. The state
   argument is donated.
   """
   check_batch_size(global_batch, mesh)
+  if sampling not in SAMPLINGS:
+    raise ValueError(f'sampling must be one of {", ".join(SAMPLINGS)}; got {sampling!r}.')
 
   def per_device(state, images, key):
-    batch, example_keys = sample_batch(images, key, state.step, global_batch)
+    batch, example_keys = sample_batch(images, key, state.step, global_batch, sampling)
     new_state, metrics = step_fn(state, batch, example_keys)
     metrics = jax.lax.pmean(metrics, AXIS)
     finite = tree_all_finite(metrics)
@@ -160,20 +194,24 @@ def data_parallel_map(fn: Callable[[Any, jax.Array], jax.Array], mesh: jax.shard
 
 
 def data_parallel_epoch_end(epoch_end, mesh: jax.sharding.Mesh, chunk_size: int):
-  """Compiles a method's whole-data-set update (:class:`unsupervised_jax.methods.base.EpochEnd`).
+  """Compiles a method's epoch-end update (:class:`unsupervised_jax.methods.base.EpochEnd`).
 
   Returns ``update(state, dataset) -> (state, metrics)`` where ``dataset`` is
-  the replicated data set (as the training step takes it). Device ``d`` takes
-  the ``d``-th contiguous share of the ``N`` examples and walks it in chunks of
-  ``chunk_size`` (``lax.map``; the last chunk padded and masked), summing
-  ``epoch_end.accumulate`` over its chunks; the sums are added over devices
-  (``lax.psum``) and ``epoch_end.finalize`` makes the new state on every
-  device. The state argument is donated.
+  the replicated data set (as the training step takes it). Without
+  ``epoch_end.accumulate`` it is ``epoch_end.finalize(state, None)`` (an update
+  from what the train steps accumulated in the state). With it, device ``d``
+  takes the ``d``-th contiguous share of the ``N`` examples and walks it in
+  chunks of ``chunk_size`` (``lax.map``; the last chunk padded and masked),
+  summing ``epoch_end.accumulate`` over its chunks; the sums are added over
+  devices (``lax.psum``) and ``epoch_end.finalize`` makes the new state on
+  every device. The state argument is donated.
   """
   if chunk_size < 1:
     raise ValueError(f'chunk_size must be >= 1, got {chunk_size}.')
 
   def per_device(state, dataset):
+    if epoch_end.accumulate is None:
+      return epoch_end.finalize(state, None)
     n = num_examples(dataset)
     share = -(-n // jax.lax.axis_size(AXIS))  # examples per device, the last device's share padded
     num_chunks = -(-share // chunk_size)
