@@ -244,7 +244,8 @@ def test_custom_npz_works_with_a_learned_method(tmp_path):
   # The accuracy against steps of the evaluations during training (every 20 steps and at the end).
   progress = record['seed_runs'][0]['progress']
   assert progress['step'] == [20, 40, 50]
-  assert sorted(progress) == ['cluster_acc_test', 'cluster_ari_test', 'cluster_nmi_test', 'knn_acc', 'step']
+  assert sorted(progress) == ['cluster_acc_test', 'cluster_ari_test', 'cluster_nmi_test', 'knn_acc', 'linear_acc',
+                              'step']
   assert all(0.0 <= v <= 1.0 for v in progress['cluster_acc_test'] + progress['knn_acc'])
   assert progress['knn_acc'][-1] > 0.5  # digits codes after 50 steps, 10 classes
 

@@ -12,6 +12,7 @@ import pytest
 from unsupervised_jax import losses
 from unsupervised_jax import rendering
 from unsupervised_jax.methods import scae
+from unsupervised_jax.models import capsules
 from unsupervised_jax.training import loop
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -52,16 +53,59 @@ def test_vmapped_rendering_equals_a_loop_and_map_coordinates():
   rng = np.random.default_rng(1)
   templates = jnp.asarray(rng.uniform(size=(3, 4, 5, 5, 2)), jnp.float32)  # [B, M, t, t, C]
   poses = rendering.geometric_transform(jnp.asarray(rng.normal(size=(3, 4, 6)), jnp.float32))
-  vmapped = rendering.render_batch(templates, poses, 9)
+  vmapped = rendering.render_batch_vmap(templates, poses, 9)
   assert vmapped.shape == (3, 4, 9, 9, 2)
   np.testing.assert_allclose(vmapped, rendering.render_batch_loop(templates, poses, 9), atol=1e-6)
   by_scipy = jax.vmap(jax.vmap(rendering.render_map_coordinates, in_axes=(0, 0, None)), in_axes=(0, 0, None))(
       templates, poses, 9)
   np.testing.assert_allclose(vmapped, by_scipy, atol=1e-5)
-  tent = rendering.render_batch(templates, poses, 9, rendering.bilinear_sample_tent)
+  tent = rendering.render_batch_vmap(templates, poses, 9, rendering.bilinear_sample_tent)
   np.testing.assert_allclose(vmapped, tent, atol=1e-5)
   shared = rendering.render_batch(templates[0], poses, 9)  # one set of templates for every image
   np.testing.assert_allclose(shared[1], rendering.render_batch(templates[0][None], poses[1:2], 9)[0], atol=1e-6)
+
+
+def _scene(seed, batch, parts, size, canvas, whole_pixels=False):
+  """Templates ``[B, M, t, t, 2]``, poses ``[B, M, 6]`` (scales from tiny to the whole canvas, rotations, shears;
+  with ``whole_pixels`` every fourth pose an identity-like map whose samples fall on whole template pixels, where
+  bilinear sampling has a kink), and a random cotangent ``[B, M, S, S, 2]``."""
+  rng = np.random.default_rng(seed)
+  templates = jnp.asarray(rng.uniform(size=(batch, parts, size, size, 2)), jnp.float32)
+  raw = rng.normal(size=(batch, parts, 6))
+  poses = np.array(rendering.geometric_transform(jnp.asarray(raw, jnp.float32)))
+  if whole_pixels:
+    scale = (size - 1) / (canvas - 1) * 3  # 3 canvas pixels per template pixel
+    poses[:, ::4] = [1 / scale, 0, 0, 0, 1 / scale, 0]
+  cotangent = jnp.asarray(rng.normal(size=(batch, parts, canvas, canvas, 2)), jnp.float32)
+  return templates, jnp.asarray(poses, jnp.float32), cotangent
+
+
+@pytest.mark.parametrize('chunk_size', [None, 1, 2, 6])
+def test_render_batch_equals_the_vmapped_reference_in_values_and_gradients(chunk_size):
+  """The chunked renderer with its two custom gradients against the direct vmap of the sampler, differentiated
+  automatically (what render_batch was before): the same images, and gradients to float32 rounding."""
+  templates, poses, cotangent = _scene(5, 6, 5, 7, 13, whole_pixels=True)
+  loss = lambda render: lambda t, p: jnp.sum(render(t, p) * cotangent)
+  ours = jax.jit(jax.value_and_grad(loss(lambda t, p: rendering.render_batch(t, p, 13, chunk_size)), (0, 1)))
+  reference = jax.jit(jax.value_and_grad(loss(lambda t, p: rendering.render_batch_vmap(t, p, 13)), (0, 1)))
+  np.testing.assert_array_equal(rendering.render_batch(templates, poses, 13, chunk_size),
+                                rendering.render_batch_vmap(templates, poses, 13))
+  (value, grads), (expected_value, expected) = ours(templates, poses), reference(templates, poses)
+  assert float(value) == pytest.approx(float(expected_value), rel=1e-6)
+  for got, want in zip(grads, expected):
+    scale = float(jnp.max(jnp.abs(want)))
+    assert scale > 0 and float(jnp.max(jnp.abs(got - want))) <= 2e-6 * scale
+  # Shared templates [M, t, t, C]: the gradient sums over the images.
+  shared = jax.grad(lambda t: jnp.sum(rendering.render_batch(t, poses, 13, chunk_size) * cotangent))(templates[0])
+  summed = jax.grad(lambda t: jnp.sum(rendering.render_batch_vmap(t, poses, 13) * cotangent))(templates[0])
+  np.testing.assert_allclose(shared, summed, rtol=0, atol=2e-6 * float(jnp.max(jnp.abs(summed))))
+
+
+def test_render_batch_refuses_a_chunk_that_does_not_divide_the_batch():
+  templates, poses, _ = _scene(0, 4, 2, 5, 9)
+  with pytest.raises(ValueError, match='chunk_size 3 must divide the batch of 4'):
+    rendering.render_batch(templates, poses, 9, chunk_size=3)
+  assert rendering.default_chunk_size(128) == 8 and rendering.default_chunk_size(125) == 5
 
 
 def test_gradients_reach_poses_and_templates():
@@ -81,6 +125,44 @@ def test_gradients_reach_poses_and_templates():
   eps = 1e-3  # and central differences where no sample crosses a whole pixel (rows: ty)
   numeric = (loss(template, pose.at[5].add(eps)) - loss(template, pose.at[5].add(-eps))) / (2 * eps)
   assert float(g_pose[5]) == pytest.approx(float(numeric), rel=1e-2)
+
+
+def _official_conv_att(out, n_caps):
+  """numpy of the official primary.py ``conv_att`` pooling (TF's row-major reshapes, no transpose)."""
+  batch, positions, channels = out.shape
+  n_dims = channels // n_caps - 1
+  h, a = out[..., :n_dims * n_caps], out[..., n_dims * n_caps:]
+  h = h.reshape(batch, positions, n_dims, n_caps)
+  a = np.exp(a - a.max(1, keepdims=True))
+  a = (a / a.sum(1, keepdims=True)).reshape(batch, positions, 1, n_caps)
+  return (h * a).sum(1).reshape(batch, n_caps, n_dims)
+
+
+def test_attention_pooling_is_the_official_reshape_by_default_and_per_part_on_request():
+  rng = np.random.default_rng(6)
+  n_caps, n_dims = 5, 3
+  out = rng.normal(size=(2, 7, n_caps * (n_dims + 1))).astype(np.float32)
+  official = capsules.attention_pool(jnp.asarray(out), n_caps)
+  np.testing.assert_allclose(official, _official_conv_att(out.astype(np.float64), n_caps), rtol=1e-5, atol=1e-6)
+  # Part m's d-th value: channel m D + d, pooled with map (m D + d) mod M.
+  values, logits = out[..., :n_caps * n_dims], out[..., n_caps * n_dims:]
+  maps = np.exp(logits - logits.max(1, keepdims=True))
+  maps /= maps.sum(1, keepdims=True)
+  m, d = 3, 2
+  channel = m * n_dims + d
+  np.testing.assert_allclose(official[:, m, d], (values[..., channel] * maps[..., channel % n_caps]).sum(1), rtol=1e-5)
+  per_part = capsules.attention_pool(jnp.asarray(out), n_caps, 'per_part')
+  np.testing.assert_allclose(per_part[:, m, d], (values[..., channel] * maps[..., m]).sum(1), rtol=1e-5)
+  assert not np.allclose(per_part, official)
+  with pytest.raises(ValueError, match='pooling must be one of'):
+    capsules.attention_pool(jnp.asarray(out), n_caps, 'bogus')
+  # The encoder and the method take the setting; the official reshape is the default.
+  assert capsules.PartEncoder(n_caps, 0).pooling == scae.SCAEConfig().attention_pooling == 'official'
+  encoder = capsules.PartEncoder(n_caps, 0, channels=4, strides=(1,))
+  x = jnp.asarray(rng.uniform(size=(2, 6, 6, 1)), jnp.float32)
+  variables = encoder.init(jax.random.key(0), x)
+  both = [capsules.PartEncoder(n_caps, 0, 4, (1,), pooling).apply(variables, x) for pooling in ('official', 'per_part')]
+  assert not np.allclose(both[0][0], both[1][0])
 
 
 def test_image_mixing_weights_sum_to_one_and_follow_presence():
@@ -226,6 +308,22 @@ def test_short_digits_run_lowers_the_loss(tmp_path):
   np.testing.assert_allclose(embed(state, images[4:20])[:12], codes[4:], atol=1e-6)  # batch-independent
   learner.figures(state, images[:16], tmp_path)
   assert (tmp_path / 'scae_templates.png').is_file() and (tmp_path / 'scae_reconstructions.png').is_file()
+  # The monitor: the mixture mean's squared error beside a blank canvas's, and the templates that differ.
+  monitored = learner.monitor(state, images[:16])
+  assert set(monitored) == {'reconstruction_mse', 'blank_canvas_mse', 'distinct_templates'}
+  assert 0 < monitored['reconstruction_mse'] < monitored['blank_canvas_mse']  # 40 steps already beat a blank canvas
+  assert 1 <= monitored['distinct_templates'] <= TINY['n_part_caps']
+
+
+def test_distinct_templates_counts_groups_within_the_tolerance():
+  rng = np.random.default_rng(7)
+  base = rng.uniform(size=(5, 5, 1))
+  same = np.stack([base + rng.uniform(-0.01, 0.01, size=base.shape) for _ in range(4)])  # within 0.01 RMS
+  assert scae.distinct_templates(same) == 1
+  apart = np.stack([np.full((5, 5, 1), v) for v in (0.0, 0.2, 0.4, 0.6)])  # 0.2 apart
+  assert scae.distinct_templates(apart) == 4
+  assert scae.distinct_templates(np.concatenate([same, apart])) == 5  # the noisy base is far from every flat one
+  assert scae.distinct_templates(apart, tolerance=0.25) == 2  # 0.0 and 0.2 together, 0.4 and 0.6 together
 
 
 @pytest.mark.parametrize('flag,match', [('--n_part_caps=0', 'n_part_caps must be >= 1'),

@@ -136,9 +136,12 @@ def _seed_of(key: jax.Array) -> int:
   return int(np.asarray(jax.random.key_data(key)).ravel()[-1])
 
 
-def progress(method, state, splits: EvalData, n_clusters: int, key: jax.Array, knn_k: int, mesh) -> Dict[str, float]:
-  """A cheap signal during training (no manifold step): ACC, NMI and ARI of K-means (or the method's own
-  clusters) on the test images' codes, ``cluster_{acc,nmi,ari}_test``, and ``knn_acc``."""
+def progress(method, state, splits: EvalData, n_clusters: int, key: jax.Array, knn_k: int, mesh,
+             monitor_images: int = 256) -> Dict[str, float]:
+  """A cheap signal during training (no manifold step): ACC, NMI and ARI of K-means (one start; or the
+  method's own clusters) on the test images' codes, ``cluster_{acc,nmi,ari}_test``; ``knn_acc`` and
+  ``linear_acc`` (train codes -> test codes); and the method's ``monitor`` on the first ``monitor_images``
+  test images."""
   embed = mapper(method.embed, mesh)
   codes = np.asarray(embed(state, splits.test.images))
   if method.assign is not None:
@@ -146,6 +149,10 @@ def progress(method, state, splits: EvalData, n_clusters: int, key: jax.Array, k
   else:
     clusters = np.asarray(clustering.fit_clustering(key, codes, n_clusters, 'kmeans', {'n_init': 1}).labels)
   scores = metrics.clustering_scores(splits.test.labels, clusters)
-  return {**{f'cluster_{name}_test': value for name, value in scores.items()},
-          'knn_acc': probes.knn_accuracy(np.asarray(embed(state, splits.train.images)), splits.train.labels, codes,
-                                         splits.test.labels, k=knn_k)}
+  train_codes = np.asarray(embed(state, splits.train.images))
+  values = {**{f'cluster_{name}_test': value for name, value in scores.items()},
+            'knn_acc': probes.knn_accuracy(train_codes, splits.train.labels, codes, splits.test.labels, k=knn_k),
+            'linear_acc': probes.linear_probe_accuracy(train_codes, splits.train.labels, codes, splits.test.labels)}
+  if method.monitor is not None:
+    values.update(method.monitor(state, splits.test.images[:monitor_images]))
+  return values

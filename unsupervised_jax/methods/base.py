@@ -102,6 +102,8 @@ class Method(NamedTuple):
       when the method does not assign or the data carry no labels.
     backbone: optional :class:`Backbone`, for fine-tuning stages.
     config: the method's config (a dataclass), recorded with every run.
+    monitor: optional ``(state, images [N, H, W, C] uint8) -> {name: float}``, the method's own diagnostics
+      on evaluation images, logged beside each evaluation during training (``eval_every``).
   """
   name: str
   init: Callable[[jax.Array, jax.Array], State]
@@ -112,6 +114,7 @@ class Method(NamedTuple):
   figures: Optional[Callable[[State, Any, Any], None]] = None
   backbone: Optional[Backbone] = None
   config: Any = None
+  monitor: Optional[Callable[[State, jax.Array], Dict[str, float]]] = None
 
 
 def apply_gradients(optimizer: optax.GradientTransformation, grads, params, opt_state):

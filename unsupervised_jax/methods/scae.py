@@ -81,6 +81,10 @@ class SCAEConfig:
                                "presences attends only to the most present part; 'log' adds log d (weights "
                                "proportional to d; the same for d in {0, 1}; docs/scae.md).",
                                choices=capsules.PRESENCE_MASKS)
+  attention_pooling: str = setting('official', "How the part encoder pools its 1x1 convolution over positions: "
+                                   "'official' (value channel i with attention map i mod M, the official reshape "
+                                   "without a transpose) or 'per_part' (part m with its own map m, the paper's "
+                                   'description; docs/scae.md).', choices=capsules.ATTENTION_POOLINGS)
   codes: str = setting('prior', "What embed returns: the object capsules' prior presences max_m a_k a_km, or the "
                        'posterior part mass sum_m p(k|x_m) / M.', choices=CODES)
 
@@ -147,7 +151,7 @@ def scae_loss(config: SCAEConfig, out) -> Tuple[jax.Array, dict]:
 def model_of(config: SCAEConfig, channels: int = 1) -> capsules.SCAE:
   return capsules.SCAE(config.n_part_caps, config.n_obj_caps, config.n_part_features, config.n_obj_params,
                        config.template_size, channels, config.encoder_channels, tuple(config.encoder_strides),
-                       config.normalize_part_mixture, config.presence_mask)
+                       config.normalize_part_mixture, config.presence_mask, config.attention_pooling)
 
 
 def scae(config: SCAEConfig, train) -> base.Method:
@@ -224,7 +228,36 @@ def scae(config: SCAEConfig, train) -> base.Method:
                      workdir / 'scae_reconstructions.png', ncols=len(images),
                      suptitle='SCAE: inputs (top) and reconstructions, each pixel coloured by its most likely part')
 
-  return base.Method('scae', init, train_step, embed, figures=figures, config=config)
+  @jax.jit
+  def reconstruct(params, images):
+    """``(canvas [B, S, S, C], reconstruction [B, S, S, C])``: the padded, shifted input and the part capsules'
+    mixture mean ``sum_m w_m mu_m`` per pixel (the background a component)."""
+    keys = image_keys(images)
+    out = forward(params, images, keys)
+    weights = jax.nn.softmax(out['log_weights'], axis=1)[..., None]  # [B, M + 1, S, S, 1]
+    return canvas(split_keys(keys)[0], images), jnp.sum(weights * out['means'], axis=1)
+
+  def monitor(state, images):
+    """The part capsules' reconstruction error beside a blank canvas's, and how many templates differ."""
+    target, reconstruction = reconstruct(state.params, jnp.asarray(images))
+    templates = model(images.shape[-1]).apply({'params': state.params}, method='templates')
+    return {'reconstruction_mse': float(jnp.mean(jnp.square(target - reconstruction))),
+            'blank_canvas_mse': float(jnp.mean(jnp.square(target))),
+            'distinct_templates': float(distinct_templates(np.asarray(templates)))}
+
+  return base.Method('scae', init, train_step, embed, figures=figures, config=config, monitor=monitor)
+
+
+def distinct_templates(templates: np.ndarray, tolerance: float = 0.05) -> int:
+  """How many of the templates ``[M, t, t, C]`` (values in [0, 1]) differ: the groups left when each template
+  joins the first earlier group whose first template is within ``tolerance`` RMS of it (1: all nearly
+  identical; M: all apart by more than ``tolerance``)."""
+  flat = np.asarray(templates, np.float64).reshape(len(templates), -1)
+  leaders = []
+  for template in flat:
+    if not any(np.sqrt(np.mean(np.square(template - leader))) <= tolerance for leader in leaders):
+      leaders.append(template)
+  return len(leaders)
 
 
 def _gray_rgb(images):

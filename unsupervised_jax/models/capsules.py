@@ -66,19 +66,49 @@ def orthogonal_templates(key, n_templates: int, size: int, channels: int) -> Arr
   return (q - q.min()) / (q.max() - q.min())
 
 
+ATTENTION_POOLINGS = ('official', 'per_part')
+
+
+def attention_pool(out: Array, n_parts: int, pooling: str = 'official') -> Array:
+  """The part encoder's attention pooling: ``out [B, P, M (D + 1)]`` (``M D`` values, then ``M`` attention
+  logits, at ``P`` positions) -> ``[B, M, D]``, each map a softmax over the positions (:class:`PartEncoder`).
+
+  Raises:
+    ValueError: an unknown ``pooling``, or channels that are not ``M (D + 1)``.
+  """
+  n_dims, rest = divmod(out.shape[-1], n_parts)
+  n_dims -= 1
+  if rest or n_dims < 1:
+    raise ValueError(f'{out.shape[-1]} channels cannot be {n_parts} parts of values and an attention map.')
+  values = out[..., :n_parts * n_dims]  # [B, P, M D]
+  attention = jax.nn.softmax(out[..., n_parts * n_dims:], axis=1)  # [B, P, M], over positions
+  if pooling == 'official':  # channel d M + m with map m; the [D, M] result read as [M, D]
+    pooled = jnp.einsum('bpdm,bpm->bdm', values.reshape(values.shape[:2] + (n_dims, n_parts)), attention)
+    return pooled.reshape(out.shape[0], n_parts, n_dims)
+  if pooling == 'per_part':
+    return jnp.einsum('bpmd,bpm->bmd', values.reshape(values.shape[:2] + (n_parts, n_dims)), attention)
+  raise ValueError(f'pooling must be one of {", ".join(ATTENTION_POOLINGS)}; got {pooling!r}.')
+
+
 class PartEncoder(nn.Module):
-  """CNN (3x3 VALID, ReLU) -> per-position bias -> 1x1 conv -> attention pooling per part.
+  """CNN (3x3 VALID, ReLU) -> per-position bias -> 1x1 conv -> attention pooling (``conv_att`` of the official
+  ``primary.py``).
 
   The convolutions are :class:`~unsupervised_jax.models.conv.Conv` (``nn.Conv``'s parameters; im2col
-  products on CPU, XLA's convolution elsewhere).
+  products on CPU, XLA's convolution elsewhere). The 1x1 convolution gives ``M * D`` values (``D = 6 + F + 1``)
+  and ``M`` attention maps, each a softmax over the positions. ``pooling='official'``: value channel ``i`` is
+  pooled with map ``i mod M`` and the pooled ``[M * D]`` read as ``[M, D]`` (the official code reshapes the
+  channels to ``[D, M]``, pools, and reshapes the result to ``[M, D]`` without a transpose, so part ``m``'s
+  ``d``-th value comes from map ``(m D + d) mod M``); ``'per_part'``: part ``m``'s values all use map ``m``
+  (the paper's description; a deviation).
 
-  ``__call__(x [B, S, S, C])`` -> ``(raw_pose [B, M, 6], features [B, M, F], presence_logit [B, M])``;
-  each part ``m`` has its own softmax attention over the positions (``conv_att`` of the official code).
+  ``__call__(x [B, S, S, C])`` -> ``(raw_pose [B, M, 6], features [B, M, F], presence_logit [B, M])``.
   """
   n_parts: int
   n_features: int
   channels: int = 128
   strides: Sequence[int] = (2, 2, 1, 1)
+  pooling: str = 'official'
 
   @nn.compact
   def __call__(self, x):
@@ -89,9 +119,7 @@ class PartEncoder(nn.Module):
     n_dims = 6 + self.n_features + 1
     out = nn.Dense(self.n_parts * (n_dims + 1))(h)  # a 1x1 convolution
     out = out.reshape(x.shape[0], -1, out.shape[-1])  # [B, P, M (D + 1)]
-    values = out[..., :self.n_parts * n_dims].reshape(x.shape[0], -1, self.n_parts, n_dims)
-    attention = jax.nn.softmax(out[..., self.n_parts * n_dims:], axis=1)  # [B, P, M], over positions
-    pooled = jnp.einsum('bpmd,bpm->bmd', values, attention)
+    pooled = attention_pool(out, self.n_parts, self.pooling)
     return pooled[..., :6], pooled[..., 6:6 + self.n_features], pooled[..., -1]
 
 
@@ -236,10 +264,11 @@ class SCAE(nn.Module):
   encoder_strides: Sequence[int] = (2, 2, 1, 1)
   normalize_part_mixture: bool = False
   presence_mask: str = 'official'
+  attention_pooling: str = 'official'
 
   def setup(self):
     self.part_encoder = PartEncoder(self.n_parts, self.n_part_features, self.encoder_channels,
-                                    tuple(self.encoder_strides))
+                                    tuple(self.encoder_strides), self.attention_pooling)
     self.template_logits = self.param(
         'template_logits', lambda k: orthogonal_templates(k, self.n_parts, self.template_size, self.channels))
     self.template_alpha = self.param('template_alpha', nn.initializers.zeros_init(),

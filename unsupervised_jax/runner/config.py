@@ -141,7 +141,8 @@ def from_legacy(flat: Dict[str, Any]) -> Dict[str, Any]:
   method's clustering options as ``cluster_options`` ({'n_init', 'covariance_type'}), a pixel
   clustering's as ``options``, and ``n_clusters`` 0 for the number of classes (now the value used);
   records before a setting existed ran with the behaviour it was added to keep where its default
-  changed it (``sampling``, MiCE's ``lr_schedule`` and ``prototype_pass``)."""
+  changed it (``sampling``, MiCE's ``lr_schedule`` and ``prototype_pass``, the SCAE's
+  ``attention_pooling``)."""
   flat = dict(flat)
   flat.update(flat.pop('options', None) or {})
   if flat.get('n_clusters') == 0 and 'manifold' not in flat and 'pca_dim' in flat:
@@ -155,6 +156,8 @@ def from_legacy(flat: Dict[str, Any]) -> Dict[str, Any]:
   if flat.get('method') == 'mice':  # MiCE before the official epoch: per-step schedule, prototypes from a pass
     flat['method_config'].setdefault('lr_schedule', 'steps')
     flat['method_config'].setdefault('prototype_pass', True)
+  if flat.get('method') == 'scae':  # the SCAE before the official attention pooling pooled each part with its map
+    flat['method_config'].setdefault('attention_pooling', 'per_part')
   return flat
 
 

@@ -29,6 +29,15 @@ from unsupervised_jax.training import loop
 from unsupervised_jax.training import parallel
 
 
+def progress(method, state, splits, n_clusters, key, knn_k, mesh, seed_dir, figures: bool) -> Dict[str, float]:
+  """An evaluation during training (:func:`unsupervised_jax.evaluation.protocol.progress`) and, with
+  ``figures``, the method's figures of that step in ``<seed_dir>/figures/step_<N>/``."""
+  values = protocol.progress(method, state, splits, n_clusters, key, knn_k, mesh)
+  if figures and method.figures is not None:
+    method.figures(state, splits.test.images, seed_dir / 'figures' / f'step_{int(state.step)}')
+  return values
+
+
 def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any]:
   """Trains and evaluates ``method`` over the experiment's seeds; returns the record.
 
@@ -111,8 +120,9 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
     resumed_s = 0.0 if done else loop.trained_seconds(seed_dir)
     start = time.perf_counter()
     state = method.init(keys.init, splits.cluster.images[:1])
-    evaluate = (lambda state: protocol.progress(method, state, splits, n_clusters, keys.evaluation,
-                                                experiment.eval.knn_k, mesh)) if train.eval_every else None
+    evaluate = (lambda state, seed_dir=seed_dir: progress(method, state, splits, n_clusters, keys.evaluation,
+                                                          experiment.eval.knn_k, mesh, seed_dir, run_settings.figures)
+                ) if train.eval_every else None
     state = loop.train(method, state, splits.cluster.images, train, seed_dir, key=keys.data, evaluate=evaluate)
     # Re-evaluating a trained seed restores its last checkpoint: count the training time it took then.
     train_s = time.perf_counter() - start + done.get('train_s', done.get('wall_s', 0.0)) + resumed_s
