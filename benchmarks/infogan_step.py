@@ -24,12 +24,15 @@ import numpy as np
 from unsupervised_jax import data
 from unsupervised_jax import results
 from unsupervised_jax.methods import infogan
+from unsupervised_jax.training import contract
+from unsupervised_jax.training import loop
 from unsupervised_jax.training import parallel
 
 
 def ours(images, batch, conv_implementation='auto'):
   """Compiles and warms up our step; returns ``timer(steps) -> images/s``."""
-  method = infogan.infogan(infogan.InfoGANConfig(conv_implementation=conv_implementation))
+  method = infogan.infogan(infogan.InfoGANConfig(conv_implementation=conv_implementation), loop.TrainConfig(batch_size=batch),
+                           contract.DataInfo.of(images))
   mesh = parallel.make_mesh(1)
   state = parallel.replicate(method.init(jax.random.key(0), images[:1]), mesh)
   dataset = parallel.replicate(images, mesh)

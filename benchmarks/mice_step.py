@@ -27,13 +27,14 @@ from unsupervised_jax import data
 from unsupervised_jax import losses
 from unsupervised_jax import results
 from unsupervised_jax.methods import mice
+from unsupervised_jax.training import contract
 from unsupervised_jax.training import loop
 
 
 def step_timer(images, batch, queue_size, backbone, view):
   """Compiles and warms up the MiCE step; returns ``(timer(steps) -> images/s, compile seconds)``."""
   config = mice.MiceConfig(backbone=backbone, view=view, queue_size=queue_size)
-  learner = mice.mice(config, loop.TrainConfig(batch_size=batch), num_examples=len(images))
+  learner = mice.mice(config, loop.TrainConfig(batch_size=batch), contract.DataInfo.of(images))
   return _timing.step_timer(learner, images, batch)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from unsupervised_jax import data
 from unsupervised_jax import results
 from unsupervised_jax.methods import moco
+from unsupervised_jax.training import contract
 from unsupervised_jax.training import loop
 from unsupervised_jax.training import parallel
 
@@ -37,7 +38,7 @@ def ours(images, batch, queue_size, conv_implementation='auto'):
   the library's CPU convolution runs its products in a loop, which the analysis counts once.
   """
   config = moco.MoCoConfig(queue_size=queue_size, conv_implementation=conv_implementation)
-  learner = moco.moco(config, loop.TrainConfig(batch_size=batch))
+  learner = moco.moco(config, loop.TrainConfig(batch_size=batch), contract.DataInfo.of(images))
   mesh = parallel.make_mesh(1)
   state = parallel.replicate(learner.init(jax.random.key(0), images[:1]), mesh)
   dataset = parallel.replicate(images, mesh)

@@ -32,13 +32,14 @@ from unsupervised_jax import rendering
 from unsupervised_jax import results
 from unsupervised_jax.methods import scae
 from unsupervised_jax.models import capsules
+from unsupervised_jax.training import contract
 from unsupervised_jax.training import loop
 
 
 def step_timer(images, batch, renderer=rendering.render_batch):
   """Compiles and warms up the SCAE step with ``renderer`` placing the templates; returns
   ``(timer(steps) -> images/s, compile seconds)``."""
-  learner = scae.scae(scae.SCAEConfig(), loop.TrainConfig(batch_size=batch))
+  learner = scae.scae(scae.SCAEConfig(), loop.TrainConfig(batch_size=batch), contract.DataInfo.of(images))
   ours = rendering.render_batch
   rendering.render_batch = renderer  # the model calls rendering.render_batch when the step is traced (here)
   try:

@@ -33,8 +33,14 @@ def _kind(cls, field):
   return hint.__name__, None
 
 
+_DEFINED = set()
+
+
 def define(cls, prefix: str = ''):
-  """Defines a flag ``prefix + name`` for every flag field of the dataclass ``cls``."""
+  """Defines a flag ``prefix + name`` for every flag field of the dataclass ``cls`` (once per process)."""
+  if (cls, prefix) in _DEFINED:
+    return
+  _DEFINED.add((cls, prefix))
   for field in dataclasses.fields(cls):
     if not field.metadata or not field.metadata.get('flag', True):
       continue
@@ -110,3 +116,20 @@ def run(main):
       sys.exit(2)
 
   app.run(guarded, flags_parser=parse)
+
+
+def pixels_main(method: str):
+  """``main(argv)`` of a registered pixel clustering's entry point (``kmeans``, ``gmm``), its flags defined here."""
+  from unsupervised_jax import registry
+  from unsupervised_jax.runner import config as run_config
+  from unsupervised_jax.runner import pixels
+  options = registry.get(method).config
+  define(run_config.RunConfig)
+  define(pixels.PixelConfig)
+  define(options)
+
+  def main(argv):
+    del argv
+    pixels.run(method, build(run_config.RunConfig), build(pixels.PixelConfig), build(options))
+
+  return main

@@ -11,16 +11,14 @@ Every other flag is the MiCE entry point's; ``--ablations`` picks cells. Writes
 ``<workdir>/ablation.{md,json}`` and one run directory per cell (cells already run are reused), and the
 table to ``<results_dir>/<results_name or mice_ablation>.json``. Every cell is validated before any runs.
 """
-import dataclasses
 
 from absl import flags
 
 from experiments import common
-from experiments import mice as mice_entry  # defines the MiCE flags; its training-set size
 from experiments import train_flags
-from unsupervised_jax.methods import mice
 from unsupervised_jax.runner import ablation
 
+train_flags.define('mice')
 CELLS = {
     'full': {},
     'no_analytic_mu': {'prototype_update': 'none'},
@@ -35,22 +33,14 @@ PAPER = {'source': 'MiCE (ICLR 2021), CIFAR-10 ACC of the full method', 'acc': 0
 
 def main(argv):
   del argv
-  base = train_flags.experiment('mice', common.build(mice.MiceConfig))
+  base = train_flags.experiment('mice')
   unknown = [name for name in FLAGS.ablations if name not in CELLS]
   if unknown or not FLAGS.ablations:
     raise ValueError(f'--ablations must name cells of {", ".join(CELLS)}; got {",".join(FLAGS.ablations)}.')
-  num_examples = mice_entry.num_training_images(base.run)
-  out_dir = base.run.workdir or 'runs/mice_ablation'
-  cells = []
-  for name in FLAGS.ablations:
-    method_config = dataclasses.replace(base.method_config, **CELLS[name])
-    experiment = ablation.cell(base, method_config, out_dir, name)
-    method = mice.mice(method_config, base.train, num_examples)  # every cell validated before anything runs
-    cells.append(({'cell': name, **{k: getattr(method_config, k) for k in
-                                    ('prototype_update', 'prototype_gradient', 'gating_init', 'learn_gating')}},
-                  experiment, method))
-  ablation.run(cells, out_dir, 'MiCE ablations', reference=PAPER,
-               results_path=ablation.results_path(base, 'mice_ablation'))
+  shown = ('prototype_update', 'prototype_gradient', 'gating_init', 'learn_gating')
+  cells = [(name, {'cell': name, **{k: CELLS[name].get(k, getattr(base.method_config, k)) for k in shown}},
+            CELLS[name]) for name in FLAGS.ablations]
+  ablation.grid(base, cells, 'MiCE ablations', 'mice_ablation', reference=PAPER)
 
 
 if __name__ == '__main__':

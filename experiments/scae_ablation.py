@@ -8,15 +8,13 @@ the SCAE entry point's. The poster's MNIST linear-probe accuracy of each cell st
 already run are reused), and the table to ``<results_dir>/<results_name or scae_ablation>.json``. Every cell
 is validated before any runs.
 """
-import dataclasses
-
 from absl import flags
 
 from experiments import common
-from experiments import scae as scae_entry  # defines the SCAE flags
 from experiments import train_flags
-from unsupervised_jax.methods import scae
 from unsupervised_jax.runner import ablation
+
+train_flags.define('scae')
 
 # The poster's capsule ablation: (part, object) capsules -> MNIST linear-probe accuracy.
 POSTER_LINEAR_ACC = {(30, 16): 0.9847, (40, 32): 0.9906, (60, 40): 0.9674}
@@ -40,19 +38,12 @@ def parse_cells(values):
 
 def main(argv):
   del argv
-  base = train_flags.experiment('scae', common.build(scae.SCAEConfig))
-  out_dir = base.run.workdir or 'runs/scae_ablation'
-  cells = []
-  for parts, objects in parse_cells(FLAGS.capsules):
-    method_config = dataclasses.replace(base.method_config, n_part_caps=parts, n_obj_caps=objects)
-    experiment = ablation.cell(base, method_config, out_dir, f'parts{parts}_objects{objects}')
-    method = scae.scae(method_config, base.train)  # every cell validated before anything runs
-    cells.append(({'part_capsules': parts, 'object_capsules': objects,
-                   'poster_linear_acc': POSTER_LINEAR_ACC.get((parts, objects), '')}, experiment, method))
-  ablation.run(cells, out_dir, 'SCAE part x object capsules', reference=PAPER,
-               results_path=ablation.results_path(base, 'scae_ablation'))
+  base = train_flags.experiment('scae')
+  cells = [(f'parts{parts}_objects{objects}', {'part_capsules': parts, 'object_capsules': objects,
+                                                'poster_linear_acc': POSTER_LINEAR_ACC.get((parts, objects), '')},
+            {'n_part_caps': parts, 'n_obj_caps': objects}) for parts, objects in parse_cells(FLAGS.capsules)]
+  ablation.grid(base, cells, 'SCAE part x object capsules', 'scae_ablation', reference=PAPER)
 
 
 if __name__ == '__main__':
-  del scae_entry
   common.run(main)

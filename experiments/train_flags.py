@@ -1,20 +1,49 @@
-"""Flags of every learned method (data and outputs, training, evaluation, self-labelling), made from their configs."""
+"""Flags of every learned method (data and outputs, training, evaluation, self-labelling), made from their
+configs, and the entry point of a registered method."""
 from experiments import common
+from unsupervised_jax import registry
 from unsupervised_jax.evaluation import protocol
 from unsupervised_jax.methods import self_label
 from unsupervised_jax.runner import config as run_config
+from unsupervised_jax.runner import learned
 from unsupervised_jax.training import loop
 
 common.define(run_config.RunConfig)
 common.define(loop.TrainConfig)
 common.define(protocol.EvalConfig)
 common.define(self_label.SelfLabelConfig, self_label.SelfLabelConfig.PREFIX)
+_DEFINED = set()
 
 
-def experiment(method: str, method_config) -> run_config.Experiment:
+def define(method: str) -> registry.Entry:
+  """Defines the flags of the registered ``method``'s config (once per process) and sets its training defaults."""
+  entry = registry.get(method)
+  if method not in _DEFINED:
+    common.define(entry.config)
+    for name, value in entry.train_defaults.items():
+      common.FLAGS.set_default(name, value)
+    _DEFINED.add(method)
+  return entry
+
+
+def experiment(method: str, method_config=None) -> run_config.Experiment:
   """The experiment the parsed flags describe, validated as a whole (one-line ValueError otherwise)."""
+  if method_config is None:
+    method_config = common.build(registry.get(method).config)
   built = run_config.Experiment(
       method, common.build(run_config.RunConfig), common.build(loop.TrainConfig), common.build(protocol.EvalConfig),
       common.build(self_label.SelfLabelConfig, self_label.SelfLabelConfig.PREFIX), method_config)
   built.validate()
   return built
+
+
+def main_of(method: str):
+  """``main(argv)`` of the registered ``method``'s entry point (its flags defined here): the flags' experiment,
+  run by :func:`unsupervised_jax.runner.learned.run` (data loaded once, the method from the registry)."""
+  define(method)
+
+  def main(argv):
+    del argv
+    learned.run(experiment(method))
+
+  return main

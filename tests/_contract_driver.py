@@ -18,12 +18,13 @@ if num_devices > 1:
 import flax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from unsupervised_jax import results  # noqa: E402
+from unsupervised_jax import registry  # noqa: E402
 from unsupervised_jax.evaluation import protocol  # noqa: E402
 from unsupervised_jax.methods import base  # noqa: E402
 from unsupervised_jax.methods import self_label  # noqa: E402
 from unsupervised_jax.runner import config as run_config  # noqa: E402
 from unsupervised_jax.runner import learned  # noqa: E402
+from unsupervised_jax.training import contract  # noqa: E402
 from unsupervised_jax.training import loop  # noqa: E402
 
 PERIOD = 3
@@ -37,7 +38,8 @@ class ToyState:
   called_at: jax.Array  # [4] the steps of the calls
 
 
-def toy_method() -> base.Method:
+def toy_method(config=None, train=None, data=None) -> contract.Method:
+  del config, train, data
   def init(key, sample):
     del key, sample
     return ToyState(base.zeros_step(), jnp.zeros(()), jnp.zeros((), jnp.int32), jnp.full((4,), -1, jnp.int32))
@@ -64,17 +66,17 @@ def toy_method() -> base.Method:
   def assign(state, images):  # brighter than the data set's mean, or not
     return (jnp.mean(images.astype(jnp.float32), axis=(1, 2, 3)) > state.mean).astype(jnp.int32)
 
-  return base.Method('toy', init, train_step, embed, assign=assign,
-                     epoch_end=base.EpochEnd(PERIOD, accumulate, finalize))
+  return contract.Method('toy', init, train_step, embed, assign=assign,
+                         epoch_end=contract.EpochEnd(PERIOD, accumulate, finalize))
 
 
-results.METHODS = results.METHODS + ('toy',)
+registry.register(registry.Entry('toy', 'toy', type(None), 'none.flags', toy_method))  # the extension point
 experiment = run_config.Experiment(
     'toy', run_config.RunConfig(seeds=(0,), workdir=sys.argv[1], figures=False),
     loop.TrainConfig(num_steps=10, batch_size=8, log_every=5, checkpoint_every=10, num_devices=num_devices,
                      progress=False),
     protocol.EvalConfig(knn_k=5), self_label.SelfLabelConfig(), None)
-record = learned.run(experiment, toy_method())
+record = learned.run(experiment)  # built by the registry
 lines = [json.loads(l) for l in (pathlib.Path(sys.argv[1]) / 'seed_0' / 'metrics.jsonl').read_text().splitlines()]
 epoch_ends = [{k: v for k, v in l.items() if k.startswith('epoch_end/') or k == 'step'} for l in lines
               if 'epoch_end/calls' in l]

@@ -36,7 +36,7 @@ def flat(params, prefix=''):
 
 
 images = data.load('digits', 'all').images
-learner = autoencoder.autoencoder(autoencoder.AEConfig(hidden=(32,), latent_dim=4))
+learner = autoencoder.autoencoder(autoencoder.AEConfig(hidden=(32,), latent_dim=4), None, None)
 mesh = parallel.make_mesh()
 state = parallel.replicate(learner.init(jax.random.key(0), images[:1]), mesh)
 initial = flat(state.params, 'init/')

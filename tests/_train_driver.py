@@ -15,7 +15,7 @@ from unsupervised_jax.methods import autoencoder  # noqa: E402
 from unsupervised_jax.training import loop  # noqa: E402
 
 images = data.load('digits', 'all').images
-learner = autoencoder.autoencoder(autoencoder.AEConfig(hidden=(32,), latent_dim=4, noise_std=0.1))
+learner = autoencoder.autoencoder(autoencoder.AEConfig(hidden=(32,), latent_dim=4, noise_std=0.1), None, None)
 config = loop.TrainConfig(num_steps=int(sys.argv[2]), batch_size=int(sys.argv[4]) if len(sys.argv) > 4 else 32,
                          log_every=5, checkpoint_every=10, num_devices=num_devices, progress=False,
                          sampling=sys.argv[5] if len(sys.argv) > 5 else 'replacement')

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from unsupervised_jax import results
+from unsupervised_jax.runner import tables
 from unsupervised_jax.training import loop
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -58,8 +59,8 @@ def test_results_schema_helpers():
                                       'per_seed': [0.5, 0.7]}
   bench = results.benchmark_record('kmeans_iteration', {'iter_per_s': 4.0}, {'iter_per_s': 2.0}, 'iter_per_s')
   assert bench['speedup'] == 2.0
-  with pytest.raises(ValueError):
-    results.method_record('dec', 'digits', 'p', [0], [{'acc': 0.5}], 1.0)
+  with pytest.raises(ValueError, match='unknown benchmark'):
+    results.benchmark_record('dec', {'x': 1.0}, {'x': 1.0}, 'x')
 
 
 def test_results_table_lists_runs_benchmarks_and_ablation_cells(tmp_path):
@@ -70,7 +71,7 @@ def test_results_table_lists_runs_benchmarks_and_ablation_cells(tmp_path):
   results.write_json(tmp_path / 'moco_ablation.json', {
       'title': 'grid', 'command': 'c', 'git_commit': 'x', 'reference': {'source': 's', 'acc': 0.969},
       'cells': [{'settings': {'queue': q}, 'record': run} for q in (16, 32)]})
-  table = results.markdown_table(tmp_path)
+  table = tables.markdown_table(tmp_path)
   assert table.count('| `moco_mnist` | moco | mnist | 0.900 ± 0.000 |') == 1
   assert '| moco_step | 300 img/s | 200 img/s | 1.50x |' in table
   assert '| 16 | 0.900 ± 0.000 | 0.800 ± 0.000 | 0.700 ± 0.000 |  |  | 2 |' in table
@@ -103,13 +104,11 @@ def _learned_records():
 @functools.lru_cache(maxsize=None)
 def _methods_that_assign():
   """The names of the learned methods with their own `assign`, asked of the method objects (default configs)."""
-  from unsupervised_jax.methods import autoencoder, infogan, mice, moco, scae
-  from unsupervised_jax.training import loop
-  train = loop.TrainConfig()
-  built = [autoencoder.autoencoder(autoencoder.AEConfig()), infogan.infogan(infogan.InfoGANConfig(), train),
-           moco.moco(moco.MoCoConfig(), train), scae.scae(scae.SCAEConfig(), train),
-           mice.mice(mice.MiceConfig(), train, num_examples=1000)]
-  return {method.name for method in built if method.assign is not None}
+  from unsupervised_jax import registry
+  from unsupervised_jax.training import contract, loop
+  train, info = loop.TrainConfig(), contract.DataInfo(1000, (28, 28, 1))
+  built = [registry.get(name).factory(registry.get(name).config(), train, info) for name in registry.names(learned=True)]
+  return {method.name for method in built if method.assigns}
 
 
 @pytest.mark.parametrize('record', list(_learned_records()))

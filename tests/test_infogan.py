@@ -14,6 +14,8 @@ from unsupervised_jax import losses
 from unsupervised_jax.methods import base
 from unsupervised_jax.methods import infogan
 from unsupervised_jax.models import infogan as models
+from unsupervised_jax.training import contract
+from unsupervised_jax.training import loop
 from unsupervised_jax.training import parallel
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -61,7 +63,7 @@ def test_strided_and_transposed_convolutions_equal_xla(implementation, size):
 @pytest.mark.parametrize('shape', [(28, 28, 1), (8, 8, 1), (10, 10, 3)])
 def test_shapes_of_g_d_and_q(shape):
   config = infogan.InfoGANConfig()
-  method = infogan.infogan(config)
+  method = infogan.infogan(config, loop.TrainConfig(), contract.DataInfo(1, shape))
 
   def shapes():  # traced only (jax.eval_shape): no compilation
     state = method.init(jax.random.key(0), jnp.zeros((1,) + shape, jnp.uint8))
@@ -144,7 +146,7 @@ def test_categorical_view_scores_the_category_on_an_affine_view_and_the_continuo
 def digits_run():
   """One compiled data-parallel step on the 8x8 digits (compiled once for the tests below)."""
   images = data.load('digits', 'all').images
-  method = infogan.infogan(infogan.InfoGANConfig())
+  method = infogan.infogan(infogan.InfoGANConfig(), loop.TrainConfig(), contract.DataInfo.of(images))
   mesh = parallel.make_mesh(1)
   step = parallel.data_parallel_step(method.train_step, mesh, BATCH)
   state = parallel.replicate(method.init(jax.random.key(0), images[:1]), mesh)
@@ -199,7 +201,7 @@ def test_figures_put_the_categories_in_matched_digit_order(digits_run, tmp_path,
   grids = {}
   monkeypatch.setattr(plots, 'image_grid', lambda grid, path, **kw: grids.setdefault(pathlib.Path(path).name, (grid, kw)))
   matching = {code: (code + 3) % 10 for code in range(10)}  # code 7 is digit 0, code 8 digit 1, ...
-  method.figures(state, images[:4], tmp_path, matching=matching)
+  infogan.figures(method.config, state, images[:4], tmp_path, matching=matching)
   grid, kw = grids['categories.png']
   assert kw['titles'][:3] == ['7 -> 0', '8 -> 1', '9 -> 2'] and kw['titles'][10:] == [''] * 90
   noise = jax.random.uniform(jax.random.key(0), (1, method.config.noise_dim), minval=-1.0, maxval=1.0)

@@ -61,6 +61,9 @@ CASES.update({
           np.zeros((5, 3, 4), np.float32))),
         (lambda f, v, mu, q: jnp.sum(losses.mice_log_expert(f, v, mu, q, 1e-3)),
          (UNIT3, UNIT3, UNIT3[0], np.tile(UNIT3[:1], (5, 1, 1))))],
+    'mice_loss': [(lambda f, g, mu: losses.mice_loss(f, UNIT3, g, mu, _unit(Q[:, :4])[:1].repeat(3, 0).astype(np.float32),
+                                                     np.tile(UNIT3[:1], (5, 1, 1)), 1e-3, 1e-3)[0],
+                   (UNIT3, np.zeros((2, 4), np.float32), np.zeros((3, 4), np.float32)))],  # identical, zero mu
     'mice_posterior': [(lambda a, b: jnp.sum(losses.mice_posterior(a, b) * jnp.arange(3.0)),
                         (np.array([[-1e4, 0.0, 1e4]] * 2, np.float32), np.zeros((2, 3), np.float32)))],
     'mice_elbo': [(lambda a, b: losses.mice_elbo(a, b, jnp.asarray(ONE_HOT)),

@@ -21,6 +21,7 @@ from jax.sharding import PartitionSpec as P
 from unsupervised_jax import losses
 from unsupervised_jax.methods import mice
 from unsupervised_jax.models import resnet
+from unsupervised_jax.training import contract
 from unsupervised_jax.training import loop
 from unsupervised_jax.training import parallel
 
@@ -142,7 +143,7 @@ def _toy_method(batch_size=16, queue_size=32, n=144, **kwargs):
   config = mice.MiceConfig(**dict(dict(experts=3, embedding_dim=8, queue_size=queue_size, view='digits',
                                        learning_rate=0.05, warmup_epochs=0, lr_decay_epochs=()), **kwargs))
   train = loop.TrainConfig(num_steps=27, batch_size=batch_size, log_every=1, checkpoint_every=27, progress=False)
-  return mice.mice(config, train, n), train
+  return mice.mice(config, train, contract.DataInfo(n, (8, 8, 1))), train
 
 
 @pytest.fixture(scope='module')
@@ -295,14 +296,15 @@ jax.config.update('jax_num_cpu_devices', 2)
 sys.path.insert(0, '.')
 from unsupervised_jax import data
 from unsupervised_jax.methods import mice
-from unsupervised_jax.training import loop, parallel
+from unsupervised_jax.training import contract, loop, parallel
 images = data.load('digits', 'all').images[:301]  # odd: the second device's share is padded
 train = loop.TrainConfig(batch_size=16)
 out = {}
 for prototype_pass in (True, False):  # the pass after the epoch; the epoch's training batches (18 steps of 16)
     method = mice.mice(mice.MiceConfig(experts=3, embedding_dim=8, queue_size=32, view='digits',
                                        warmup_epochs=0, lr_decay_epochs=(), learning_rate=0.05,
-                                       prototype_pass=prototype_pass), train, len(images))
+                                       prototype_pass=prototype_pass), train,
+                       contract.DataInfo.of(images))
     state = method.init(jax.random.key(0), images[:1])
     results = []
     for devices in (1, 2):
@@ -446,7 +448,7 @@ def test_imagenet_dog_flagfile_validates_and_its_resnet_step_runs_on_random_imag
     return
   images = np.random.default_rng(0).integers(0, 256, (16, 96, 96, 3), dtype=np.uint8)
   method = mice.mice(mice.MiceConfig(experts=15, backbone='resnet34', queue_size=16), loop.TrainConfig(batch_size=8),
-                     len(images))
+                     contract.DataInfo.of(images))
   step = parallel.data_parallel_step(method.train_step, parallel.make_mesh(1), 8)
   state, metrics = step(method.init(jax.random.key(0), images[:1]), images, jax.random.key(1))
   assert bool(metrics['finite']) and int(state.queue_ptr) == 8

@@ -11,6 +11,7 @@ from jax.test_util import check_grads
 from unsupervised_jax import losses
 from unsupervised_jax.methods import base
 from unsupervised_jax.methods import moco
+from unsupervised_jax.training import contract
 from unsupervised_jax.training import loop
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -120,7 +121,7 @@ def test_train_step_learns_on_digits(tmp_path):
   from unsupervised_jax import data
   images = data.load('digits', 'all').images
   train = loop.TrainConfig(num_steps=60, batch_size=64, log_every=10, checkpoint_every=60, progress=False)
-  learner = moco.moco(moco.MoCoConfig(queue_size=256), train)
+  learner = moco.moco(moco.MoCoConfig(queue_size=256), train, contract.DataInfo.of(images))
   state = loop.train(learner, learner.init(jax.random.key(0), images[:1]), images, train, tmp_path,
                      key=jax.random.key(0))
   lines = [__import__('json').loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]

@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from unsupervised_jax import results
+from unsupervised_jax.runner import configurations
+from unsupervised_jax.runner import tables
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -18,11 +19,11 @@ def _block(path, name):
 
 
 def test_readme_results_block_is_the_summary_of_results():
-  assert _block(ROOT / 'README.md', 'results') == results.summary_table(ROOT / 'results')
+  assert _block(ROOT / 'README.md', 'results') == tables.summary_table(ROOT / 'results')
 
 
 def test_records_block_is_the_full_table_of_results():
-  assert _block(ROOT / 'docs' / 'records.md', 'records') == results.markdown_table(ROOT / 'results')
+  assert _block(ROOT / 'docs' / 'records.md', 'records') == tables.markdown_table(ROOT / 'results')
 
 
 def test_readme_stays_a_front_door():
@@ -46,28 +47,28 @@ def _record(acc, machine='2 cores AMD EPYC; jax 0.10.2 on 1 x cpu (cpu)'):
 
 
 def test_summary_table_rows_references_and_missing_records(tmp_path):
-  names = [name for name in results.HEADLINE_RECORDS.values() if name]
+  names = [name for name in tables.headline_records().values() if name]
   for i, name in enumerate(names):
     machine = '16 cores Xeon; jax 0.11.2 on 1 x NVIDIA H100 80GB HBM3 (gpu)' if name == 'moco_mnist' else None
     (tmp_path / f'{name}.json').write_text(json.dumps(_record(0.5 + i / 100, *([machine] if machine else []))))
-  lines = results.summary_table(tmp_path).splitlines()
-  assert len(lines) == 2 + len(results.HEADLINE_RECORDS)
+  lines = tables.summary_table(tmp_path).splitlines()
+  assert len(lines) == 2 + len(tables.headline_records())
   assert lines[2] == ('| K-means | 0.500 ± 0.010 | 0.500 ± 0.010 | 0.250 ± 0.010 | 2 | CPU, 2 cores | 0.752 (poster) | '
                       'raw pixels; k-means++, 10 restarts | `kmeans_mnist` |')
   moco = next(line for line in lines if line.startswith('| MoCo |'))
   assert '| 1 x H100 | 0.969 (poster) |' in moco
   assert '| capsules (SCAE) | not yet |  |  |  |  | 0.985 (poster) |  |  |' in lines
   (tmp_path / 'gmm_mnist.json').unlink()
-  with pytest.raises(ValueError, match="gmm_mnist.json is missing.*HEADLINE_RECORDS\\['GMM'\\]"):
-    results.summary_table(tmp_path)
+  with pytest.raises(ValueError, match="gmm_mnist.json is missing.*configuration of 'GMM'"):
+    tables.summary_table(tmp_path)
 
 
 def test_a_row_without_headline_record_shows_its_interim_run_once_that_record_exists(tmp_path):
-  for name in filter(None, results.HEADLINE_RECORDS.values()):
+  for name in filter(None, tables.headline_records().values()):
     (tmp_path / f'{name}.json').write_text(json.dumps(_record(0.5)))
-  mice_row = lambda: next(row for row in results.summary_table(tmp_path).splitlines() if row.startswith('| MiCE |'))
+  mice_row = lambda: next(row for row in tables.summary_table(tmp_path).splitlines() if row.startswith('| MiCE |'))
   assert mice_row() == '| MiCE | not yet |  |  |  |  |  |  |  |'
-  interim, protocol = results.INTERIM_RECORDS['MiCE']
+  interim, protocol = next(c.interim for c in configurations.CONFIGURATIONS if c.label == 'MiCE')
   record = _record(0.64)
   record['seeds'] = [0]
   for metric in record['metrics'].values():  # one seed: its score, no spread
@@ -76,5 +77,5 @@ def test_a_row_without_headline_record_shows_its_interim_run_once_that_record_ex
   assert mice_row() == (f'| MiCE | 0.640 | 0.500 | 0.250 | 1 | CPU, 2 cores |  | {protocol} | `{interim}` |')
   assert protocol.startswith('interim: ')
   # The reproduction's detailed table lists the headline records only.
-  detailed = results.summary_table(tmp_path, {'MiCE': None}, detail=True).splitlines()[2]
+  detailed = tables.summary_table(tmp_path, {'MiCE': None}, detail=True).splitlines()[2]
   assert detailed.startswith('| MiCE | not yet |')

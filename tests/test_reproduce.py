@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from unsupervised_jax import results
+from unsupervised_jax import registry
 from unsupervised_jax.runner import reproduce
+from unsupervised_jax.runner import tables
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -34,14 +35,14 @@ def test_dry_run_prints_every_methods_command_and_writes_nothing(tmp_path, budge
   assert last == ('# then results/table.md' if budget == 'full' else f'# then results/{budget}/table.md')
   entries = [re.match(r'python -m experiments\.(\w+) --flagfile=experiments/configs/\w+\.flags ', c).group(1)
              for c in commands]
-  assert sorted(set(entries)) == sorted(reproduce.METHODS)  # all seven methods
+  assert sorted(set(entries)) == sorted(registry.names())  # every registered method
   names = [re.search(r'--results_name=(\S+)', c).group(1) for c in commands]
   if budget == 'full':  # the flagfiles as they are, under the headline records' names
     for command in commands:
       assert re.fullmatch(r'python -m experiments\.\w+ --flagfile=\S+ --seeds=0,1,2 --workdir=runs/reproduce_full/\w+ '
                           r'--results_dir=results --results_name=\w+ --reuse_record', command), command
-    assert [n for n in names if n in results.HEADLINE_RECORDS.values()] == [
-        n for n in results.HEADLINE_RECORDS.values() if n]
+    assert [n for n in names if n in tables.headline_records().values()] == [
+        n for n in tables.headline_records().values() if n]
   else:
     assert all(n.endswith('_quick') for n in names) and sum('--dataset=digits' in c for c in commands) == 6
     for command in commands:
@@ -77,7 +78,7 @@ def test_tiny_budget_end_to_end_writes_the_table_and_reuses_finished_configurati
   out = tmp_path / 'results'
   table_path = out / 'table.md'
   table = _table(table_path)
-  assert table == results.summary_table(out, reproduce.record_names('tiny'), detail=True, missing='not run')
+  assert table == tables.summary_table(out, reproduce.record_names('tiny'), detail=True, missing='not run')
   rows = {line.split(' | ')[0].lstrip('| '): line for line in table.splitlines()[2:]}
   assert list(rows) == [c.label for c in reproduce.CONFIGURATIONS]
   assert re.match(r'\| K-means \| 0\.\d{3} ± 0\.\d{3} \|.* \| 2 \| [\d,]+ \| CPU, \d+ cores \| '
@@ -118,7 +119,7 @@ def test_detailed_summary_table_adds_probes_wall_time_and_data_and_marks_missing
   record = _record(0.9, config={'num_steps': 500, 'self_label_steps': 300, 'protocol': 'all'})
   record['metrics']['knn_acc'] = record['metrics']['acc']
   (tmp_path / 'm.json').write_text(json.dumps(record))
-  lines = results.summary_table(tmp_path, {'MoCo + self-labelling': 'm', 'MiCE': 'absent', 'InfoGAN': None},
+  lines = tables.summary_table(tmp_path, {'MoCo + self-labelling': 'm', 'MiCE': 'absent', 'InfoGAN': None},
                                 detail=True, missing='not run').splitlines()
   assert lines[0].startswith('| method | ACC | NMI | ARI | kNN | linear | seeds | wall (s) | ran on |')
   assert lines[2] == ('| MoCo + self-labelling | 0.900 ± 0.010 | 0.500 ± 0.010 | 0.250 ± 0.010 | 0.900 ± 0.010 |  '
@@ -128,8 +129,8 @@ def test_detailed_summary_table_adds_probes_wall_time_and_data_and_marks_missing
   assert lines[4] == '| InfoGAN | not yet |  |  |  |  |  |  |  | 0.920 (poster) |  |  |'
   assert all(line.count('|') == lines[0].count('|') for line in lines)
   with pytest.raises(ValueError, match='absent.json is missing'):
-    results.summary_table(tmp_path, {'MiCE': 'absent'}, detail=True)
-  assert results.provenance(tmp_path, ['m', 'absent']) == (
+    tables.summary_table(tmp_path, {'MiCE': 'absent'}, detail=True)
+  assert tables.provenance(tmp_path, ['m', 'absent']) == (
       '- `m`: `python -m experiments.moco` on 2 cores AMD EPYC; jax 0.10.2 on 1 x cpu (cpu), commit `abc+dirty`.')
 
 
@@ -139,16 +140,16 @@ def test_a_record_of_seeds_run_on_two_machines_names_both_and_each_seeds_commit(
   runs = [{'seed': 0, 'git_commit': 'a' * 40, 'machine': cpu}, {'seed': 1, 'git_commit': 'b' * 40 + '+dirty',
                                                                  'machine': gpu}]
   (tmp_path / 'm.json').write_text(json.dumps(_record(0.9, machine=f'{cpu} + {gpu}', seed_runs=runs)))
-  row = results.summary_table(tmp_path, {'MoCo': 'm'}, detail=True).splitlines()[2]
+  row = tables.summary_table(tmp_path, {'MoCo': 'm'}, detail=True).splitlines()[2]
   assert '| CPU, 2 cores + 1 x H100 |' in row
-  assert results.provenance(tmp_path, ['m']).endswith(f"(seeds by commit: `{'a' * 12}` 0; `{'b' * 12}+dirty` 1).")
+  assert tables.provenance(tmp_path, ['m']).endswith(f"(seeds by commit: `{'a' * 12}` 0; `{'b' * 12}+dirty` 1).")
 
 
 def test_committed_table_is_the_table_of_the_committed_records():
   path = ROOT / 'results' / 'table.md'
   if not path.is_file():
     pytest.skip('no results/table.md')
-  assert _table(path) == results.summary_table(ROOT / 'results', reproduce.record_names('full'), detail=True,
+  assert _table(path) == tables.summary_table(ROOT / 'results', reproduce.record_names('full'), detail=True,
                                                missing='not run'), (
       'results/ changed: python -m experiments.reproduce --budget=full --methods=kmeans reuses its record and '
       'writes the table of all of them again')

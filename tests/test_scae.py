@@ -13,6 +13,7 @@ from unsupervised_jax import losses
 from unsupervised_jax import rendering
 from unsupervised_jax.methods import scae
 from unsupervised_jax.models import capsules
+from unsupervised_jax.training import contract
 from unsupervised_jax.training import loop
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -296,7 +297,7 @@ def test_short_digits_run_lowers_the_loss(tmp_path):
   from unsupervised_jax import data
   images = data.load('digits', 'all').images
   train = loop.TrainConfig(num_steps=40, batch_size=32, log_every=5, checkpoint_every=40, progress=False)
-  learner = scae.scae(scae.SCAEConfig(**TINY), train)
+  learner = scae.scae(scae.SCAEConfig(**TINY), train, contract.DataInfo.of(images))
   state = loop.train(learner, learner.init(jax.random.key(0), images[:1]), images, train, tmp_path,
                      key=jax.random.key(0))
   lines = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
@@ -306,16 +307,16 @@ def test_short_digits_run_lowers_the_loss(tmp_path):
   codes = embed(state, images[:16])
   assert codes.shape == (16, 4) and np.all(np.isfinite(codes))
   np.testing.assert_allclose(embed(state, images[4:20])[:12], codes[4:], atol=1e-6)  # batch-independent
-  learner.figures(state, images[:16], tmp_path)
+  scae.figures(learner.config, state, images[:16], tmp_path)
   assert (tmp_path / 'scae_templates.png').is_file() and (tmp_path / 'scae_reconstructions.png').is_file()
   # The monitor: the mixture mean's squared error beside a blank canvas's, and the templates that differ.
-  monitored = learner.monitor(state, images[:16])
+  monitored = {k: float(v) for k, v in jax.jit(learner.monitor)(state, images[:16]).items()}
   assert set(monitored) == {'reconstruction_mse', 'blank_canvas_mse', 'distinct_templates'}
   assert 0 < monitored['reconstruction_mse'] < monitored['blank_canvas_mse']  # 40 steps already beat a blank canvas
   assert 1 <= monitored['distinct_templates'] <= TINY['n_part_caps']
 
 
-def test_distinct_templates_counts_groups_within_the_tolerance():
+def test_distinct_templates_counts_those_apart_from_every_earlier_one():
   rng = np.random.default_rng(7)
   base = rng.uniform(size=(5, 5, 1))
   same = np.stack([base + rng.uniform(-0.01, 0.01, size=base.shape) for _ in range(4)])  # within 0.01 RMS
@@ -323,7 +324,8 @@ def test_distinct_templates_counts_groups_within_the_tolerance():
   apart = np.stack([np.full((5, 5, 1), v) for v in (0.0, 0.2, 0.4, 0.6)])  # 0.2 apart
   assert scae.distinct_templates(apart) == 4
   assert scae.distinct_templates(np.concatenate([same, apart])) == 5  # the noisy base is far from every flat one
-  assert scae.distinct_templates(apart, tolerance=0.25) == 2  # 0.0 and 0.2 together, 0.4 and 0.6 together
+  assert scae.distinct_templates(apart, tolerance=0.25) == 1  # each within 0.25 of the one before it
+  assert scae.distinct_templates(apart[::2], tolerance=0.25) == 2  # 0.0 and 0.4
 
 
 @pytest.mark.parametrize('flag,match', [('--n_part_caps=0', 'n_part_caps must be >= 1'),
@@ -343,7 +345,7 @@ _ABLATION_DRIVER = """
 import json, sys
 from experiments import common, scae_ablation
 from unsupervised_jax.runner import ablation
-def record(cells, out_dir, title, reference=None, results_path=None):
+def record(cells, out_dir, title, reference=None, results_path=None, loaded=None):
   print(json.dumps({'cells': [dict(settings, parts=e.method_config.n_part_caps, objects=e.method_config.n_obj_caps,
                                    workdir=str(e.run.workdir), results_dir=e.run.results_dir, method=m.name)
                               for settings, e, m in cells], 'reference': reference, 'results_path': results_path}))

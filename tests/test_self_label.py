@@ -7,6 +7,7 @@ from unsupervised_jax import evaluation
 from unsupervised_jax import metrics
 from unsupervised_jax.methods import moco
 from unsupervised_jax.methods import self_label
+from unsupervised_jax.training import contract
 from unsupervised_jax.training import loop
 
 
@@ -54,7 +55,7 @@ def test_self_labelling_beats_the_clustering_it_starts_from(tmp_path):
   chosen = self_label.select_confident(assignments, confidence, 0.5)
   assert metrics.cluster_accuracy(split.labels[chosen], assignments[chosen]) > start_acc + 0.05  # purer
 
-  encoder = moco.moco(moco.MoCoConfig(queue_size=64), loop.TrainConfig(batch_size=64))
+  encoder = moco.moco(moco.MoCoConfig(queue_size=64), loop.TrainConfig(batch_size=64), contract.DataInfo.of(split.images))
   config = self_label.SelfLabelConfig(steps=150)
   refiner = self_label.self_label(config, encoder.backbone, encoder.init(jax.random.key(1), split.images[:1]).params,
                                   10)
@@ -70,7 +71,7 @@ def test_self_labelling_beats_the_clustering_it_starts_from(tmp_path):
 
 def test_online_targets_take_sure_predictions_and_ignore_the_rest():
   images = data.load('digits', 'all').images[:4]
-  encoder = moco.moco(moco.MoCoConfig(queue_size=64), loop.TrainConfig(batch_size=64))
+  encoder = moco.moco(moco.MoCoConfig(queue_size=64), loop.TrainConfig(batch_size=64), contract.DataInfo.of(images))
   config = self_label.SelfLabelConfig(steps=10, threshold=0.9)
   refiner = self_label.self_label(config, encoder.backbone, encoder.init(jax.random.key(0), images[:1]).params, 10)
   params = refiner.init(jax.random.key(1), images[:1]).params

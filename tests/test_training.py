@@ -16,6 +16,7 @@ from unsupervised_jax import data
 from unsupervised_jax.methods import autoencoder
 from unsupervised_jax.methods import base
 from unsupervised_jax.training import checkpoints
+from unsupervised_jax.training import contract
 from unsupervised_jax.training import loop
 from unsupervised_jax.training import parallel
 
@@ -24,7 +25,7 @@ DRIVER = ROOT / 'tests' / '_train_driver.py'
 
 
 def _learner():
-  return autoencoder.autoencoder(autoencoder.AEConfig(hidden=(32,), latent_dim=4, noise_std=0.1))
+  return autoencoder.autoencoder(autoencoder.AEConfig(hidden=(32,), latent_dim=4, noise_std=0.1), None, None)
 
 
 def _final_params(workdir, images):
@@ -41,7 +42,7 @@ from unsupervised_jax.methods import autoencoder
 from unsupervised_jax.methods import base
 from unsupervised_jax.training import parallel
 images = data.load('digits', 'all').images
-learner = autoencoder.autoencoder(autoencoder.AEConfig(hidden=(32,), latent_dim=4, noise_std=0.1))
+learner = autoencoder.autoencoder(autoencoder.AEConfig(hidden=(32,), latent_dim=4, noise_std=0.1), None, None)
 key = jax.random.key(0)
 finals = []
 for n in (1, 4):
@@ -107,7 +108,7 @@ def _toy_method(nan_from_step):
     del keys
     loss = jnp.mean(images.astype(jnp.float32)) * 0 + jnp.where(state.step >= nan_from_step, jnp.nan, 1.0)
     return state.replace(params=state.params + loss), {'loss': loss}
-  return base.Method('toy', None, train_step, None)
+  return contract.Method('toy', None, train_step, None)
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -15,8 +15,32 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
+def check_images(images, name: str = 'images') -> None:
+  """The image contract of every public entry point: uint8 ``[N, H, W, C]`` (values 0-255).
+
+  Works on host arrays and inside ``jit`` (it reads only the dtype and the shape).
+
+  Raises:
+    ValueError: one line naming what is wrong: a float or other dtype (images in [0, 1] would be divided by
+      255 again), or not four axes.
+  """
+  dtype, shape = getattr(images, 'dtype', None), getattr(images, 'shape', ())
+  if dtype != jnp.uint8:
+    hint = (' (floats in [0, 1]: multiply by 255 and round; data.from_arrays checks and converts)'
+            if dtype is not None and jnp.issubdtype(dtype, jnp.floating) else '')
+    raise ValueError(f'{name} must be uint8 [N, H, W, C] with values 0-255, got dtype {dtype}{hint}.')
+  if len(shape) != 4 or 0 in shape[1:]:
+    raise ValueError(f'{name} must be uint8 [N, H, W, C], got shape {tuple(shape)}.')
+
+
 def to_float(images: Array) -> Array:
-  """uint8 ``[..., H, W, C]`` -> float32 in [0, 1]."""
+  """uint8 ``[..., H, W, C]`` -> float32 in [0, 1].
+
+  Raises:
+    ValueError: ``images`` are not uint8 (:func:`check_images`: a float image would be scaled twice).
+  """
+  if images.dtype != jnp.uint8:
+    check_images(images)
   return images.astype(jnp.float32) / 255.0
 
 
@@ -115,3 +139,19 @@ def natural_view(key: Array, image: Array) -> Array:
   image = random_flip(k_flip, image)
   image = color_jitter(k_color, image)
   return random_grayscale(k_gray, image)
+
+
+# The augmentation families the methods offer (``--view``), and the channel counts each takes.
+VIEWS = {'digits': digits_view, 'digits_strong': strong_digits_view, 'natural': natural_view}
+VIEW_CHANNELS = {'natural': (1, 3)}  # colour jitter and grayscale read grey or RGB
+
+
+def check_view(view: str, channels: int) -> None:
+  """Raises a one-line ValueError when the view ``view`` cannot take images of ``channels`` channels (the natural
+  view: grey or RGB, not grey + alpha or RGBA) or is unknown."""
+  if view not in VIEWS:
+    raise ValueError(f'view must be one of {", ".join(sorted(VIEWS))}; got {view!r}.')
+  allowed = VIEW_CHANNELS.get(view)
+  if allowed is not None and channels not in allowed:
+    raise ValueError(f'the {view} view takes images of {" or ".join(map(str, allowed))} channels, these have '
+                     f'{channels}; drop the alpha channel or use --view=digits.')

@@ -15,8 +15,21 @@ import numpy as np
 from unsupervised_jax import metrics
 from unsupervised_jax.clustering import gmm as gmm_lib
 from unsupervised_jax.clustering import kmeans as kmeans_lib
+from unsupervised_jax.settings import setting
 
 CLUSTERING_METHODS = ('kmeans', 'gmm')
+
+
+# The settings the pixel baselines and the evaluation of learned codes share, declared here once.
+def n_clusters_setting():
+  """``n_clusters``: K, 0 for the data set's number of classes."""
+  return setting(0, 'Clusters K; 0 = the number of classes of the data set (required for unlabelled data).',
+                 minimum=0)
+
+
+def covariance_type_setting():
+  """``covariance_type``: the GMM's covariance parametrisation."""
+  return setting('full', 'GMM covariance parametrisation.', choices=gmm_lib.COVARIANCE_TYPES)
 
 
 class ClusteringOutcome(NamedTuple):

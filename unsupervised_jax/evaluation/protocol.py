@@ -17,7 +17,6 @@ from unsupervised_jax import data
 from unsupervised_jax import manifold
 from unsupervised_jax import metrics
 from unsupervised_jax import settings
-from unsupervised_jax.clustering import gmm
 from unsupervised_jax.evaluation import clustering
 from unsupervised_jax.evaluation import probes
 from unsupervised_jax.settings import setting
@@ -31,14 +30,14 @@ class EvalConfig:
   """How the codes of a trained method are clustered and probed (the evaluation flags)."""
   cluster_method: str = setting('gmm', 'Clustering of the learned codes (when the method does not assign its own).',
                                 choices=clustering.CLUSTERING_METHODS)
-  covariance_type: str = setting('full', 'GMM covariance type on the codes.', choices=gmm.COVARIANCE_TYPES)
+  covariance_type: str = clustering.covariance_type_setting()
   cluster_n_init: int = setting(10, 'Clustering restarts (K-means: k-means++ seedings; GMM: K-means-initialised EM '
                                 'runs); the best objective is kept. One GMM run on 12-d autoencoder codes swings '
                                 'ACC by ~0.1 on tiny numerical differences; restarts make it stable.', minimum=1)
   manifold: str = setting('none', "Manifold step on the codes before clustering ('umap': N2D).",
                           choices=manifold.MANIFOLDS)
   manifold_neighbors: int = setting(20, 'UMAP neighbours.', minimum=2)
-  n_clusters: int = setting(0, 'Clusters; 0 = number of classes of the data set.', minimum=0)
+  n_clusters: int = clustering.n_clusters_setting()
   knn_k: int = setting(200, 'Neighbours of the kNN accuracy.', minimum=1)
 
   def cluster_options(self) -> Dict[str, object]:
@@ -91,7 +90,7 @@ def mapper(fn, mesh, batch_size: int = 1024):
 
 def evaluate(method, state, splits: EvalData, config: EvalConfig, n_clusters: int, key: jax.Array,
              mesh) -> Evaluation:
-  """Scores a trained ``method`` (:class:`unsupervised_jax.methods.base.Method`) at ``state``.
+  """Scores a trained ``method`` (:class:`unsupervised_jax.training.contract.Method`) at ``state``.
 
   Args:
     key: the clustering's key (K-means / GMM initialisation).
@@ -101,7 +100,7 @@ def evaluate(method, state, splits: EvalData, config: EvalConfig, n_clusters: in
   train_codes = np.asarray(embed(state, splits.train.images))
   test_codes = np.asarray(embed(state, splits.test.images))
   cluster_codes = (np.concatenate([train_codes, test_codes]) if splits.protocol == 'all' else train_codes)
-  if method.assign is not None:
+  if method.assigns:
     assign = mapper(method.assign, mesh)
     assignments = np.asarray(assign(state, splits.cluster.images))
     predictions = assignments if splits.protocol == 'all' else np.asarray(assign(state, splits.score.images))
@@ -144,7 +143,7 @@ def progress(method, state, splits: EvalData, n_clusters: int, key: jax.Array, k
   test images."""
   embed = mapper(method.embed, mesh)
   codes = np.asarray(embed(state, splits.test.images))
-  if method.assign is not None:
+  if method.assigns:
     clusters = np.asarray(mapper(method.assign, mesh)(state, splits.test.images))
   else:
     clusters = np.asarray(clustering.fit_clustering(key, codes, n_clusters, 'kmeans', {'n_init': 1}).labels)

@@ -17,6 +17,7 @@ import optax
 from unsupervised_jax import augment
 from unsupervised_jax import settings
 from unsupervised_jax.methods import base
+from unsupervised_jax.training import contract
 from unsupervised_jax.models import autoencoder as models
 from unsupervised_jax.settings import setting
 
@@ -56,13 +57,14 @@ def reconstruct(config: AEConfig, params, images):
   return _model(config, images.shape[1:]).apply({'params': params}, augment.to_float(images))
 
 
-def autoencoder(config: AEConfig) -> base.Method:
-  """The autoencoder as a :class:`~unsupervised_jax.methods.base.Method`; ``embed`` gives the codes
-  ``[B, latent_dim]``.
+def autoencoder(config: AEConfig, train, data: contract.DataInfo) -> contract.Method:
+  """The autoencoder as a :class:`~unsupervised_jax.training.contract.Method`; ``embed`` gives the codes
+  ``[B, latent_dim]``. ``train`` and ``data`` are not needed (the factory signature of every method).
 
   Raises:
     ValueError: a bad setting.
   """
+  del train, data
   config.validate()
   optimizer = optax.adam(config.learning_rate)
 
@@ -87,16 +89,16 @@ def autoencoder(config: AEConfig) -> base.Method:
     return _model(config, images.shape[1:]).apply({'params': state.params}, augment.to_float(images),
                                                   method='encode')
 
-  def figures(state, images, workdir, matching=None):
-    """Inputs (top rows) against reconstructions (bottom rows) of 20 test images."""
-    del matching  # the autoencoder's clusters come from the evaluation's clustering of its codes
-    import numpy as np
+  return contract.Method('autoencoder', init, train_step, embed, config=config)
 
-    from unsupervised_jax import plots
-    sample = np.asarray(images[:20])
-    reconstructions = np.asarray(jax.jit(reconstruct, static_argnums=0)(config, state.params, sample))
-    plots.image_grid(np.concatenate([sample.astype(np.float32) / 255, reconstructions]),
-                     f'{workdir}/reconstructions.png', ncols=10,
-                     suptitle='inputs (rows 1-2) and reconstructions (rows 3-4)')
 
-  return base.Method('autoencoder', init, train_step, embed, figures=figures, config=config)
+def figures(config: AEConfig, state, images, workdir, matching=None):
+  """``reconstructions.png``: inputs (top rows) against reconstructions (bottom rows) of 20 of ``images``."""
+  del matching  # the autoencoder's clusters come from the evaluation's clustering of its codes
+  import numpy as np
+  from unsupervised_jax import plots
+  sample = np.asarray(images[:20])
+  reconstructions = np.asarray(jax.jit(reconstruct, static_argnums=0)(config, state.params, sample))
+  plots.image_grid(np.concatenate([sample.astype(np.float32) / 255, reconstructions]),
+                   f'{workdir}/reconstructions.png', ncols=10,
+                   suptitle='inputs (rows 1-2) and reconstructions (rows 3-4)')

@@ -37,6 +37,7 @@ from unsupervised_jax import augment
 from unsupervised_jax import losses
 from unsupervised_jax import settings
 from unsupervised_jax.methods import base
+from unsupervised_jax.training import contract
 from unsupervised_jax.models import conv
 from unsupervised_jax.models import infogan as models
 from unsupervised_jax.settings import setting
@@ -152,17 +153,19 @@ def category_order(num_categories: int, matching=None) -> np.ndarray:
   return np.asarray(first + [c for c in range(num_categories) if c not in first], np.int32)
 
 
-def infogan(config: InfoGANConfig, train=None) -> base.Method:
-  """InfoGAN as a :class:`~unsupervised_jax.methods.base.Method`: ``embed`` gives the shared trunk's features
-  ``[B, 1024]`` and ``assign`` the argmax of Q's categorical logits ``[B]`` on real images.
+def infogan(config: InfoGANConfig, train, data: contract.DataInfo) -> contract.Method:
+  """InfoGAN as a :class:`~unsupervised_jax.training.contract.Method`: ``embed`` gives the shared trunk's
+  features ``[B, 1024]`` and ``assign`` the argmax of Q's categorical logits ``[B]`` on real images.
 
   Args:
     config: InfoGAN's settings.
-    train: the run's ``TrainConfig`` (unused; the factory signature of every method).
+    train: the run's ``TrainConfig``.
+    data: the training images (unused: the factory signature of every method).
 
   Raises:
     ValueError: a bad setting.
   """
+  del data
   config.validate(train)
   discriminator_optimizer = optax.adam(config.discriminator_learning_rate, b1=config.beta1)
   generator_optimizer = optax.adam(config.generator_learning_rate, b1=config.beta1)
@@ -222,32 +225,34 @@ def infogan(config: InfoGANConfig, train=None) -> base.Method:
   def assign(state, images):
     return jnp.argmax(_discriminator(state, images)[1], axis=-1).astype(jnp.int32)
 
-  def figures(state, images, workdir, matching=None):
-    """``categories.png``: 10 noise draws (rows) x the categorical code (columns); ``continuous_<l>.png``:
-    code ``l`` from -2 to 2 (columns) for each category (rows), one noise draw, the other codes 0.
+  return contract.Method('infogan', init, train_step, embed, assign=assign, config=config)
 
-    With ``matching`` (``{code: digit}``, the Hungarian matching of ``assign`` on labelled images) the
-    categories are ordered by their matched digit, as the poster's grid, and titled ``code -> digit``;
-    without it, in code index order.
-    """
-    from unsupervised_jax import plots
-    image_shape = tuple(images.shape[1:])
-    k, num_continuous = config.num_categories, config.num_continuous
-    order = category_order(k, matching)
-    names = [f'{c} -> {matching[c]}' if matching and c in matching else f'code {c}' for c in order]
-    how = 'ordered by matched digit' if matching else 'code index order'
-    noise = jax.random.uniform(jax.random.key(0), (10, config.noise_dim), minval=-1.0, maxval=1.0)
-    render = jax.jit(lambda n, c, x, s: generate(config, s, image_shape, n, c, x))
-    grid = render(jnp.repeat(noise, k, axis=0), jnp.tile(order, 10), jnp.zeros((10 * k, num_continuous)), state)
-    plots.image_grid(np.asarray(grid), f'{workdir}/categories.png', ncols=k, titles=names + [''] * (9 * k),
-                     suptitle=f'InfoGAN: rows = noise, columns = categorical code ({how})')
-    values = jnp.linspace(*TRAVERSAL, 9)
-    for code in range(num_continuous):
-      continuous = jnp.zeros((k * 9, num_continuous)).at[:, code].set(jnp.tile(values, k))
-      grid = render(jnp.repeat(noise[:1], k * 9, axis=0), jnp.repeat(order, 9), continuous, state)
-      titles = [name if column == 0 else '' for name in names for column in range(9)]
-      plots.image_grid(np.asarray(grid), f'{workdir}/continuous_{code}.png', ncols=9, titles=titles,
-                       suptitle=f'InfoGAN: continuous code {code} from {TRAVERSAL[0]:g} to {TRAVERSAL[1]:g} '
-                                f'(columns), one row per category ({how})')
 
-  return base.Method('infogan', init, train_step, embed, assign=assign, figures=figures, config=config)
+def figures(config: InfoGANConfig, state, images, workdir, matching=None):
+  """``categories.png``: 10 noise draws (rows) x the categorical code (columns); ``continuous_<l>.png``:
+  code ``l`` from -2 to 2 (columns) for each category (rows), one noise draw, the other codes 0.
+
+  With ``matching`` (``{code: digit}``, the Hungarian matching of ``assign`` on labelled images) the
+  categories are ordered by their matched digit, as the poster's grid, and titled ``code -> digit``;
+  without it, in code index order.
+  """
+  from unsupervised_jax import plots
+  image_shape = tuple(images.shape[1:])
+  k, num_continuous = config.num_categories, config.num_continuous
+  order = category_order(k, matching)
+  names = [f'{c} -> {matching[c]}' if matching and c in matching else f'code {c}' for c in order]
+  how = 'ordered by matched digit' if matching else 'code index order'
+  noise = jax.random.uniform(jax.random.key(0), (10, config.noise_dim), minval=-1.0, maxval=1.0)
+  render = jax.jit(lambda n, c, x, s: generate(config, s, image_shape, n, c, x))
+  grid = render(jnp.repeat(noise, k, axis=0), jnp.tile(order, 10), jnp.zeros((10 * k, num_continuous)), state)
+  plots.image_grid(np.asarray(grid), f'{workdir}/categories.png', ncols=k, titles=names + [''] * (9 * k),
+                   suptitle=f'InfoGAN: rows = noise, columns = categorical code ({how})')
+  values = jnp.linspace(*TRAVERSAL, 9)
+  for code in range(num_continuous):
+    continuous = jnp.zeros((k * 9, num_continuous)).at[:, code].set(jnp.tile(values, k))
+    grid = render(jnp.repeat(noise[:1], k * 9, axis=0), jnp.repeat(order, 9), continuous, state)
+    titles = [name if column == 0 else '' for name in names for column in range(9)]
+    plots.image_grid(np.asarray(grid), f'{workdir}/continuous_{code}.png', ncols=9, titles=titles,
+                     suptitle=f'InfoGAN: continuous code {code} from {TRAVERSAL[0]:g} to {TRAVERSAL[1]:g} '
+                              f'(columns), one row per category ({how})')
+

@@ -18,7 +18,7 @@ EM, all inside jitted pure functions:
 * M-step: SGD on ``-ELBO = -mean_n sum_k q_nk (log phi_nk + log pi_nk - log q_nk)`` for the network
   (theta, psi) and ``mu`` (:func:`unsupervised_jax.losses.mice_loss`); and once per epoch the analytic
   update (the paper's eq. 13) ``mu_k = normalise(sum_n w_nk v_{n,k})`` through the contract's
-  :class:`~unsupervised_jax.methods.base.EpochEnd`, with ``w = one_hot(argmax_k q)``
+  :class:`~unsupervised_jax.training.contract.EpochEnd`, with ``w = one_hot(argmax_k q)``
   (``prototype_update='hard'``, the default and the official code) or ``w = q`` (``'soft'``). As the
   official ``train_MiCE.py``, the sums run over the epoch's training batches as they go by (their
   teacher embeddings ``v`` of view ``x2`` and posteriors, each step's networks), kept in the state
@@ -51,6 +51,7 @@ from unsupervised_jax import augment
 from unsupervised_jax import losses
 from unsupervised_jax import settings
 from unsupervised_jax.methods import base
+from unsupervised_jax.training import contract
 from unsupervised_jax.models import conv
 from unsupervised_jax.models import convnet
 from unsupervised_jax.models import resnet
@@ -60,8 +61,6 @@ from unsupervised_jax.training import parallel
 BACKBONES = ('convnet', 'resnet34_cifar', 'resnet34')
 PROTOTYPE_UPDATES = ('hard', 'soft', 'none')
 GATING_INITS = ('simplex', 'uniform')
-VIEWS = {'digits': augment.digits_view, 'digits_strong': augment.strong_digits_view,
-         'natural': augment.natural_view}
 
 
 LR_SCHEDULES = ('epochs', 'steps')
@@ -114,7 +113,7 @@ class MiceConfig:
   learn_gating: bool = setting(False, 'Learn omega by gradient (ablation); fixed by default.')
   backbone: str = setting('convnet', "Encoder: the poster's small ConvNet, or ResNet-34 with the CIFAR or "
                           'ImageNet stem.', choices=BACKBONES)
-  view: str = setting('natural', 'Augmentation family of the three views.', choices=tuple(sorted(VIEWS)))
+  view: str = setting('natural', 'Augmentation family of the three views.', choices=tuple(sorted(augment.VIEWS)))
   conv_implementation: str = setting('auto', "ConvNet convolution: 'auto' = matrix products on CPU, XLA's "
                                      'elsewhere.', choices=conv.IMPLEMENTATIONS)
 
@@ -251,23 +250,23 @@ def update_prototypes(centres: jax.Array, previous: jax.Array) -> jax.Array:
   return jnp.where(norm > 0, centres / jnp.maximum(norm, jnp.finfo(centres.dtype).tiny), previous)
 
 
-def mice(config: MiceConfig, train, num_examples: int) -> base.Method:
-  """MiCE as a :class:`~unsupervised_jax.methods.base.Method` (see the module docstring).
+def mice(config: MiceConfig, train, data: contract.DataInfo) -> contract.Method:
+  """MiCE as a :class:`~unsupervised_jax.training.contract.Method` (see the module docstring).
 
   Args:
     config: MiCE's settings.
     train: the run's ``TrainConfig`` (global batch for the queue and the epoch).
-    num_examples: training images N; an epoch is ``N // batch_size`` steps (the official loader drops the
-      last partial batch), the period of the analytic update and the unit of the schedule.
+    data: the training images: ``N`` makes an epoch of ``N // batch_size`` steps (the official loader drops
+      the last partial batch), the period of the analytic update and the unit of the schedule; the channels
+      are checked against the view.
 
   Raises:
-    ValueError: a bad setting.
+    ValueError: a bad setting, fewer images than a batch, or a view that cannot take the images' channels.
   """
   config.validate(train)
-  if num_examples < 1:
-    raise ValueError(f'MiCE needs training images, got {num_examples}.')
+  augment.check_view(config.view, data.image_shape[-1])
   k, d = config.experts, config.embedding_dim
-  steps_per_epoch = parallel.steps_per_epoch(num_examples, train.batch_size)
+  steps_per_epoch = parallel.steps_per_epoch(data.num_examples, train.batch_size)
   model = MiceNet(k, d, config.backbone, config.conv_implementation)
   has_bn = config.backbone != 'convnet'
   schedule = learning_rate_schedule(config, steps_per_epoch)
@@ -278,7 +277,7 @@ def mice(config: MiceConfig, train, num_examples: int) -> base.Method:
   optimizer = optax.multi_transform(
       {'train': sgd, 'frozen': optax.set_to_zero()},
       lambda params: {name: jax.tree.map(lambda _: trained[name], tree) for name, tree in params.items()})
-  view = VIEWS[config.view]
+  view = augment.VIEWS[config.view]
 
   def apply(net_params, batch_stats, x, train_mode):
     """``((f, g), batch_stats)``; in training mode BatchNorm uses the batch (its new running averages are
@@ -380,8 +379,7 @@ def mice(config: MiceConfig, train, num_examples: int) -> base.Method:
 
   backbone = None
   if not has_bn:  # the self-labelling stage fine-tunes parameters only
-    backbone = base.Backbone(model, 'features', lambda state: state.params['net'], view)
-  return base.Method('mice', init, train_step, embed, assign=assign,
-                     epoch_end=base.EpochEnd(steps_per_epoch, accumulate if config.prototype_pass else None,
-                                             finalize), backbone=backbone,
-                     config=config)
+    backbone = contract.Backbone(model, 'features', lambda state: state.params['net'], view)
+  epoch_end = contract.EpochEnd(steps_per_epoch, accumulate if config.prototype_pass else None, finalize)
+  return contract.Method('mice', init, train_step, embed, assign=assign, epoch_end=epoch_end, backbone=backbone,
+                         config=config)

@@ -21,13 +21,12 @@ from unsupervised_jax import augment
 from unsupervised_jax import losses
 from unsupervised_jax import settings
 from unsupervised_jax.methods import base
+from unsupervised_jax.training import contract
 from unsupervised_jax.models import conv
 from unsupervised_jax.models import convnet
 from unsupervised_jax.settings import setting
 
 MOMENTUM_SCHEDULES = ('constant', 'cosine')
-VIEWS = {'digits': augment.digits_view, 'digits_strong': augment.strong_digits_view,
-         'natural': augment.natural_view}
 
 
 @flax.struct.dataclass
@@ -53,7 +52,7 @@ class MoCoConfig:
   learning_rate: float = setting(1e-3, 'Adam learning rate.', above=0)
   feature_dim: int = setting(128, 'Feature size.', minimum=1)
   mlp_head: bool = setting(False, 'MoCo v2 MLP projection head.')
-  view: str = setting('digits', 'Augmentation family of the two views.', choices=tuple(sorted(VIEWS)))
+  view: str = setting('digits', 'Augmentation family of the two views.', choices=tuple(sorted(augment.VIEWS)))
   conv_implementation: str = setting('auto', "Convolution: 'auto' = matrix products on CPU (faster there), XLA's "
                                      'elsewhere.', choices=conv.IMPLEMENTATIONS)
 
@@ -97,21 +96,23 @@ def momentum_at(config: MoCoConfig, step: jax.Array, num_steps: int) -> jax.Arra
   return 1.0 - (1.0 - config.momentum) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
 
 
-def moco(config: MoCoConfig, train) -> base.Method:
-  """MoCo as a :class:`~unsupervised_jax.methods.base.Method`; ``embed`` gives the backbone features
+def moco(config: MoCoConfig, train, data: contract.DataInfo) -> contract.Method:
+  """MoCo as a :class:`~unsupervised_jax.training.contract.Method`; ``embed`` gives the backbone features
   ``[B, feature_dim]`` (before the MLP head).
 
   Args:
     config: MoCo's settings.
     train: the run's ``TrainConfig`` (global batch for the queue, length for the momentum schedule).
+    data: the training images (their channels against the view).
 
   Raises:
-    ValueError: a bad setting.
+    ValueError: a bad setting, or a view that cannot take the images' channels.
   """
   config.validate(train)
+  augment.check_view(config.view, data.image_shape[-1])
   model = Encoder(config.feature_dim, config.mlp_head, config.conv_implementation)
   optimizer = optax.adam(config.learning_rate)
-  view = VIEWS[config.view]
+  view = augment.VIEWS[config.view]
 
   def init(key, sample):
     params_key, queue_key = jax.random.split(key)
@@ -142,5 +143,5 @@ def moco(config: MoCoConfig, train) -> base.Method:
   def embed(state, images):
     return model.apply({'params': state.params}, augment.to_float(images), method='features')
 
-  backbone = base.Backbone(model, 'features', lambda state: state.params, view)
-  return base.Method('moco', init, train_step, embed, backbone=backbone, config=config)
+  backbone = contract.Backbone(model, 'features', lambda state: state.params, view)
+  return contract.Method('moco', init, train_step, embed, backbone=backbone, config=config)

@@ -31,6 +31,7 @@ from unsupervised_jax import augment
 from unsupervised_jax import losses
 from unsupervised_jax import settings
 from unsupervised_jax.methods import base
+from unsupervised_jax.training import contract
 from unsupervised_jax.models import capsules
 from unsupervised_jax.settings import setting
 
@@ -154,110 +155,125 @@ def model_of(config: SCAEConfig, channels: int = 1) -> capsules.SCAE:
                        config.normalize_part_mixture, config.presence_mask, config.attention_pooling)
 
 
-def scae(config: SCAEConfig, train) -> base.Method:
-  """The SCAE as a :class:`~unsupervised_jax.methods.base.Method`; ``embed`` gives ``[B, n_obj_caps]`` presences.
+def canvas(config: SCAEConfig, keys: jax.Array, images: jax.Array) -> jax.Array:
+  """uint8 ``images [B, H, W, C]`` as floats on the ``[B, S, S, C]`` canvas, each shifted by its key ``[B]``.
+
+  Raises:
+    ValueError: the images do not fit the canvas.
+  """
+  if images.shape[1] > config.canvas_size or images.shape[2] > config.canvas_size:
+    raise ValueError(f'images of {images.shape[1]}x{images.shape[2]} do not fit canvas_size {config.canvas_size}.')
+  return jax.vmap(lambda k, x: pad_and_shift(k, x, config.canvas_size, config.max_shift))(
+      keys, augment.to_float(images))
+
+
+def _split(keys: jax.Array):
+  """Per-example keys ``[B]`` -> ``(shift keys [B], noise keys [B])``."""
+  pairs = jax.vmap(jax.random.split)(keys)
+  return pairs[:, 0], pairs[:, 1]
+
+
+def _noise(config: SCAEConfig, keys: jax.Array):
+  # One noise key per example: an image's noise does not depend on its batch.
+  return jax.vmap(lambda k: capsules.presence_noise(k, config.n_part_caps, config.n_obj_caps,
+                                                    config.presence_noise))(keys)
+
+
+def forward(config: SCAEConfig, params, images: jax.Array, keys: jax.Array):
+  """The model's outputs (:class:`~unsupervised_jax.models.capsules.SCAE`) on uint8 ``images [B, H, W, C]``
+  with one key ``[B]`` per image (its shift and its presence noise)."""
+  shift_keys, noise_keys = _split(keys)
+  return model_of(config, images.shape[-1]).apply({'params': params}, canvas(config, shift_keys, images),
+                                                  _noise(config, noise_keys))
+
+
+def reconstruct(config: SCAEConfig, params, images: jax.Array):
+  """``(canvas [B, S, S, C], reconstruction [B, S, S, C])``: the padded, shifted inputs (keys from their
+  pixels, :func:`image_keys`) and the part capsules' mixture mean ``sum_m w_m mu_m`` per pixel (the background
+  one of the components)."""
+  keys = image_keys(images)
+  out = forward(config, params, images, keys)
+  weights = jax.nn.softmax(out['log_weights'], axis=1)[..., None]  # [B, M + 1, S, S, 1]
+  return canvas(config, _split(keys)[0], images), jnp.sum(weights * out['means'], axis=1)
+
+
+def distinct_templates(templates: jax.Array, tolerance: float = 0.05) -> jax.Array:
+  """How many of the templates ``[M, t, t, C]`` (values in [0, 1]) differ: those farther than ``tolerance``
+  (RMS over pixels) from every earlier template, ``[]`` int32 (1: all nearly identical; M: all apart)."""
+  flat = templates.reshape(templates.shape[0], -1)
+  distance = jnp.sqrt(jnp.mean(jnp.square(flat[:, None] - flat[None]), axis=-1))  # [M, M]
+  earlier = jnp.tril(jnp.ones(distance.shape, bool), k=-1)
+  return jnp.sum(~jnp.any(earlier & (distance <= tolerance), axis=1)).astype(jnp.int32)
+
+
+def scae(config: SCAEConfig, train, data: contract.DataInfo) -> contract.Method:
+  """The SCAE as a :class:`~unsupervised_jax.training.contract.Method`; ``embed`` gives ``[B, n_obj_caps]``
+  presences; ``monitor`` the part capsules' reconstruction error beside a blank canvas's
+  (``reconstruction_mse``, ``blank_canvas_mse``, mean squared over canvas pixels in [0, 1]) and
+  ``distinct_templates`` (:func:`distinct_templates`).
 
   Args:
     config: the SCAE's settings.
     train: the run's ``TrainConfig`` (RMSProp's epsilon is ``1e-2 / batch_size^2``, as the official code).
+    data: the training images (they must fit the canvas).
 
   Raises:
-    ValueError: a bad setting.
+    ValueError: a bad setting, or images larger than the canvas.
   """
   config.validate(train)
+  height, width = data.image_shape[:2]
+  if height > config.canvas_size or width > config.canvas_size:
+    raise ValueError(f'images of {height}x{width} do not fit canvas_size {config.canvas_size}.')
   optimizer = tf_rmsprop(config.learning_rate, train.batch_size)
-  models = {}
-
-  def model(channels):
-    return models.setdefault(channels, model_of(config, channels))
-
-  def canvas(keys, images):
-    if images.shape[1] > config.canvas_size or images.shape[2] > config.canvas_size:
-      raise ValueError(f'images of {images.shape[1]}x{images.shape[2]} do not fit canvas_size {config.canvas_size}.')
-    return jax.vmap(lambda k, x: pad_and_shift(k, x, config.canvas_size, config.max_shift))(
-        keys, augment.to_float(images))
-
-  def split_keys(keys):
-    pairs = jax.vmap(jax.random.split)(keys)
-    return pairs[:, 0], pairs[:, 1]
-
-  def noise(keys):
-    # One noise key per example: an image's noise does not depend on its batch.
-    return jax.vmap(lambda k: capsules.presence_noise(k, config.n_part_caps, config.n_obj_caps,
-                                                      config.presence_noise))(keys)
-
-  def forward(params, images, keys):
-    shift_keys, noise_keys = split_keys(keys)
-    return model(images.shape[-1]).apply({'params': params}, canvas(shift_keys, images), noise(noise_keys))
 
   def init(key, sample):
     params_key, data_key = jax.random.split(key)
-    shift_keys, noise_keys = split_keys(data_key[None])
-    init_fn = jax.jit(lambda k, x: model(sample.shape[-1]).init(k, canvas(shift_keys, x), noise(noise_keys)))
+    shift_keys, noise_keys = _split(data_key[None])
+    init_fn = jax.jit(lambda k, x: model_of(config, sample.shape[-1]).init(k, canvas(config, shift_keys, x),
+                                                                            _noise(config, noise_keys)))
     params = init_fn(params_key, sample)['params']
     return SCAEState(base.zeros_step(), params, optimizer.init(params))
 
   def train_step(state, images, example_keys):
     def loss_fn(params):
-      return scae_loss(config, forward(params, images, example_keys))
+      return scae_loss(config, forward(config, params, images, example_keys))
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     params, opt_state = base.apply_gradients(optimizer, grads, state.params, state.opt_state)
     return state.replace(params=params, opt_state=opt_state), metrics
 
   def embed(state, images):
-    out = forward(state.params, images, image_keys(images))
+    out = forward(config, state.params, images, image_keys(images))
     if config.codes == 'prior':
       return out['prior']
     return out['posterior'].sum(-1) / out['posterior'].shape[-1]
 
-  def figures(state, images, workdir, matching=None):
-    del matching  # the capsules' clusters come from the evaluation's clustering of their codes
-    from unsupervised_jax import plots
-    import pathlib
-    workdir = pathlib.Path(workdir)
-    images = np.asarray(images[:20])
-    channels = images.shape[-1]
-    templates = model(channels).apply({'params': state.params}, method='templates')
-    plots.image_grid(np.asarray(templates), workdir / 'scae_templates.png', ncols=10,
-                     suptitle=f'SCAE: the {config.n_part_caps} learned templates')
-    out = jax.jit(forward)(state.params, jnp.asarray(images), image_keys(jnp.asarray(images)))
-    keys = image_keys(jnp.asarray(images))
-    inputs = np.asarray(canvas(split_keys(keys)[0], jnp.asarray(images)))
-    plots.image_grid(np.concatenate([_gray_rgb(inputs), coloured_reconstruction(out)]),
-                     workdir / 'scae_reconstructions.png', ncols=len(images),
-                     suptitle='SCAE: inputs (top) and reconstructions, each pixel coloured by its most likely part')
-
-  @jax.jit
-  def reconstruct(params, images):
-    """``(canvas [B, S, S, C], reconstruction [B, S, S, C])``: the padded, shifted input and the part capsules'
-    mixture mean ``sum_m w_m mu_m`` per pixel (the background a component)."""
-    keys = image_keys(images)
-    out = forward(params, images, keys)
-    weights = jax.nn.softmax(out['log_weights'], axis=1)[..., None]  # [B, M + 1, S, S, 1]
-    return canvas(split_keys(keys)[0], images), jnp.sum(weights * out['means'], axis=1)
-
   def monitor(state, images):
-    """The part capsules' reconstruction error beside a blank canvas's, and how many templates differ."""
-    target, reconstruction = reconstruct(state.params, jnp.asarray(images))
-    templates = model(images.shape[-1]).apply({'params': state.params}, method='templates')
-    return {'reconstruction_mse': float(jnp.mean(jnp.square(target - reconstruction))),
-            'blank_canvas_mse': float(jnp.mean(jnp.square(target))),
-            'distinct_templates': float(distinct_templates(np.asarray(templates)))}
+    target, reconstruction = reconstruct(config, state.params, images)
+    templates = model_of(config, images.shape[-1]).apply({'params': state.params}, method='templates')
+    return {'reconstruction_mse': jnp.mean(jnp.square(target - reconstruction)),
+            'blank_canvas_mse': jnp.mean(jnp.square(target)), 'distinct_templates': distinct_templates(templates)}
 
-  return base.Method('scae', init, train_step, embed, figures=figures, config=config, monitor=monitor)
+  return contract.Method('scae', init, train_step, embed, config=config, monitor=monitor)
 
 
-def distinct_templates(templates: np.ndarray, tolerance: float = 0.05) -> int:
-  """How many of the templates ``[M, t, t, C]`` (values in [0, 1]) differ: the groups left when each template
-  joins the first earlier group whose first template is within ``tolerance`` RMS of it (1: all nearly
-  identical; M: all apart by more than ``tolerance``)."""
-  flat = np.asarray(templates, np.float64).reshape(len(templates), -1)
-  leaders = []
-  for template in flat:
-    if not any(np.sqrt(np.mean(np.square(template - leader))) <= tolerance for leader in leaders):
-      leaders.append(template)
-  return len(leaders)
+def figures(config: SCAEConfig, state, images, workdir, matching=None):
+  """``scae_templates.png`` (the learned templates) and ``scae_reconstructions.png`` (20 of ``images`` on their
+  canvas above their reconstructions, each pixel coloured by its most likely part)."""
+  del matching  # the capsules' clusters come from the evaluation's clustering of their codes
+  import pathlib
+  from unsupervised_jax import plots
+  workdir = pathlib.Path(workdir)
+  images = jnp.asarray(np.asarray(images[:20]))
+  templates = model_of(config, images.shape[-1]).apply({'params': state.params}, method='templates')
+  plots.image_grid(np.asarray(templates), workdir / 'scae_templates.png', ncols=10,
+                   suptitle=f'SCAE: the {config.n_part_caps} learned templates')
+  keys = image_keys(images)
+  out = jax.jit(forward, static_argnums=0)(config, state.params, images, keys)
+  inputs = np.asarray(canvas(config, _split(keys)[0], images))
+  plots.image_grid(np.concatenate([_gray_rgb(inputs), coloured_reconstruction(out)]),
+                   workdir / 'scae_reconstructions.png', ncols=len(images),
+                   suptitle='SCAE: inputs (top) and reconstructions, each pixel coloured by its most likely part')
 
 
 def _gray_rgb(images):

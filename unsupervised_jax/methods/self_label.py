@@ -32,6 +32,7 @@ from unsupervised_jax import augment
 from unsupervised_jax import settings
 from unsupervised_jax.evaluation import neighbours
 from unsupervised_jax.methods import base
+from unsupervised_jax.training import contract
 from unsupervised_jax.settings import setting
 
 
@@ -118,8 +119,9 @@ def targets(model: Classifier, threshold: float, params, images, labels, confide
   return predicted, (confident | sure).astype(jnp.float32)
 
 
-def self_label(config: SelfLabelConfig, backbone: base.Backbone, encoder_params, n_clusters: int) -> base.Method:
-  """The fine-tuning as a :class:`~unsupervised_jax.methods.base.Method` whose ``assign`` is the refined clustering.
+def self_label(config: SelfLabelConfig, backbone: contract.Backbone, encoder_params,
+               n_clusters: int) -> contract.Method:
+  """The fine-tuning as a :class:`~unsupervised_jax.training.contract.Method` whose ``assign`` is the refined clustering.
 
   Its data set is :func:`pseudo_labelled` (a pytree ``{'images', 'labels', 'confident'}``):
   with ``threshold`` 0 the confident examples only; otherwise every image, the
@@ -173,7 +175,7 @@ def self_label(config: SelfLabelConfig, backbone: base.Backbone, encoder_params,
     logits = model.apply({'params': state.params}, augment.to_float(images))
     return jnp.argmax(logits, axis=1).astype(jnp.int32)
 
-  return base.Method('self_label', init, train_step, embed, assign=assign, config=config)
+  return contract.Method('self_label', init, train_step, embed, assign=assign, config=config)
 
 
 def pseudo_labelled(config: SelfLabelConfig, images, assignments, chosen) -> Dict[str, np.ndarray]:

@@ -6,10 +6,10 @@ import pathlib
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from unsupervised_jax import results
-from unsupervised_jax.methods import base
 from unsupervised_jax.runner import config as run_config
 from unsupervised_jax.runner import learned
 from unsupervised_jax.runner import records
+from unsupervised_jax.training import contract
 
 
 def cell(base: run_config.Experiment, method_config, out_dir, name: str) -> run_config.Experiment:
@@ -26,10 +26,27 @@ def results_path(base: run_config.Experiment, default_name: str) -> Optional[str
   return f'{base.run.results_dir}/{base.run.results_name or default_name}.json'
 
 
-def run(cells: Sequence[Tuple[Dict[str, Any], run_config.Experiment, base.Method]], out_dir,
-        title: str, reference: Optional[Dict[str, Any]] = None,
-        results_path: Optional[str] = None) -> pathlib.Path:
-  """Runs :func:`unsupervised_jax.runner.learned.run` for each ``(settings, experiment, method)`` and tabulates them.
+def grid(base: run_config.Experiment, cells: Sequence[Tuple[str, Dict[str, Any], Dict[str, Any]]], title: str,
+         name: str, reference: Optional[Dict[str, Any]] = None) -> pathlib.Path:
+  """An ablation command's grid: every cell ``(cell name, its settings in the table, overrides of the method's
+  config)`` built on ``base`` and validated (its method built for the data, loaded once) before any runs, then
+  :func:`run` into ``<base workdir or runs/<name>>/<cell name>`` with the table in
+  ``<results_dir>/<results_name or name>.json``."""
+  loaded = learned.load(base.run)
+  out_dir = base.run.workdir or f'runs/{name}'
+  built = []
+  for cell_name, settings, overrides in cells:
+    experiment = cell(base, dataclasses.replace(base.method_config, **overrides), out_dir, cell_name)
+    experiment.validate()
+    built.append((settings, experiment, learned.build(experiment, loaded)))
+  return run(built, out_dir, title, reference, results_path(base, name), loaded)
+
+
+def run(cells: Sequence[Tuple[Dict[str, Any], run_config.Experiment, contract.Method]], out_dir,
+        title: str, reference: Optional[Dict[str, Any]] = None, results_path: Optional[str] = None,
+        loaded: Optional[learned.Data] = None) -> pathlib.Path:
+  """Runs :func:`unsupervised_jax.runner.learned.run` for each ``(settings, experiment, method)`` (on the data
+  ``loaded`` once, :func:`unsupervised_jax.runner.learned.load`) and tabulates them.
 
   Every cell is validated before any runs. Each cell reuses what the runner reuses: seeds already evaluated
   alike are read, seeds trained but evaluated otherwise are re-evaluated from
@@ -46,7 +63,8 @@ def run(cells: Sequence[Tuple[Dict[str, Any], run_config.Experiment, base.Method
   if results_path:
     records.check_replaceable_table(results_path, title, [(settings, experiment.settings())
                                                           for settings, experiment, _ in cells])
-  rows = [{'settings': settings, 'record': learned.run(experiment, method)} for settings, experiment, method in cells]
+  rows = [{'settings': settings, 'record': learned.run(experiment, method, loaded)}
+          for settings, experiment, method in cells]
   table = {'title': title, 'command': results.command(), 'git_commit': results.git_commit(),
            'reference': reference, 'cells': rows}
   results.write_json(out_dir / 'ablation.json', table)

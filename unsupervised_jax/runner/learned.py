@@ -1,8 +1,9 @@
 """The runner of learned methods: per seed, train on the core, evaluate, record.
 
-``run(experiment, method)`` validates everything first (settings, the data's
-size against ``n_clusters``, a stage the method cannot do, a workdir or record
-of other settings), then per seed trains
+``run(experiment)`` loads the data once, builds the method from the registry
+(:mod:`unsupervised_jax.registry`) and validates everything first (settings,
+the data's size against ``n_clusters``, a stage the method cannot do, a workdir
+or record of other settings), then per seed trains
 (:func:`unsupervised_jax.training.loop.train`), evaluates
 (:func:`unsupervised_jax.evaluation.protocol.evaluate`), optionally refines by
 self-labelling (:mod:`unsupervised_jax.runner.self_label_stage`), and writes
@@ -12,34 +13,68 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict
+from typing import Any, Dict, NamedTuple, Optional
 
 import numpy as np
 
 from unsupervised_jax import data
 from unsupervised_jax import metrics
 from unsupervised_jax import plots
+from unsupervised_jax import registry
 from unsupervised_jax import results
 from unsupervised_jax.evaluation import protocol
-from unsupervised_jax.methods import base
 from unsupervised_jax.runner import config as run_config
 from unsupervised_jax.runner import records
 from unsupervised_jax.runner import self_label_stage
+from unsupervised_jax.training import contract
 from unsupervised_jax.training import loop
 from unsupervised_jax.training import parallel
+
+
+class Data(NamedTuple):
+  """A run's data, loaded once: the data set's ``train`` and ``test`` splits and the protocol's ``splits``."""
+  train: data.Dataset
+  test: data.Dataset
+  splits: protocol.EvalData
+
+  @property
+  def info(self) -> contract.DataInfo:
+    """What the method trains on (``splits.cluster``): its count and image shape."""
+    images = self.splits.cluster.images
+    return contract.DataInfo(len(images), tuple(images.shape[1:]))
+
+
+def load(run_settings: run_config.RunConfig) -> Data:
+  """The run's data set, its splits under the run's protocol (one-line ValueError on bad data)."""
+  train_split = data.load(run_settings.dataset, 'train', run_settings.data_dir)
+  test_split = data.load(run_settings.dataset, 'test', run_settings.data_dir)
+  return Data(train_split, test_split, protocol.eval_data(train_split, test_split, run_settings.protocol))
+
+
+def build(experiment: run_config.Experiment, loaded: Data) -> contract.Method:
+  """The experiment's method from the registry's factory, for the loaded data (one-line ValueError)."""
+  return registry.get(experiment.method).factory(experiment.method_config, experiment.train, loaded.info)
+
+
+def _figures(method: contract.Method, state, images, workdir, matching=None):
+  """The method's registered figures (:data:`unsupervised_jax.registry.FiguresFn`), where it has any."""
+  draw = registry.get(method.name).figures
+  if draw is not None:
+    draw(method.config, state, images, workdir, matching)
 
 
 def progress(method, state, splits, n_clusters, key, knn_k, mesh, seed_dir, figures: bool) -> Dict[str, float]:
   """An evaluation during training (:func:`unsupervised_jax.evaluation.protocol.progress`) and, with
   ``figures``, the method's figures of that step in ``<seed_dir>/figures/step_<N>/``."""
   values = protocol.progress(method, state, splits, n_clusters, key, knn_k, mesh)
-  if figures and method.figures is not None:
-    method.figures(state, splits.test.images, seed_dir / 'figures' / f'step_{int(state.step)}')
+  if figures:
+    _figures(method, state, splits.test.images, seed_dir / 'figures' / f'step_{int(state.step)}')
   return values
 
 
-def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any]:
-  """Trains and evaluates ``method`` over the experiment's seeds; returns the record.
+def run(experiment: run_config.Experiment, method: Optional[contract.Method] = None,
+        loaded: Optional[Data] = None) -> Dict[str, Any]:
+  """Trains and evaluates the experiment's method over its seeds; returns the record.
 
   Writes per seed ``<workdir>/seed_<s>/`` (checkpoints, ``metrics.jsonl``,
   TensorBoard events, ``eval.json``), figures, the record to
@@ -53,21 +88,26 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
   ``reuse_record``, a record of the same settings and seeds already in the results is returned as it
   is, and nothing runs or is written.
 
+  Args:
+    experiment: the validated settings.
+    method: the method; default the registry's factory of ``experiment.method`` (:func:`build`).
+    loaded: the data, loaded once (:func:`load`); default loaded here.
+
   Raises:
     ValueError: a bad setting, data or workdir, before training or writing anything.
   """
   results.git_commit()  # pin the commit of the code that runs
   experiment.validate()
   run_settings, train = experiment.run, experiment.train
-  train_split = data.load(run_settings.dataset, 'train', run_settings.data_dir)
-  test_split = data.load(run_settings.dataset, 'test', run_settings.data_dir)
-  splits = protocol.eval_data(train_split, test_split, run_settings.protocol)
+  loaded = load(run_settings) if loaded is None else loaded
+  method = build(experiment, loaded) if method is None else method
+  train_split, test_split, splits = loaded
   experiment.eval.validate(num_examples=len(splits.cluster.images))
   if not (np.any(splits.score.labels >= 0) and np.any(splits.train.labels >= 0)):
     raise ValueError(f'{run_settings.dataset} has no labels to score a learned method with; cluster unlabelled '
                      'images with experiments.kmeans / experiments.gmm, or call the method from Python.')
   n_clusters = experiment.eval.n_clusters or run_config.default_clusters(run_settings.dataset, train_split.labels)
-  if experiment.self_label.steps and method.backbone is None:
+  if experiment.self_label.steps and not method.fine_tunable:
     raise ValueError(f'self-labelling needs a method with an encoder and augmentations; {method.name} has none.')
   flat = experiment.settings()
   workdir = experiment.workdir()
@@ -82,7 +122,7 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
   earlier = records.finished_seeds(record_path, flat) if record_path is not None else {}
   run_config.write_config(workdir, flat)
   mesh = parallel.make_mesh(train.num_devices or None)
-  description = records.protocol_description(flat, n_clusters, assigns=method.assign is not None)
+  description = records.protocol_description(flat, n_clusters, assigns=method.assigns)
 
   def record_of(runs):
     return records.seed_record(method.name, run_settings.label(), description,
@@ -129,7 +169,7 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
     start = time.perf_counter()
     evaluation = protocol.evaluate(method, state, splits, experiment.eval, n_clusters, keys.evaluation, mesh)
     scores = evaluation.scores
-    scored = {'assigned' if method.assign is not None else 'codes': evaluation.predictions}
+    scored = {'assigned' if method.assigns else 'codes': evaluation.predictions}
     refinement = None
     if experiment.self_label.steps:
       refinement = self_label_stage.refine(
@@ -163,9 +203,8 @@ def run(experiment: run_config.Experiment, method: base.Method) -> Dict[str, Any
       if steps:
         plots.cluster_sizes(steps, sizes, workdir / 'cluster_sizes.png',
                             title=f'{method.name} cluster sizes over training, {run_settings.label()}, seed {seed}')
-      if method.figures is not None:
-        matching = metrics.match_clusters(splits.score.labels, scored['assigned']) if 'assigned' in scored else None
-        method.figures(state, test_split.images, workdir, matching=matching)
+      matching = metrics.match_clusters(splits.score.labels, scored['assigned']) if 'assigned' in scored else None
+      _figures(method, state, test_split.images, workdir, matching)
   # Seeds may have run in separate processes or machines: the wall time is the sum of their own.
   record = record_of(seed_runs)
   results.write_json(workdir / 'metrics.json', record)

@@ -16,7 +16,6 @@ from unsupervised_jax import plots
 from unsupervised_jax import preprocessing
 from unsupervised_jax import results
 from unsupervised_jax import settings
-from unsupervised_jax.clustering import gmm
 from unsupervised_jax.evaluation import clustering
 from unsupervised_jax.runner import config as run_config
 from unsupervised_jax.runner import records
@@ -26,7 +25,7 @@ from unsupervised_jax.settings import setting
 @dataclasses.dataclass(frozen=True)
 class PixelConfig:
   """What is clustered."""
-  n_clusters: int = setting(0, 'K; 0 = number of classes of the data set (required for unlabelled data).', minimum=0)
+  n_clusters: int = clustering.n_clusters_setting()
   pca_dim: int = setting(0, 'Cluster the first pca_dim principal components; 0 = raw pixels in [0, 1].', minimum=0)
   pca_whiten: bool = setting(False, 'Scale the principal components to unit variance.')
 
@@ -48,7 +47,7 @@ class KMeansOptions:
 @dataclasses.dataclass(frozen=True)
 class GMMOptions:
   """scikit-learn's GaussianMixture settings (``clustering.gmm.fit_gmm``)."""
-  covariance_type: str = setting('full', 'Covariance parametrisation.', choices=gmm.COVARIANCE_TYPES)
+  covariance_type: str = clustering.covariance_type_setting()
   reg_covar: float = setting(1e-6, 'Added to covariance diagonals.', minimum=0)
   n_init: int = setting(1, 'K-means-initialised EM restarts; the highest likelihood is kept.', minimum=1)
   max_iter: int = setting(100, 'EM iteration cap.', minimum=1)

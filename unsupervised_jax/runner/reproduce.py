@@ -20,7 +20,7 @@ and finished seeds in its workdir, and a learned method's record written seed by
 missing seeds (:func:`unsupervised_jax.runner.records.finished_seeds`). MoCo + self-labelling shares MoCo's
 workdir, so it only fine-tunes the MoCo seeds trained there (a MoCo seed known only from its record has no
 checkpoint: its self-labelling trains MoCo again). Then :func:`write_table` writes ``<results_dir>/table.md``
-from the records (:func:`unsupervised_jax.results.summary_table`) and copies each run's figures to
+from the records (:func:`unsupervised_jax.runner.tables.summary_table`) and copies each run's figures to
 ``<results_dir>/figures/<record>/``.
 """
 from __future__ import annotations
@@ -35,79 +35,17 @@ import sys
 import time
 from typing import List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from unsupervised_jax import registry
 from unsupervised_jax import results
 from unsupervised_jax import settings
+from unsupervised_jax.runner import tables
+from unsupervised_jax.runner.configurations import BUDGETS
+from unsupervised_jax.runner.configurations import CONFIGURATIONS
+from unsupervised_jax.runner.configurations import NAMES
+from unsupervised_jax.runner.configurations import Configuration
 from unsupervised_jax.settings import setting
 
-BUDGETS = ('quick', 'full', 'tiny')
-METHODS = ('kmeans', 'gmm', 'autoencoder', 'moco', 'infogan', 'scae', 'mice')
 
-
-class Configuration(NamedTuple):
-  """One row of the reproduction: an entry point's flagfile and what each budget adds to it."""
-  name: str  # --methods name
-  method: str  # its method: --methods=<method> selects every configuration of that method
-  label: str  # its row in the table (a key of results.HEADLINE_REFERENCES where it has a reference)
-  entry: str  # python -m experiments.<entry>
-  flagfile: str  # under experiments/configs/
-  workdir: str  # its folder under the reproduction's workdir
-  budgets: Mapping[str, Tuple[str, Tuple[str, ...]]]  # budget -> (record name, flags added to the flagfile)
-
-
-_DIGITS = ('--dataset=digits',)
-# The test's runs of the learned methods (budget 'tiny'): a pipeline check, not a result.
-_TINY_TRAIN = ('--num_steps=20', '--log_every=10', '--checkpoint_every=20', '--nofigures')
-# SCAE's canvas for 8x8 images: the first 3x3 convolution at stride 1 so that the encoder keeps a 6x6 map.
-_SMALL_CANVAS = ('--canvas_size=16', '--template_size=5', '--max_shift=2', '--encoder_strides=1,2')
-
-CONFIGURATIONS = (
-    Configuration('kmeans', 'kmeans', 'K-means', 'kmeans', 'kmeans_mnist.flags', 'kmeans', {
-        'full': ('kmeans_mnist', ()),
-        'quick': ('kmeans_mnist_quick', ()),  # the flagfile as it is: ~40 s for 3 seeds
-        'tiny': ('kmeans_digits_tiny', _DIGITS)}),
-    Configuration('gmm', 'gmm', 'GMM', 'gmm', 'gmm_mnist.flags', 'gmm', {
-        'full': ('gmm_mnist', ()),
-        'quick': ('gmm_mnist_quick', ()),
-        'tiny': ('gmm_digits_tiny', _DIGITS + ('--pca_dim=20',))}),
-    Configuration('ae_poster', 'autoencoder', 'AE + GMM', 'autoencoder', 'ae_mnist_poster.flags', 'ae_poster', {
-        'full': ('autoencoder_mnist_poster', ()),
-        'quick': ('ae_poster_mnist_quick', ('--num_steps=1000', '--checkpoint_every=500')),
-        'tiny': ('ae_poster_digits_tiny', _DIGITS + _TINY_TRAIN)}),
-    Configuration('ae_n2d', 'autoencoder', 'AE + UMAP + GMM (N2D)', 'autoencoder', 'ae_mnist.flags', 'ae_n2d', {
-        'full': ('autoencoder_mnist', ()),
-        'quick': ('ae_n2d_digits_quick', _DIGITS + ('--num_steps=1000', '--checkpoint_every=500')),
-        'tiny': ('ae_n2d_digits_tiny', _DIGITS + _TINY_TRAIN)}),
-    Configuration('moco', 'moco', 'MoCo', 'moco', 'moco_mnist.flags', 'moco', {
-        'full': ('moco_mnist', ()),
-        'quick': ('moco_digits_quick', _DIGITS + ('--num_steps=500', '--checkpoint_every=250')),
-        'tiny': ('moco_digits_tiny', _DIGITS + _TINY_TRAIN + ('--queue_size=256',))}),
-    Configuration('moco_selflabel', 'moco', 'MoCo + self-labelling', 'moco', 'moco_selflabel_mnist.flags', 'moco', {
-        'full': ('moco_selflabel_mnist', ()),
-        'quick': ('moco_selflabel_digits_quick', _DIGITS + ('--num_steps=500', '--checkpoint_every=250',
-                                                            '--self_label_steps=300')),
-        'tiny': ('moco_selflabel_digits_tiny', _DIGITS + _TINY_TRAIN + ('--queue_size=256',
-                                                                        '--self_label_steps=10'))}),
-    Configuration('infogan', 'infogan', 'InfoGAN', 'infogan', 'infogan_mnist.flags', 'infogan', {
-        'full': ('infogan_mnist', ()),
-        'quick': ('infogan_digits_quick', _DIGITS + ('--num_steps=300', '--checkpoint_every=150')),
-        'tiny': ('infogan_digits_tiny', _DIGITS + _TINY_TRAIN)}),
-    Configuration('scae', 'scae', 'capsules (SCAE)', 'scae', 'scae_mnist.flags', 'scae', {
-        'full': ('scae_mnist', ()),
-        # The model of the flagfiles (40 parts, 32 objects) on a 16x16 canvas for the 8x8 digits, with the CPU
-        # flagfile's batch and learning rate.
-        'quick': ('scae_digits_quick', _DIGITS + _SMALL_CANVAS + ('--batch_size=32', '--learning_rate=1e-4',
-                                                                  '--num_steps=150', '--checkpoint_every=75',
-                                                                  '--log_every=50')),
-        'tiny': ('scae_digits_tiny', _DIGITS + _SMALL_CANVAS + _TINY_TRAIN)}),
-    Configuration('mice', 'mice', 'MiCE', 'mice', 'mice_mnist.flags', 'mice', {
-        'full': ('mice_mnist', ()),
-        # A queue of 1,024 keys per expert (the flagfile's 16,384 is 9x the digits, and its products with the
-        # 10 experts' embeddings made each step ~1.8 s here).
-        'quick': ('mice_digits_quick', _DIGITS + ('--num_steps=150', '--checkpoint_every=75',
-                                                  '--queue_size=1024')),
-        'tiny': ('mice_digits_tiny', _DIGITS + _TINY_TRAIN + ('--queue_size=256',))}),
-)
-NAMES = tuple(c.name for c in CONFIGURATIONS)
 
 CAPTIONS = {
     'full': 'Budget `full`: every flagfile as it is, the headline numbers (the README\'s table shows the same '
@@ -127,7 +65,7 @@ class ReproduceConfig:
   budget: Optional[str] = setting(None, "'full': the flagfiles as they are (the headline numbers, into results/); "
                                   "'quick': short runs, ~20 min on a 2-core CPU (into results/quick/); 'tiny': the "
                                   "end-to-end test's setting.", choices=BUDGETS)
-  methods: Tuple[str, ...] = setting(METHODS, 'Methods (every configuration of each) or configurations (ae_poster, '
+  methods: Tuple[str, ...] = setting(registry.names(), 'Methods (every configuration of each) or configurations (ae_poster, '
                                      'ae_n2d, moco_selflabel) to run; the table lists them all.')
   seeds: Tuple[int, ...] = setting((0, 1, 2), 'Seeds of every configuration.', minimum=0)
   workdir: Optional[str] = setting(None, 'Where the runs go, one folder per configuration; default '
@@ -143,9 +81,9 @@ class ReproduceConfig:
     if self.budget is None:
       raise ValueError('give --budget=quick (~20 min on a 2-core CPU, results/quick/) or --budget=full (the '
                        'flagfiles as they are, results/).')
-    unknown = [m for m in self.methods if m not in METHODS and m not in NAMES]
+    unknown = [m for m in self.methods if m not in registry.names() and m not in NAMES]
     if unknown or not self.methods:
-      raise ValueError(f'--methods must name some of {", ".join(METHODS)} or of {", ".join(NAMES)}; got '
+      raise ValueError(f'--methods must name some of {", ".join(registry.names())} or of {", ".join(NAMES)}; got '
                        f'{",".join(self.methods) or "nothing"}.')
     if not self.seeds or len(set(self.seeds)) != len(self.seeds):
       raise ValueError(f'--seeds must be distinct, at least one; got {list(self.seeds)}.')
@@ -198,7 +136,7 @@ def plan(config: ReproduceConfig, root) -> Tuple[List[Step], pathlib.Path]:
       raise ValueError(f'{flagfile} is missing.')
     record, extra = configuration.budgets[config.budget]
     run_dir = workdir / configuration.workdir
-    argv = ['-m', f'experiments.{configuration.entry}', f'--flagfile={_shown(flagfile, root)}', *extra,
+    argv = ['-m', f'experiments.{configuration.method}', f'--flagfile={_shown(flagfile, root)}', *extra,
             f'--seeds={",".join(map(str, config.seeds))}', f'--workdir={_shown(run_dir, root)}',
             f'--results_dir={_shown(results_dir, root)}', f'--results_name={record}', '--reuse_record']
     if config.data_dir:
@@ -218,17 +156,17 @@ def record_names(budget: str) -> Mapping[str, str]:
 
 def write_table(results_dir, budget: str, command: str) -> pathlib.Path:
   """``<results_dir>/table.md``: the caption of ``budget``, the records' table
-  (:func:`unsupervised_jax.results.summary_table`, a "not run" row where a record is absent), the commands
+  (:func:`unsupervised_jax.runner.tables.summary_table`, a "not run" row where a record is absent), the commands
   that made them and links to their figures."""
   results_dir = pathlib.Path(results_dir)
   names = record_names(budget)
   lines = [f'# Reproduction, budget `{budget}`', '', CAPTIONS[budget], '',
-           f'Written by `{command}` from the records in this folder (`results.summary_table`): ACC, NMI and ARI '
+           f'Written by `{command}` from the records in this folder (`tables.summary_table`): ACC, NMI and ARI '
            'of the clustering, kNN and linear-probe accuracy of the codes (learned methods), mean ± std over seeds '
            'as fractions; wall (s) is the record\'s own (training, clustering and scoring, summed over seeds).', '',
-           '<!-- table:begin -->', results.summary_table(results_dir, names, detail=True, missing='not run'),
+           '<!-- table:begin -->', tables.summary_table(results_dir, names, detail=True, missing='not run'),
            '<!-- table:end -->', '', 'Records (command, machine, commit):', '',
-           results.provenance(results_dir, list(names.values()))]
+           tables.provenance(results_dir, list(names.values()))]
   figures = sorted((results_dir / 'figures').glob('*/*.png'))
   if figures:
     lines += ['', 'Figures:', '']

@@ -45,7 +45,7 @@ def refine(method, state, evaluation: protocol.Evaluation, splits: protocol.Eval
     matching of all clusters), the refined clusters ``[M]`` of ``splits.score``, and the fine-tuning's
     training seconds, in all and in earlier processes (a crash's, or those of a fine-tuning reused whole).
   """
-  if method.backbone is None:
+  if not method.fine_tunable:
     raise ValueError(f'self-labelling needs a method with an encoder and augmentations; {method.name} has none.')
   assignments = np.asarray(evaluation.assignments, np.int32)
   confidence = self_label.neighbour_agreement(evaluation.cluster_codes, assignments, config.neighbors)

@@ -21,8 +21,8 @@ import jax
 import numpy as np
 
 from unsupervised_jax import settings
-from unsupervised_jax.methods import base
 from unsupervised_jax.training import checkpoints
+from unsupervised_jax.training import contract
 from unsupervised_jax.training import parallel
 from unsupervised_jax.settings import setting
 
@@ -129,12 +129,12 @@ def trained_seconds(workdir) -> float:
   return float(max(read_metrics(workdir, 'train_s')[1], default=0.0))
 
 
-def train(method: base.Method, state: Any, dataset, config: TrainConfig, workdir, *, key: jax.Array,
+def train(method: contract.Method, state: Any, dataset, config: TrainConfig, workdir, *, key: jax.Array,
           evaluate: Optional[Callable[[Any], Dict[str, float]]] = None):
   """Trains ``state`` for ``config.num_steps`` steps (resuming from ``workdir`` if it holds checkpoints).
 
   Args:
-    method: the method (:class:`unsupervised_jax.methods.base.Method`): its
+    method: the method (:class:`unsupervised_jax.training.contract.Method`): its
       per-device ``train_step`` and, when given, its ``epoch_end`` (run every
       ``epoch_end.period`` steps over the whole data set, sharded over the
       devices and chunked; its metrics are logged with the prefix ``epoch_end/``).

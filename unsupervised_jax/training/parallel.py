@@ -31,15 +31,13 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from unsupervised_jax.training import contract
+
 AXIS = 'batch'
 SAMPLINGS = ('replacement', 'epochs')
 # fold_in data of the epochs' permutation keys (a step index never reaches it).
 _EPOCH_ORDER = 0xFFFFFFFF
 
-# The per-device step of a method (methods.base.StepFn):
-# (state, images [B_local, H, W, C] uint8 (or a pytree of such per-example arrays), example_keys [B_local])
-#   -> (state, metrics)
-StepFn = Callable[[Any, Any, jax.Array], Tuple[Any, Dict[str, jax.Array]]]
 
 
 def make_mesh(num_devices: Optional[int] = None) -> jax.sharding.Mesh:
@@ -125,7 +123,7 @@ def sample_batch(images, key: jax.Array, step: jax.Array, global_batch: int,
   return jax.tree.map(lambda leaf: leaf[indices], images), augment_keys
 
 
-def data_parallel_step(step_fn: StepFn, mesh: jax.sharding.Mesh, global_batch: int, sampling: str = 'replacement'):
+def data_parallel_step(step_fn: contract.StepFn, mesh: jax.sharding.Mesh, global_batch: int, sampling: str = 'replacement'):
   """Compiles one training step over ``mesh``.
 
   Returns ``train_step(state, images, key) -> (state, metrics)`` where
@@ -194,7 +192,7 @@ def data_parallel_map(fn: Callable[[Any, jax.Array], jax.Array], mesh: jax.shard
 
 
 def data_parallel_epoch_end(epoch_end, mesh: jax.sharding.Mesh, chunk_size: int):
-  """Compiles a method's epoch-end update (:class:`unsupervised_jax.methods.base.EpochEnd`).
+  """Compiles a method's epoch-end update (:class:`unsupervised_jax.training.contract.EpochEnd`).
 
   Returns ``update(state, dataset) -> (state, metrics)`` where ``dataset`` is
   the replicated data set (as the training step takes it). Without
