@@ -28,7 +28,9 @@ SAME = np.tile(Q[:1], (2, 1))  # identical keys / queries
 QUEUE = RNG.normal(size=(5, 4)).astype(np.float32)
 CASES = {
     'l2_normalize': [(lambda x: jnp.sum(losses.l2_normalize(x) * jnp.arange(4.0)), (ZERO,)),
-                     (lambda x: jnp.sum(losses.l2_normalize(x) * jnp.arange(4.0)), (np.full((2, 4), 1e-30, np.float32),))],
+                     (lambda x: jnp.sum(losses.l2_normalize(x) * jnp.arange(4.0)), (np.full((2, 4), 1e-30, np.float32),)),
+                     (lambda x: jnp.sum(losses.l2_normalize(x) * jnp.arange(4.0)), (Q * 1e20,)),  # |x|^2 overflows
+                     (lambda x: jnp.sum(losses.l2_normalize(x) * jnp.arange(4.0)), (Q * 1e-40,))],  # denormal
     'info_nce': [(lambda q, k, n: losses.info_nce(q, k, n, 1e-3), (ZERO, ZERO, np.zeros((5, 4), np.float32))),
                  (lambda q, k, n: losses.info_nce(q, k, n, 1e-3), (_unit(Q).astype(np.float32), SAME, QUEUE)),
                  (lambda q, k, n: losses.info_nce(q, k, n, 1e-3), (SAME, SAME, np.tile(SAME[:1], (5, 1))))],

@@ -12,35 +12,20 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 
+from unsupervised_jax.training import contract
+
 Array = jax.Array
-
-
-def check_images(images, name: str = 'images') -> None:
-  """The image contract of every public entry point: uint8 ``[N, H, W, C]`` (values 0-255).
-
-  Works on host arrays and inside ``jit`` (it reads only the dtype and the shape).
-
-  Raises:
-    ValueError: one line naming what is wrong: a float or other dtype (images in [0, 1] would be divided by
-      255 again), or not four axes.
-  """
-  dtype, shape = getattr(images, 'dtype', None), getattr(images, 'shape', ())
-  if dtype != jnp.uint8:
-    hint = (' (floats in [0, 1]: multiply by 255 and round; data.from_arrays checks and converts)'
-            if dtype is not None and jnp.issubdtype(dtype, jnp.floating) else '')
-    raise ValueError(f'{name} must be uint8 [N, H, W, C] with values 0-255, got dtype {dtype}{hint}.')
-  if len(shape) != 4 or 0 in shape[1:]:
-    raise ValueError(f'{name} must be uint8 [N, H, W, C], got shape {tuple(shape)}.')
 
 
 def to_float(images: Array) -> Array:
   """uint8 ``[..., H, W, C]`` -> float32 in [0, 1].
 
   Raises:
-    ValueError: ``images`` are not uint8 (:func:`check_images`: a float image would be scaled twice).
+    ValueError: ``images`` are not uint8 (:func:`~unsupervised_jax.training.contract.check_images`: a float
+      image would be scaled twice).
   """
   if images.dtype != jnp.uint8:
-    check_images(images)
+    contract.check_images(images)
   return images.astype(jnp.float32) / 255.0
 
 
@@ -89,9 +74,15 @@ def random_flip(key: Array, image: Array) -> Array:
 
 
 def grayscale(image: Array) -> Array:
-  """Luma (ITU-R 601) replicated over the channels."""
+  """Luma (ITU-R 601) replicated over the channels of a grey or RGB ``image [H, W, C]``.
+
+  Raises:
+    ValueError: ``C`` is neither 1 nor 3 (grey + alpha, RGBA: :func:`check_view` says so before training).
+  """
   if image.shape[-1] == 1:
     return image
+  if image.shape[-1] != 3:
+    raise ValueError(f'grayscale takes grey or RGB images, got {image.shape[-1]} channels.')
   luma = image @ jnp.array([0.299, 0.587, 0.114])
   return jnp.repeat(luma[..., None], image.shape[-1], axis=-1)
 

@@ -41,6 +41,8 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+from unsupervised_jax.training import contract
+
 DATA_DIR_ENV = 'UNSUPERVISED_JAX_DATA_DIR'
 OFFLINE_ENV = 'UNSUPERVISED_JAX_OFFLINE'
 # Where tfds downloads from; only probed (one TCP connect) before a download.
@@ -129,7 +131,7 @@ def from_arrays(images, labels=None) -> Dataset:
     raise ValueError(f'labels must be [N] = [{images.shape[0]}], got shape {labels.shape}.')
   if not np.issubdtype(labels.dtype, np.integer):
     raise ValueError(f'labels must be integers, got dtype {labels.dtype}.')
-  return Dataset(images, labels.astype(np.int32))
+  return _concat([Dataset(images, labels.astype(np.int32))])
 
 
 def _split_names(split: str, dataset: DatasetInfo) -> Sequence[str]:
@@ -142,9 +144,11 @@ def _split_names(split: str, dataset: DatasetInfo) -> Sequence[str]:
 
 
 def _concat(parts: Sequence[Dataset]) -> Dataset:
-  if len(parts) == 1:
-    return parts[0]
-  return Dataset(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))
+  """The splits joined; every data source returns through here, so its images meet the image contract."""
+  joined = parts[0] if len(parts) == 1 else Dataset(np.concatenate([p.images for p in parts]),
+                                                    np.concatenate([p.labels for p in parts]))
+  contract.check_images(joined.images)
+  return joined
 
 
 def load(name: str, split: str = 'train', data_dir: Optional[str] = None, *, download: bool = True) -> Dataset:

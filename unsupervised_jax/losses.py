@@ -9,14 +9,22 @@ Array = jax.Array
 
 
 def l2_normalize(x: Array, axis: int = -1, eps: float = 1e-12) -> Array:
-  """``x / max(||x||, eps)`` along ``axis``, with that function's gradient everywhere.
+  """``x / max(||x||, eps)`` along ``axis`` (PyTorch's ``F.normalize``), for any finite ``x``, with that function's
+  gradient everywhere.
 
-  Computed as ``x * rsqrt(max(|x|^2, eps^2))``: at ``x = 0`` the gradient is
-  ``1 / eps`` (finite), where differentiating ``||x||`` itself gives ``0 / 0``.
+  The rows are first divided by their largest magnitude ``s`` (a constant to the gradient: the result does not
+  depend on it), so the sum of squares lies in ``[1, D]`` and cannot overflow or underflow: rows of norm up to
+  float32's largest value come back unit (squaring them directly overflows above ~1.8e19). The result is then
+  ``y * rsqrt(max(|y|^2, (eps / s)^2))`` with ``y = x / s``: at ``x = 0`` the gradient is ``1 / eps`` (finite),
+  where differentiating ``||x||`` itself gives ``0 / 0``.
   """
   dtype = jnp.promote_types(x.dtype, jnp.float32)  # eps^2 underflows in float16
-  sq_norm = jnp.sum(jnp.square(x.astype(dtype)), axis=axis, keepdims=True)
-  return (x * jax.lax.rsqrt(jnp.maximum(sq_norm, jnp.asarray(eps, dtype) ** 2))).astype(x.dtype)
+  x32 = x.astype(dtype)
+  scale = jax.lax.stop_gradient(jnp.max(jnp.abs(x32), axis=axis, keepdims=True))
+  scale = jnp.where(scale > 0, scale, jnp.ones_like(scale))
+  y = x32 / scale
+  floor = jnp.square(jnp.asarray(eps, dtype) / scale)
+  return (y * jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.square(y), axis=axis, keepdims=True), floor))).astype(x.dtype)
 
 
 def info_nce(query: Array, positive_key: Array, negatives: Array, temperature: float) -> Array:

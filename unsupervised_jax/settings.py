@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Optional, Sequence
 
+import numpy as np
+
 
 def setting(default: Any, help: str, *, choices: Optional[Sequence[Any]] = None, minimum: Optional[float] = None,
             above: Optional[float] = None, flag: bool = True):
@@ -51,6 +53,27 @@ def check(config, prefix: str = '') -> None:
         raise ValueError(f'{name} must be >= {meta["minimum"]:g}, got {value}.')
       if meta['above'] is not None and not v > meta['above']:
         raise ValueError(f'{name} must be > {meta["above"]:g}, got {value}.')
+      _check_fits(name, v, meta)
+
+
+_INT32 = np.iinfo(np.int32)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_fits(name: str, value, meta) -> None:
+  """Numbers go into jitted code as float32 or int32 (steps, sizes): a value that does not fit its dtype (a
+  learning rate of 1e39 is inf in float32, 1e-50 is 0) would pass the bounds and break the run later."""
+  if isinstance(value, int):
+    if not _INT32.min <= value <= _INT32.max:
+      raise ValueError(f'{name} must fit in int32 (|x| <= {_INT32.max:,}), got {value}.')
+    return
+  as_float32 = np.float32(value) if np.isfinite(value) and abs(value) <= _FLOAT32_MAX else np.inf
+  if not np.isfinite(as_float32):
+    raise ValueError(f'{name} must be a finite float32 (|x| <= 3.4e38), got {value}.')
+  bound = meta['above']
+  if bound is not None and not as_float32 > bound:
+    raise ValueError(f'{name} must be > {bound:g} in float32, got {value} (float32: {float(as_float32):g}).')
+
 
 
 def as_dict(config) -> Dict[str, Any]:

@@ -246,8 +246,8 @@ def update_prototypes(centres: jax.Array, previous: jax.Array) -> jax.Array:
     centres: ``[K, D]`` sums over the epoch.
     previous: ``[K, D]`` the prototypes before the update.
   """
-  norm = jnp.linalg.norm(centres, axis=-1, keepdims=True)
-  return jnp.where(norm > 0, centres / jnp.maximum(norm, jnp.finfo(centres.dtype).tiny), previous)
+  empty = jnp.all(centres == 0, axis=-1, keepdims=True)
+  return jnp.where(empty, previous, losses.l2_normalize(centres))
 
 
 def mice(config: MiceConfig, train, data: contract.DataInfo) -> contract.Method:

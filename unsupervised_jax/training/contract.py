@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, NamedTuple, Optional, Protocol, Tuple
 
 import jax
+import numpy as np
 
 State = Any
 Metrics = Dict[str, jax.Array]
@@ -155,6 +156,26 @@ class Method(NamedTuple):
   def fine_tunable(self) -> bool:
     """Whether a self-labelling stage can fine-tune its encoder (``backbone``)."""
     return self.backbone is not None
+
+
+def check_images(images, name: str = 'images') -> None:
+  """The image contract of every public entry point: uint8 ``[N, H, W, C]`` (values 0-255).
+
+  Called by the data sources, the trainer and the one conversion to floats (``augment.to_float``, which every
+  method's step, ``embed`` and ``assign`` go through). It reads only the dtype and the shape, so it works on host
+  arrays and inside ``jit``.
+
+  Raises:
+    ValueError: one line naming what is wrong: a float or other dtype (images in [0, 1] would be divided by 255
+      again), or not four axes.
+  """
+  dtype, shape = getattr(images, 'dtype', None), tuple(getattr(images, 'shape', ()))
+  if dtype is None or np.dtype(dtype) != np.uint8:
+    hint = (' (floats in [0, 1]: multiply by 255 and round, or use data.from_arrays)'
+            if dtype is not None and np.issubdtype(np.dtype(dtype), np.floating) else '')
+    raise ValueError(f'{name} must be uint8 [N, H, W, C] with values 0-255, got dtype {dtype}{hint}.')
+  if len(shape) != 4 or 0 in shape[1:]:
+    raise ValueError(f'{name} must be uint8 [N, H, W, C], got shape {shape}.')
 
 
 class Factory(Protocol):

@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from unsupervised_jax import settings
@@ -31,7 +32,8 @@ CRASH_ENV = 'UNSUPERVISED_JAX_CRASH_AFTER_STEP'
 
 
 class NonFiniteLossError(RuntimeError):
-  """Training produced a non-finite metric; the last good checkpoint is left as it was."""
+  """A step made a metric or the state non-finite; that update was not kept, and the checkpoints hold only
+  states from before it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,8 +142,8 @@ def train(method: contract.Method, state: Any, dataset, config: TrainConfig, wor
       devices and chunked; its metrics are logged with the prefix ``epoch_end/``).
     state: freshly initialised train state (used as is when nothing to resume).
     dataset: ``[N, H, W, C]`` uint8 images, put on every device once; or a
-      pytree of per-example ``[N, ...]`` arrays (the step then gets the same
-      pytree of batches).
+      dict of per-example ``[N, ...]`` arrays with uint8 ``'images'`` (the step then gets the same
+      dict of batches).
     config: loop settings.
     workdir: checkpoints, ``metrics.jsonl`` and TensorBoard events go here.
     key: the run's data key: batches and augmentations at step ``s`` come from
@@ -154,9 +156,11 @@ def train(method: contract.Method, state: Any, dataset, config: TrainConfig, wor
   Raises:
     NonFiniteLossError: a step produced NaN/inf; nothing after the last good
       checkpoint is saved.
-    ValueError: a bad setting (before anything is written).
+    ValueError: a bad setting, or images that are not uint8 ``[N, H, W, C]`` (before anything is written).
   """
   config.validate()
+  contract.check_images(dataset['images'] if isinstance(dataset, dict) else dataset,
+                        'the data set' + ("'s images" if isinstance(dataset, dict) else ''))
   if config.sampling == 'epochs':
     parallel.steps_per_epoch(parallel.num_examples(dataset), config.batch_size)
   process_start = time.perf_counter()
@@ -184,11 +188,13 @@ def train(method: contract.Method, state: Any, dataset, config: TrainConfig, wor
   from tqdm import auto as tqdm
   bar = tqdm.tqdm(total=config.num_steps, initial=start, disable=not config.progress, unit='step',
                   dynamic_ncols=True, desc=workdir.name)
-  all_finite = True
+  all_finite, parts_finite = True, None
   window_start, window_steps = time.perf_counter(), 0
   for step in range(start + 1, config.num_steps + 1):
     state, metrics = step_fn(state, dataset, key)
     all_finite = metrics['finite'] & all_finite  # stays on device: no sync
+    parts_finite = (metrics['finite_parts'] if parts_finite is None else
+                    jax.tree.map(jnp.logical_and, parts_finite, metrics['finite_parts']))
     if sync_every_step:
       jax.block_until_ready(state)
     window_steps += 1
@@ -201,12 +207,14 @@ def train(method: contract.Method, state: Any, dataset, config: TrainConfig, wor
         bar.close()
         writer.close()
         mngr.wait_until_finished()  # the last good checkpoint must be complete on disk
+        bad = [name for name, ok in jax.device_get(parts_finite).items() if not ok]
+        failed = int(jax.device_get(state.step)) + 1  # the state stopped before the step that failed
         raise NonFiniteLossError(
-            f'non-finite training metrics before step {step} (last: {jax.device_get(metrics)}); stopped. '
-            f'The last good checkpoint ({mngr.latest_step()}) in {workdir / "checkpoints"} is intact; '
-            'lower the learning rate or check the data.')
+            f'step {failed} made {", ".join(bad)} non-finite; that update was not kept and training stopped. '
+            f'The checkpoints in {workdir / "checkpoints"} (latest: step {mngr.latest_step()}) hold only finite '
+            'states; lower the learning rate or check the data.')
     if step % config.log_every == 0 or last:
-      values = {k: v for k, v in jax.device_get(metrics).items() if k != 'finite'}
+      values = {k: v for k, v in jax.device_get(metrics).items() if k not in ('finite', 'finite_parts')}
       elapsed = time.perf_counter() - window_start
       values['images_per_s'] = window_steps * config.batch_size / max(elapsed, 1e-9)
       values['train_s'] = earlier_s + time.perf_counter() - process_start

@@ -22,6 +22,7 @@ the order of floating-point reductions.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -69,6 +70,17 @@ def tree_all_finite(tree) -> jax.Array:
   """``[]`` bool: every floating leaf of ``tree`` is finite."""
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def finite_parts(state, metrics) -> Dict[str, jax.Array]:
+  """``{name: [] bool}``: whether each metric (``loss``, ...) and each field of ``state`` (``params``,
+  ``opt_state``, ``queue``, ...) is finite, every floating leaf of it."""
+  parts = {name: tree_all_finite(value) for name, value in metrics.items()}
+  fields = [f.name for f in dataclasses.fields(state)] if dataclasses.is_dataclass(state) else []
+  parts.update({f'state.{name}': tree_all_finite(getattr(state, name)) for name in fields if name != 'step'})
+  if not fields:
+    parts['state'] = tree_all_finite(state)
+  return parts
 
 
 def num_examples(dataset) -> int:
@@ -129,10 +141,10 @@ def data_parallel_step(step_fn: contract.StepFn, mesh: jax.sharding.Mesh, global
   Returns ``train_step(state, images, key) -> (state, metrics)`` where
   ``images [N, H, W, C]`` (or a pytree of per-example arrays) is the replicated data set and ``key`` the run's
   base PRNG key. Per device it draws its batch (:func:`sample_batch` with ``sampling``), calls
-  ``step_fn``, averages the metrics over devices, and keeps the old state when
-  any metric is non-finite (``metrics['finite']`` is then False), so a NaN
-  never reaches the parameters. ``state.step`` is incremented here. The state
-  argument is donated.
+  ``step_fn``, averages the metrics over devices, and keeps the old state when any metric or any part of the
+  new state is non-finite (:func:`finite_parts`): ``metrics['finite']`` is then False and
+  ``metrics['finite_parts']`` says which, so a NaN or inf never reaches the state that is kept (and
+  checkpointed). ``state.step`` is incremented here, only for a kept update. The state argument is donated.
   """
   check_batch_size(global_batch, mesh)
   if sampling not in SAMPLINGS:
@@ -142,10 +154,11 @@ def data_parallel_step(step_fn: contract.StepFn, mesh: jax.sharding.Mesh, global
     batch, example_keys = sample_batch(images, key, state.step, global_batch, sampling)
     new_state, metrics = step_fn(state, batch, example_keys)
     metrics = jax.lax.pmean(metrics, AXIS)
-    finite = tree_all_finite(metrics)
+    parts = finite_parts(new_state, metrics)  # the state about to be kept, not only the metrics
+    finite = jnp.all(jnp.stack(list(parts.values())))
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     new_state = new_state.replace(step=state.step + finite.astype(state.step.dtype))
-    return new_state, dict(metrics, finite=finite)
+    return new_state, dict(metrics, finite=finite, finite_parts=parts)
 
   sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P()), out_specs=(P(), P()),
                           check_vma=False)
