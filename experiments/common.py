@@ -45,6 +45,8 @@ def define(cls, prefix: str = ''):
     if not field.metadata or not field.metadata.get('flag', True):
       continue
     name, help_text = prefix + field.name, field.metadata['help']
+    if name in FLAGS:  # a setting shared by two configs (n_clusters: the pixel and the learned runners)
+      continue
     if field.metadata.get('choices'):
       help_text += f' One of: {", ".join(map(str, field.metadata["choices"]))}.'
     default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
@@ -88,34 +90,52 @@ def build(cls, prefix: str = '', **values):
   return cls(**values)
 
 
+def _guarded(main, argv):
+  """``main(argv)`` with the library's ``ValueError`` (bad config or data) as one line on stderr (exit 2)."""
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)  # orbax and XLA chatter would bury the progress bar
+  try:
+    if FLAGS.multihost:
+      import jax
+      given = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+      if any(v is not None for v in given) and any(v is None for v in given):
+        raise ValueError('give all of --coordinator_address, --num_processes and --process_id, or none.')
+      jax.distributed.initialize(*given)
+    return main(argv)
+  except ValueError as error:
+    print(f'error: {error}', file=sys.stderr)
+    sys.exit(2)
+
+
+def _parse(argv):
+  """absl's own parser writes two lines (and a flagfile's error may span several): one line, exit 2."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as error:
+    print(f'error: {" ".join(str(error).split())} (--helpshort lists the flags).', file=sys.stderr)
+    sys.exit(2)
+
+
 def run(main):
   """``app.run(main)``, turning an unknown flag and the library's ``ValueError`` (bad config or data) into one clear
   line on stderr (exit 2)."""
   from absl import app
+  app.run(lambda argv: _guarded(main, argv), flags_parser=_parse)
 
-  def guarded(argv):
-    from absl import logging
-    logging.set_verbosity(logging.WARNING)  # orbax and XLA chatter would bury the progress bar
-    try:
-      if FLAGS.multihost:
-        import jax
-        given = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-        if any(v is not None for v in given) and any(v is None for v in given):
-          raise ValueError('give all of --coordinator_address, --num_processes and --process_id, or none.')
-        jax.distributed.initialize(*given)
-      return main(argv)
-    except ValueError as error:
-      print(f'error: {error}', file=sys.stderr)
-      sys.exit(2)
 
-  def parse(argv):  # absl's own parser writes two lines (and a flagfile's error may span several): one line
-    try:
-      return FLAGS(argv)
-    except flags.Error as error:
-      print(f'error: {" ".join(str(error).split())} (--helpshort lists the flags).', file=sys.stderr)
-      sys.exit(2)
-
-  app.run(guarded, flags_parser=parse)
+def call(main, argv) -> int:
+  """Runs an entry point's ``main`` in this process as its command line ``argv`` (without the program) would run:
+  the same parsing, the same one-line errors; returns the exit status. For tests: no interpreter to start."""
+  FLAGS.unparse_flags()
+  try:
+    _guarded(main, _parse(['python', *argv]))
+  except SystemExit as exit:
+    return exit.code or 0
+  except Exception:  # what the interpreter does with an uncaught exception: the traceback, exit status 1
+    import traceback
+    traceback.print_exc()
+    return 1
+  return 0
 
 
 def pixels_main(method: str):

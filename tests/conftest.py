@@ -49,3 +49,29 @@ def shared_mnist_dir():
   if not SHARED_MNIST.is_file():
     pytest.skip(f'real MNIST not found at {SHARED_MNIST} (only CI and the project machines have ../shared)')
   return str(SHARED_MNIST.parent)
+
+
+@pytest.fixture
+def run_entry(capsys, monkeypatch):
+  """``run_entry('experiments.moco', *flags)``: the entry point's ``main`` in this process, as its command line would
+  run it (the same flag parsing and one-line errors, ``experiments.common.call``), from the clone's root; returns a
+  ``CompletedProcess`` (returncode, stdout, stderr). Records name the command as ``python -m experiments.moco ...``.
+  No interpreter to start: entry points are run in a subprocess only where the process itself is what is tested."""
+  import importlib
+  import subprocess
+  import sys
+  from experiments import common
+
+  monkeypatch.chdir(pathlib.Path(__file__).resolve().parents[1])
+
+  def run(module, *argv):
+    entry = importlib.import_module(module)
+    with pytest.MonkeyPatch.context() as patch:
+      patch.setattr(sys, 'argv', [module.replace('.', '/') + '.py', *argv])
+      patch.setitem(sys.modules, '__main__', entry)  # results.command(): python -m <module> ...
+      capsys.readouterr()
+      code = common.call(entry.main, list(argv))
+      out = capsys.readouterr()
+    return subprocess.CompletedProcess([module, *argv], code, out.out, out.err)
+
+  return run

@@ -18,6 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _run(*args, cwd=ROOT):
+  """An entry point in a subprocess: for the runs that check the command as a process (each entry point once)."""
   return subprocess.run([sys.executable, '-m', *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
@@ -46,8 +47,8 @@ def test_no_flag_quick_start_on_digits(tmp_path, method, floor):
 @pytest.mark.parametrize('flag,match', [('--dataset=mnsit', 'unknown dataset'),
                                         ('--seeds=a', 'seeds'),
                                         ('--pca_dim=-1', 'pca_dim')])
-def test_bad_flags_fail_clearly_and_write_nothing(tmp_path, flag, match):
-  proc = _run('experiments.kmeans', flag, f'--workdir={tmp_path / "run"}')
+def test_bad_flags_fail_clearly_and_write_nothing(tmp_path, flag, match, run_entry):
+  proc = run_entry('experiments.kmeans', flag, f'--workdir={tmp_path / "run"}')
   assert proc.returncode != 0
   assert match in proc.stderr
   assert not (tmp_path / 'run').exists()
@@ -128,8 +129,8 @@ def test_committed_learned_records_protocol_is_written_from_their_config(record)
                                         ('--seeds=a,b', '--seeds must be a list of int'),
                                         ('--num_steps=x', '--num_steps must be an integer'),
                                         ('--self_label_steps=5', 'self-labelling needs a method with an encoder')])
-def test_autoencoder_bad_flags_fail_in_one_line_before_anything_is_written(tmp_path, flag, match):
-  proc = _run('experiments.autoencoder', f'--workdir={tmp_path / "run"}', '--num_steps=5', flag)
+def test_autoencoder_bad_flags_fail_in_one_line_before_anything_is_written(tmp_path, flag, match, run_entry):
+  proc = run_entry('experiments.autoencoder', f'--workdir={tmp_path / "run"}', '--num_steps=5', flag)
   assert proc.returncode != 0
   assert match in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
   assert 'Traceback' not in proc.stderr and 'step' not in proc.stdout  # no training began
@@ -148,12 +149,12 @@ def test_autoencoder_quick_start_on_digits(tmp_path):
   assert len((tmp_path / 'run' / 'seed_0' / 'metrics.jsonl').read_text().splitlines()) == 4
 
 
-def test_moco_ablation_runs_the_grid_and_reuses_finished_cells_or_reevaluates(tmp_path):
+def test_moco_ablation_runs_the_grid_and_reuses_finished_cells_or_reevaluates(tmp_path, run_entry):
   args = ('experiments.moco_ablation', '--dataset=digits', '--num_steps=20', '--batch_size=32',
           '--queue_batches=2', '--momenta=0.9,0.99', '--seeds=0', '--cluster_method=kmeans', '--knn_k=20',
           f'--workdir={tmp_path / "grid"}', '--log_every=10', '--checkpoint_every=20', '--nofigures',
           f'--results_dir={tmp_path / "results"}')  # the shared t-SNE (~10-30 s a cell here): drawn and checked in the autoencoder and MiCE runs
-  proc = _run(*args)
+  proc = _run(*args)  # the command as a process once; the reuses below in this one
   assert proc.returncode == 0, proc.stderr[-3000:]
   table = json.loads((tmp_path / 'grid' / 'ablation.json').read_text())
   assert json.loads((tmp_path / 'results' / 'moco_ablation.json').read_text()) == table
@@ -163,26 +164,26 @@ def test_moco_ablation_runs_the_grid_and_reuses_finished_cells_or_reevaluates(tm
   assert table['reference']['acc'] == 0.969 and 'acc 0.969' in (tmp_path / 'grid' / 'ablation.md').read_text()
   seed_dir = tmp_path / 'grid' / 'queue2_momentum0.9' / 'seed_0'
   stamp, trained = (seed_dir / 'eval.json').stat().st_mtime, (seed_dir / 'metrics.jsonl').read_text()
-  assert _run(*args).returncode == 0
+  assert run_entry(*args).returncode == 0
   assert (seed_dir / 'eval.json').stat().st_mtime == stamp  # reused
   # Other evaluation settings: re-evaluated from the last checkpoint, not retrained.
-  refused = _run(*args, '--knn_k=5')  # the committed table holds other settings: kept
+  refused = run_entry(*args, '--knn_k=5')  # the committed table holds other settings: kept
   assert refused.returncode != 0 and 'moco_ablation.json holds another grid or other settings' in refused.stderr
   assert json.loads((tmp_path / 'results' / 'moco_ablation.json').read_text()) == table
-  assert _run(*args, '--knn_k=5', '--results_name=moco_ablation_knn5').returncode == 0
+  assert run_entry(*args, '--knn_k=5', '--results_name=moco_ablation_knn5').returncode == 0
   assert json.loads((seed_dir / 'eval.json').read_text())['evaluation']['knn_k'] == 5
   assert (seed_dir / 'metrics.jsonl').read_text() == trained
 
 
-def test_moco_with_self_labelling_records_both_clusterings_and_refines_without_retraining(tmp_path):
+def test_moco_with_self_labelling_records_both_clusterings_and_refines_without_retraining(tmp_path, run_entry):
   args = ('experiments.moco', '--dataset=digits', '--num_steps=40', '--batch_size=64', '--queue_size=256',
           '--seeds=0', '--cluster_method=kmeans', '--knn_k=20', '--log_every=20', '--checkpoint_every=40',
           '--nofigures', f'--workdir={tmp_path / "run"}', f'--results_dir={tmp_path / "results"}')
-  assert _run(*args).returncode == 0
+  assert _run(*args).returncode == 0  # MoCo's entry point as a process once; the stages below in this one
   seed_dir = tmp_path / 'run' / 'seed_0'
   trained = (seed_dir / 'metrics.jsonl').read_text()
   refine = (*args, '--self_label_steps=30', '--self_label_threshold=0.99', '--results_name=refined')
-  proc = _run(*refine)  # refined: MoCo is not trained again
+  proc = run_entry(*refine)  # refined: MoCo is not trained again
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert (seed_dir / 'metrics.jsonl').read_text() == trained
   record = json.loads((tmp_path / 'results' / 'refined.json').read_text())
@@ -199,14 +200,14 @@ def test_moco_with_self_labelling_records_both_clusterings_and_refines_without_r
   assert len(fine_tuned.splitlines()) == 2
   stage_s = loop.trained_seconds(stage)
   assert stage_s > 0 and json.loads((seed_dir / 'eval.json').read_text())['self_label_train_s'] == stage_s
-  assert _run(*refine, '--knn_k=5', '--results_name=refined_knn5').returncode == 0  # same pseudo-labels: the fine-tuning is reused
+  assert run_entry(*refine, '--knn_k=5', '--results_name=refined_knn5').returncode == 0  # same pseudo-labels: the fine-tuning is reused
   assert (stage / 'metrics.jsonl').read_text() == fine_tuned
   # The reused fine-tuning's time still counts (the earlier process's), beside MoCo's own training.
   evaluated = json.loads((seed_dir / 'eval.json').read_text())
   assert evaluated['self_label_train_s'] == stage_s and evaluated['evaluation']['knn_k'] == 5
   assert evaluated['wall_s'] > evaluated['train_s'] + stage_s
   settings = json.loads((stage / 'settings.json').read_text())
-  assert _run(*refine, '--cluster_method=gmm', '--results_name=refined_gmm').returncode == 0  # other pseudo-labels: fine-tuned afresh, apart
+  assert run_entry(*refine, '--cluster_method=gmm', '--results_name=refined_gmm').returncode == 0  # other pseudo-labels: fine-tuned afresh, apart
   stages = sorted((seed_dir / 'self_label').iterdir(), key=lambda p: p != stage)
   assert len(stages) == 2 and (stage / 'metrics.jsonl').read_text() == fine_tuned  # nothing trained is removed
   assert json.loads((stages[1] / 'settings.json').read_text())['pseudo_labels'] != settings['pseudo_labels']
@@ -214,27 +215,27 @@ def test_moco_with_self_labelling_records_both_clusterings_and_refines_without_r
   for flag, match in (('--self_label_fraction=0', 'self_label_fraction must be > 0'),
                       ('--self_label_neighbors=0', 'self_label_neighbors must be >= 1'),
                       ('--self_label_steps=-1', 'self_label_steps must be >= 0')):
-    proc = _run(*args, '--self_label_steps=5', flag)
+    proc = run_entry(*args, '--self_label_steps=5', flag)
     assert proc.returncode != 0 and match in proc.stderr
 
 
-def test_moco_bad_flags(tmp_path):
+def test_moco_bad_flags(tmp_path, run_entry):
   for flag, match in (('--queue_size=100', 'multiple of the global batch'), ('--temperature=0', 'temperature'),
                       ('--momentum=1', 'momentum'), ('--batch_size=0', 'batch_size must be >= 1'),
                       ('--view=blur', 'view must be one of')):
-    proc = _run('experiments.moco', flag, f'--workdir={tmp_path / "run"}')
+    proc = run_entry('experiments.moco', flag, f'--workdir={tmp_path / "run"}')
     assert proc.returncode != 0 and match in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / 'run').exists()
 
 
-def test_custom_npz_works_with_a_learned_method(tmp_path):
+def test_custom_npz_works_with_a_learned_method(tmp_path, run_entry):
   from sklearn import datasets
   digits = datasets.load_digits()
   images = (digits.images * 255 / 16).round().astype('uint8')[..., None]
   import numpy as np
   np.savez(tmp_path / 'mine.npz', x_train=images[:1400], y_train=digits.target[:1400],
            x_test=images[1400:], y_test=digits.target[1400:])
-  proc = _run('experiments.autoencoder', f'--dataset={tmp_path / "mine.npz"}', '--num_steps=50', '--seeds=0',
+  proc = run_entry('experiments.autoencoder', f'--dataset={tmp_path / "mine.npz"}', '--num_steps=50', '--seeds=0',
               '--eval_every=20', f'--workdir={tmp_path / "run"}', f'--results_dir={tmp_path / "results"}',
               '--cluster_method=kmeans', '--nofigures')
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -249,15 +250,15 @@ def test_custom_npz_works_with_a_learned_method(tmp_path):
   assert progress['knn_acc'][-1] > 0.5  # digits codes after 50 steps, 10 classes
 
 
-def test_seeds_run_apart_combine_into_one_record_and_other_settings_are_refused(tmp_path):
+def test_seeds_run_apart_combine_into_one_record_and_other_settings_are_refused(tmp_path, run_entry):
   common = ('experiments.autoencoder', '--num_steps=30', '--log_every=10', '--checkpoint_every=30', '--nofigures',
             '--cluster_method=kmeans', '--knn_k=20', f'--workdir={tmp_path / "run"}')
   per_seed = {}
   for seed in (0, 1):  # as two processes (or machines sharing a disk) would run them
-    proc = _run(*common, f'--seeds={seed}')
+    proc = run_entry(*common, f'--seeds={seed}')
     assert proc.returncode == 0, proc.stderr[-3000:]
     per_seed[seed] = json.loads((tmp_path / 'run' / f'seed_{seed}' / 'eval.json').read_text())
-  proc = _run(*common, '--seeds=0,1', f'--results_dir={tmp_path / "results"}')
+  proc = run_entry(*common, '--seeds=0,1', f'--results_dir={tmp_path / "results"}')
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.count('reusing') == 2
   record = json.loads((tmp_path / 'results' / 'autoencoder_digits.json').read_text())
@@ -265,11 +266,11 @@ def test_seeds_run_apart_combine_into_one_record_and_other_settings_are_refused(
   assert record['wall_time_s'] == pytest.approx(per_seed[0]['wall_s'] + per_seed[1]['wall_s'])
   assert all('progress' not in run for run in record['seed_runs'])  # no evaluation during training
   assert record['config']['method_config']['learning_rate'] > 0  # the method's own settings are recorded
-  proc = _run(*common, '--seeds=0', '--learning_rate=0.5')
+  proc = run_entry(*common, '--seeds=0', '--learning_rate=0.5')
   assert proc.returncode != 0 and 'other settings (method_config)' in proc.stderr
   # Other evaluation settings: re-evaluated from the last checkpoint, no training step runs again.
   lines = (tmp_path / 'run' / 'seed_0' / 'metrics.jsonl').read_text()
-  proc = _run(*common, '--seeds=0', '--cluster_method=gmm', '--covariance_type=diag')
+  proc = run_entry(*common, '--seeds=0', '--cluster_method=gmm', '--covariance_type=diag')
   assert proc.returncode == 0 and 'reusing' not in proc.stdout, proc.stderr[-3000:]
   assert (tmp_path / 'run' / 'seed_0' / 'metrics.jsonl').read_text() == lines
   redone = json.loads((tmp_path / 'run' / 'seed_0' / 'eval.json').read_text())
@@ -277,22 +278,22 @@ def test_seeds_run_apart_combine_into_one_record_and_other_settings_are_refused(
   assert redone['train_s'] >= per_seed[0]['train_s']
 
 
-def test_a_record_written_seed_by_seed_is_continued_on_another_machine(tmp_path):
+def test_a_record_written_seed_by_seed_is_continued_on_another_machine(tmp_path, run_entry):
   common = ('experiments.autoencoder', '--num_steps=20', '--log_every=10', '--checkpoint_every=20', '--nofigures',
             '--cluster_method=kmeans', '--knn_k=20', f'--results_dir={tmp_path / "results"}')
   path = tmp_path / 'results' / 'autoencoder_digits.json'
-  proc = _run(*common, '--seeds=1', f'--workdir={tmp_path / "first_machine"}')
+  proc = run_entry(*common, '--seeds=1', f'--workdir={tmp_path / "first_machine"}')
   assert proc.returncode == 0, proc.stderr[-3000:]
   first = json.loads(path.read_text())
   assert first['seeds'] == [1] and [r['seed'] for r in first['seed_runs']] == [1]
-  proc = _run(*common, '--seeds=0', f'--workdir={tmp_path / "b"}')  # not a continuation of seed 1's record
+  proc = run_entry(*common, '--seeds=0', f'--workdir={tmp_path / "b"}')  # not a continuation of seed 1's record
   assert proc.returncode != 0 and 'other settings (seeds)' in proc.stderr and not (tmp_path / 'b').exists()
   # A fresh workdir (a new session's checkout): seed 1 comes from the record; seed 0 trains, and the record is
   # rewritten at once with both; seed 2 fails (its directory is blocked by a file), as a session ending would.
   second = tmp_path / 'second_machine'
   second.mkdir()
   (second / 'seed_2').write_text('in the way')
-  proc = _run(*common, '--seeds=0,1,2', f'--workdir={second}')
+  proc = run_entry(*common, '--seeds=0,1,2', f'--workdir={second}')
   assert proc.returncode != 0 and f'seed 1: reusing {path}' in proc.stdout, proc.stdout[-3000:]
   assert not (second / 'seed_1').exists()
   record = json.loads(path.read_text())
@@ -303,13 +304,13 @@ def test_a_record_written_seed_by_seed_is_continued_on_another_machine(tmp_path)
   assert record['seed_runs'][1] == first['seed_runs'][0]
   # The same command again finishes seed 2 only; then --reuse_record returns the whole record and runs nothing.
   (second / 'seed_2').unlink()
-  proc = _run(*common, '--seeds=0,1,2', f'--workdir={second}')
+  proc = run_entry(*common, '--seeds=0,1,2', f'--workdir={second}')
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f'seed 0: reusing {path}' in proc.stdout and f'seed 1: reusing {path}' in proc.stdout
   record = json.loads(path.read_text())
   assert record['seeds'] == [0, 1, 2] and record['metrics']['acc']['per_seed'][:2] == [
       seed_0['scores']['acc'], first['metrics']['acc']['per_seed'][0]]
-  proc = _run(*common, '--seeds=2,1,0', f'--workdir={tmp_path / "third"}', '--reuse_record')
+  proc = run_entry(*common, '--seeds=2,1,0', f'--workdir={tmp_path / "third"}', '--reuse_record')
   assert proc.returncode == 0 and 'a record of the same settings and seeds' in proc.stdout, proc.stderr[-3000:]
   assert not (tmp_path / 'third').exists() and json.loads(path.read_text()) == record
 
@@ -340,50 +341,50 @@ def recorded_run(tmp_path_factory):
   return root / 'results'
 
 
-def test_a_record_is_replaced_only_by_a_run_of_the_same_settings_and_seeds(tmp_path, recorded_run):
+def test_a_record_is_replaced_only_by_a_run_of_the_same_settings_and_seeds(tmp_path, recorded_run, run_entry):
   shutil.copytree(recorded_run, tmp_path / 'results')
   common = (*_RECORDED, f'--results_dir={tmp_path / "results"}')
   path = tmp_path / 'results' / 'autoencoder_digits.json'
   kept = path.read_text()
   for variant in ('--seeds=0', '--num_steps=10', '--knn_k=5'):  # a variant of the README command
-    proc = _run(*common, '--seeds=0,1', f'--workdir={tmp_path / "b"}', variant)
+    proc = run_entry(*common, '--seeds=0,1', f'--workdir={tmp_path / "b"}', variant)
     assert proc.returncode != 0 and 'holds a record of other settings' in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / 'b').exists()
     assert path.read_text() == kept
-  proc = _run(*common, '--seeds=0', f'--workdir={tmp_path / "c"}', '--results_name=seed0')  # kept apart
+  proc = run_entry(*common, '--seeds=0', f'--workdir={tmp_path / "c"}', '--results_name=seed0')  # kept apart
   assert proc.returncode == 0 and (tmp_path / 'results' / 'seed0.json').is_file() and path.read_text() == kept
   # The same settings and seeds (another workdir, another machine): replaced, with the same scores.
-  assert _run(*common, '--seeds=0,1', f'--workdir={tmp_path / "d"}').returncode == 0
+  assert run_entry(*common, '--seeds=0,1', f'--workdir={tmp_path / "d"}').returncode == 0
   assert json.loads(path.read_text())['metrics'] == json.loads(kept)['metrics']
 
 
-def test_unlabelled_npz_asks_for_n_clusters_and_writes_clusters_without_scores(tmp_path):
+def test_unlabelled_npz_asks_for_n_clusters_and_writes_clusters_without_scores(tmp_path, run_entry):
   from sklearn import datasets
   images = (datasets.load_digits().images * 255 / 16).round().astype('uint8')[..., None]
   np.savez(tmp_path / 'mine.npz', x_train=images[:300], x_test=images[300:400])
   args = ('experiments.kmeans', f'--dataset={tmp_path / "mine.npz"}', '--seeds=0,1', f'--workdir={tmp_path / "run"}',
           f'--results_dir={tmp_path / "results"}')
-  proc = _run(*args)
+  proc = run_entry(*args)
   assert proc.returncode != 0 and 'has no labels: give --n_clusters' in proc.stderr
   assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / 'run').exists()
-  proc = _run(*args, '--n_clusters=4')
+  proc = run_entry(*args, '--n_clusters=4')
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert 'ACC' not in proc.stdout and 'nothing to score' in proc.stdout
   clusters = np.load(tmp_path / 'run' / 'clusters.npz')
   assert sorted(clusters.files) == ['seed_0', 'seed_1'] and clusters['seed_0'].shape == (400,)
   assert set(np.unique(clusters['seed_0'])) == {0, 1, 2, 3}
   assert not (tmp_path / 'results').exists()
-  proc = _run('experiments.autoencoder', f'--dataset={tmp_path / "mine.npz"}', '--n_clusters=4', '--num_steps=5',
+  proc = run_entry('experiments.autoencoder', f'--dataset={tmp_path / "mine.npz"}', '--n_clusters=4', '--num_steps=5',
               f'--workdir={tmp_path / "learned"}')  # a learned method scores against labels: refused, one line
   assert proc.returncode != 0 and 'has no labels to score a learned method' in proc.stderr
   assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / 'learned').exists()
 
 
-def test_pixel_clustering_refuses_too_many_clusters_before_writing_and_records_the_values_used(tmp_path):
-  proc = _run('experiments.kmeans', '--n_clusters=5000', f'--workdir={tmp_path / "w"}')
+def test_pixel_clustering_refuses_too_many_clusters_before_writing_and_records_the_values_used(tmp_path, run_entry):
+  proc = run_entry('experiments.kmeans', '--n_clusters=5000', f'--workdir={tmp_path / "w"}')
   assert proc.returncode != 0 and 'n_clusters=5000 exceeds the 1797 images' in proc.stderr
   assert not (tmp_path / 'w').exists()
-  assert _run('experiments.kmeans', '--seeds=0', f'--workdir={tmp_path / "v"}', '--nofigures').returncode == 0
+  assert run_entry('experiments.kmeans', '--seeds=0', f'--workdir={tmp_path / "v"}', '--nofigures').returncode == 0
   written = json.loads((tmp_path / 'v' / 'config.json').read_text())
   assert written['n_clusters'] == 10 and written['workdir'] == str(tmp_path / 'v')
 

@@ -344,18 +344,13 @@ BAD_FLAGS = [('--experts=1', 'experts must be >= 2'), ('--tau=0', 'tau must be >
              ('--kappa=-1', 'kappa must be > 0'), ('--queue_size=1000', 'multiple of the global batch')]
 
 
-def test_bad_flags_fail_in_one_line_before_any_file_is_written(tmp_path):
-  procs = []
-  for i, (flag, _) in enumerate(BAD_FLAGS):  # in parallel: each is a Python start-up
+def test_bad_flags_fail_in_one_line_before_any_file_is_written(tmp_path, run_entry):
+  for i, (flag, message) in enumerate(BAD_FLAGS):
     workdir = tmp_path / f'run{i}'
-    procs.append((workdir, subprocess.Popen(
-        [sys.executable, '-m', 'experiments.mice', '--flagfile=experiments/configs/mice_mnist.flags',
-         f'--workdir={workdir}', f'--results_dir={tmp_path / "results"}', flag], cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
-  for (workdir, proc), (flag, message) in zip(procs, BAD_FLAGS):
-    _, stderr = proc.communicate(timeout=300)
-    lines = [l for l in stderr.splitlines() if l.strip()]
-    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], (flag, stderr[-2000:])
+    proc = run_entry('experiments.mice', '--flagfile=experiments/configs/mice_mnist.flags', f'--workdir={workdir}',
+                     f'--results_dir={tmp_path / "results"}', flag)
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], (flag, proc.stderr[-2000:])
     assert not workdir.exists()
   assert not (tmp_path / 'results').exists()
 

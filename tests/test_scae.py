@@ -332,10 +332,9 @@ def test_distinct_templates_counts_those_apart_from_every_earlier_one():
                                         ('--n_obj_caps=-1', 'n_obj_caps must be >= 1'),
                                         ('--template_size=41', 'template_size 41 exceeds canvas_size 40'),
                                         ('--encoder_strides=2,2,2,2,2', 'leaves nothing')])
-def test_bad_flags_fail_in_one_line_before_anything_is_written(tmp_path, flag, match):
-  proc = subprocess.run([sys.executable, '-m', 'experiments.scae', flag, f'--workdir={tmp_path / "run"}'], cwd=ROOT,
-                        capture_output=True, text=True, timeout=120)
-  assert proc.returncode != 0 and match in proc.stderr, proc.stderr
+def test_bad_flags_fail_in_one_line_before_anything_is_written(tmp_path, flag, match, run_entry):
+  proc = run_entry('experiments.scae', flag, f'--workdir={tmp_path / "run"}')
+  assert proc.returncode == 2 and match in proc.stderr, proc.stderr
   assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / 'run').exists()
 
 
