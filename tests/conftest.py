@@ -26,6 +26,11 @@ os.environ['XLA_FLAGS'] = ' '.join(  # a flag the user set (any value) is kept a
 # t-SNE of the 1,797 digits took 31 s with 2 threads, 17 s with one.
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 
+import jax  # noqa: E402
+
+# Two CPU devices in every test process: multi-device behaviour is tested in-process.
+jax.config.update('jax_num_cpu_devices', 2)
+
 import pytest  # noqa: E402
 
 from unsupervised_jax import data  # noqa: E402

@@ -135,32 +135,22 @@ def test_bad_options():
     kmeans.kmeans(jax.random.key(0), x, 3, max_iter=0)
 
 
-SHARDED_SCRIPT = r'''
-import jax, numpy as np
-jax.config.update('jax_num_cpu_devices', 2)
-from jax.sharding import NamedSharding, PartitionSpec as P
-from sklearn import datasets
-from unsupervised_jax.clustering import gmm, kmeans
-from unsupervised_jax.training import parallel
-x = (datasets.load_digits().data / 16).astype(np.float32)[:1796]
-sharded = jax.device_put(x, NamedSharding(parallel.make_mesh(2), P(parallel.AXIS)))
-a, b = kmeans.kmeans(jax.random.key(0), x, 10, n_init=2), kmeans.kmeans(jax.random.key(0), sharded, 10, n_init=2)
-assert (np.asarray(a.labels) == np.asarray(b.labels)).all() and abs(float(a.inertia) - float(b.inertia)) < 1e-2
-assert b.labels.sharding.spec == P(parallel.AXIS)  # the points stayed split over the devices
-g1 = gmm.fit_gmm(jax.random.key(0), x[:, :20], 5, covariance_type='diag')
-g2 = gmm.fit_gmm(jax.random.key(0), sharded[:, :20], 5, covariance_type='diag')
-assert abs(float(g1.lower_bound) - float(g2.lower_bound)) < 1e-4
-print('OK')
-'''
-
-
 def test_points_sharded_over_two_devices_give_the_same_fit():
-  import pathlib
-  import subprocess
-  import sys
-  proc = subprocess.run([sys.executable, '-c', SHARDED_SCRIPT], capture_output=True, text=True, timeout=300,
-                        cwd=pathlib.Path(__file__).resolve().parents[1])
-  assert proc.returncode == 0 and 'OK' in proc.stdout, proc.stderr[-3000:]
+  """In this process: the suite runs on two CPU devices (tests/conftest.py)."""
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+  from sklearn import datasets
+
+  from unsupervised_jax.clustering import gmm
+  from unsupervised_jax.training import parallel
+  x = (datasets.load_digits().data / 16).astype(np.float32)[:1796]
+  sharded = jax.device_put(x, NamedSharding(parallel.make_mesh(2), P(parallel.AXIS)))
+  a, b = kmeans.kmeans(jax.random.key(0), x, 10, n_init=2), kmeans.kmeans(jax.random.key(0), sharded, 10, n_init=2)
+  assert (np.asarray(a.labels) == np.asarray(b.labels)).all() and abs(float(a.inertia) - float(b.inertia)) < 1e-2
+  assert b.labels.sharding.spec == P(parallel.AXIS)  # the points stayed split over the devices
+  g1 = gmm.fit_gmm(jax.random.key(0), x[:, :20], 5, covariance_type='diag')
+  g2 = gmm.fit_gmm(jax.random.key(0), sharded[:, :20], 5, covariance_type='diag')
+  assert abs(float(g1.lower_bound) - float(g2.lower_bound)) < 1e-4
 
 
 def test_inertia_from_exact_distances_not_the_expanded_form():

@@ -19,7 +19,7 @@ does not depend on the batch it is in.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import flax
 import jax
@@ -130,11 +130,18 @@ def tf_rmsprop(learning_rate: float, batch_size: int) -> optax.GradientTransform
                        momentum=0.9)
 
 
-def scae_loss(config: SCAEConfig, out) -> Tuple[jax.Array, dict]:
-  """The official SCAE objective (module docstring) from the model's outputs; returns ``(loss, metrics)``."""
+def scae_loss(config: SCAEConfig, out, axis_name: Optional[str] = None) -> Tuple[jax.Array, dict]:
+  """The official SCAE objective (module docstring) from the model's outputs; returns ``(loss, metrics)``.
+
+  The sparsity terms are over the batch: with ``axis_name`` (inside the data-parallel step) the capsule
+  activations of every device's examples are gathered first (``lax.all_gather``), so the terms, and the run,
+  are those of the global batch whatever the device count (the gradient of the gathered copy reaches each
+  device's own examples).
+  """
+  gather = (lambda x: jax.lax.all_gather(x, axis_name, tiled=True)) if axis_name else (lambda x: x)
   n_parts = out['posterior'].shape[-1]
-  post_within, post_between = losses.capsule_entropy_sparsity(out['posterior'].sum(-1) / n_parts)
-  prior_within, prior_between = losses.capsule_l2_sparsity(out['prior'], config.num_classes,
+  post_within, post_between = losses.capsule_entropy_sparsity(gather(out['posterior'].sum(-1) / n_parts))
+  prior_within, prior_between = losses.capsule_l2_sparsity(gather(out['prior']), config.num_classes,
                                                            config.prior_within_constant)
   image_ll, part_ll = jnp.mean(out['image_ll']), jnp.mean(out['part_ll'])
   loss = (-image_ll - config.part_ll_weight * part_ll + config.dynamic_l2_weight * out['dynamic_l2']
@@ -236,7 +243,7 @@ def scae(config: SCAEConfig, train, data: contract.DataInfo) -> contract.Method:
 
   def train_step(state, images, example_keys):
     def loss_fn(params):
-      return scae_loss(config, forward(config, params, images, example_keys))
+      return scae_loss(config, forward(config, params, images, example_keys), base.AXIS)
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     params, opt_state = base.apply_gradients(optimizer, grads, state.params, state.opt_state)
