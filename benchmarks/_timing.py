@@ -1,4 +1,5 @@
 """What the benchmarks share: images/s of a step, and their common command-line arguments."""
+
 import pathlib
 import time
 
@@ -17,8 +18,11 @@ def images_per_s(run_step, batch: int, steps: int, sync) -> float:
 def add_common_arguments(parser, *, batch_size: int, steps: int):
   """``--data_dir`` (default: ``$UNSUPERVISED_JAX_DATA_DIR``, else tensorflow-datasets), ``--results_dir``,
   ``--batch_size``, ``--steps`` (timed steps per round)."""
-  parser.add_argument('--data_dir', default=None,
-                      help='directory holding mnist.npz; default $UNSUPERVISED_JAX_DATA_DIR, else tensorflow-datasets')
+  parser.add_argument(
+    '--data_dir',
+    default=None,
+    help='directory holding mnist.npz; default $UNSUPERVISED_JAX_DATA_DIR, else tensorflow-datasets',
+  )
   parser.add_argument('--results_dir', default=str(ROOT / 'results'))
   parser.add_argument('--batch_size', type=int, default=batch_size)
   parser.add_argument('--steps', type=int, default=steps, help='timed steps per round')
@@ -27,6 +31,7 @@ def add_common_arguments(parser, *, batch_size: int, steps: int):
 def rate(fn, batch: int, steps: int) -> float:
   """Images per second of ``steps`` calls of ``fn`` (returning arrays) on batches of ``batch``."""
   import jax
+
   start = time.perf_counter()
   for _ in range(steps):
     out = fn()
@@ -38,7 +43,9 @@ def step_timer(learner, images, batch: int):
   """Compiles ``learner``'s data-parallel train step on one device and runs it once; returns
   ``(timer(steps) -> images/s, compile seconds)``. The batch is drawn and augmented on device."""
   import jax
+
   from unsupervised_jax.training import parallel
+
   mesh = parallel.make_mesh(1)
   state = parallel.replicate(learner.init(jax.random.key(0), images[:1]), mesh)
   dataset = parallel.replicate(images, mesh)

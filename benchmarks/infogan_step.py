@@ -13,6 +13,7 @@ matrix-product strided and transposed 4x4 convolutions) and, for comparison, wit
 host's timings drift, so ours and PyTorch are timed in alternating rounds and each side's median is kept.
 Writes ``results/infogan_step.json``.
 """
+
 import argparse
 import os
 import pathlib
@@ -31,8 +32,11 @@ from unsupervised_jax.training import parallel
 
 def ours(images, batch, conv_implementation='auto'):
   """Compiles and warms up our step; returns ``timer(steps) -> images/s``."""
-  method = infogan.infogan(infogan.InfoGANConfig(conv_implementation=conv_implementation), loop.TrainConfig(batch_size=batch),
-                           contract.DataInfo.of(images))
+  method = infogan.infogan(
+    infogan.InfoGANConfig(conv_implementation=conv_implementation),
+    loop.TrainConfig(batch_size=batch),
+    contract.DataInfo.of(images),
+  )
   mesh = parallel.make_mesh(1)
   state = parallel.replicate(method.init(jax.random.key(0), images[:1]), mesh)
   dataset = parallel.replicate(images, mesh)
@@ -64,17 +68,34 @@ def reference(images, batch):
       nn.init.zeros_(module.bias)
 
   generator = nn.Sequential(
-      nn.Linear(latent_dim, 1024), nn.BatchNorm1d(1024), nn.ReLU(),
-      nn.Linear(1024, 7 * 7 * 128), nn.BatchNorm1d(7 * 7 * 128), nn.ReLU(), nn.Unflatten(1, (128, 7, 7)),
-      nn.ConvTranspose2d(128, 64, 4, 2, 1), nn.BatchNorm2d(64), nn.ReLU(),
-      nn.ConvTranspose2d(64, 1, 4, 2, 1), nn.Sigmoid())
+    nn.Linear(latent_dim, 1024),
+    nn.BatchNorm1d(1024),
+    nn.ReLU(),
+    nn.Linear(1024, 7 * 7 * 128),
+    nn.BatchNorm1d(7 * 7 * 128),
+    nn.ReLU(),
+    nn.Unflatten(1, (128, 7, 7)),
+    nn.ConvTranspose2d(128, 64, 4, 2, 1),
+    nn.BatchNorm2d(64),
+    nn.ReLU(),
+    nn.ConvTranspose2d(64, 1, 4, 2, 1),
+    nn.Sigmoid(),
+  )
   trunk = nn.Sequential(
-      nn.Conv2d(1, 64, 4, 2, 1), nn.LeakyReLU(0.01),
-      nn.Conv2d(64, 128, 4, 2, 1), nn.BatchNorm2d(128), nn.LeakyReLU(0.01), nn.Flatten(),
-      nn.Linear(7 * 7 * 128, 1024), nn.BatchNorm1d(1024), nn.LeakyReLU(0.01))
+    nn.Conv2d(1, 64, 4, 2, 1),
+    nn.LeakyReLU(0.01),
+    nn.Conv2d(64, 128, 4, 2, 1),
+    nn.BatchNorm2d(128),
+    nn.LeakyReLU(0.01),
+    nn.Flatten(),
+    nn.Linear(7 * 7 * 128, 1024),
+    nn.BatchNorm1d(1024),
+    nn.LeakyReLU(0.01),
+  )
   d_head = nn.Linear(1024, 1)
-  q_head = nn.Sequential(nn.Linear(1024, 128), nn.BatchNorm1d(128), nn.LeakyReLU(0.01),
-                         nn.Linear(128, categories + continuous))
+  q_head = nn.Sequential(
+    nn.Linear(1024, 128), nn.BatchNorm1d(128), nn.LeakyReLU(0.01), nn.Linear(128, categories + continuous)
+  )
   for module in (generator, trunk, d_head, q_head):
     module.apply(init)
   d_params = [*trunk.parameters(), *d_head.parameters(), *q_head.parameters()]
@@ -118,7 +139,11 @@ def reference(images, batch):
 
   for _ in range(2):
     step()
-  return lambda steps: _timing.images_per_s(step, batch, steps, lambda: None), torch.__version__, torch.get_num_threads()
+  return (
+    lambda steps: _timing.images_per_s(step, batch, steps, lambda: None),
+    torch.__version__,
+    torch.get_num_threads(),
+  )
 
 
 def main():
@@ -139,20 +164,30 @@ def main():
     ref_rounds.append(ref_timer(args.steps))
   ours_rate, ref_rate = float(np.median(ours_rounds)), float(np.median(ref_rounds))
   record = results.benchmark_record(
-      'infogan_step',
-      ours={'images_per_s': ours_rate, 'images_per_s_rounds': ours_rounds,
-            'implementation': 'unsupervised_jax.methods.infogan step (jit, incl. on-device batch and latent '
-                              f'sampling; convolutions: {jax.default_backend()} default)',
-            'images_per_s_with_xla_conv': xla_conv_rate},
-      reference={'images_per_s': ref_rate, 'images_per_s_rounds': ref_rounds,
-                 'implementation': f'PyTorch {torch_version}, {threads} threads, real batch given'},
-      throughput_key='images_per_s') | {
-          'setup': f'MNIST 28x28, batch {args.batch_size}, one D/Q + one G update per step, {args.rounds} '
-                   f'alternating rounds of {args.steps} timed steps after 2 warm-up (medians), '
-                   f'cpu_count {os.cpu_count()}, load average at the end {os.getloadavg()[0]:.1f}'}
+    'infogan_step',
+    ours={
+      'images_per_s': ours_rate,
+      'images_per_s_rounds': ours_rounds,
+      'implementation': 'unsupervised_jax.methods.infogan step (jit, incl. on-device batch and latent '
+      f'sampling; convolutions: {jax.default_backend()} default)',
+      'images_per_s_with_xla_conv': xla_conv_rate,
+    },
+    reference={
+      'images_per_s': ref_rate,
+      'images_per_s_rounds': ref_rounds,
+      'implementation': f'PyTorch {torch_version}, {threads} threads, real batch given',
+    },
+    throughput_key='images_per_s',
+  ) | {
+    'setup': f'MNIST 28x28, batch {args.batch_size}, one D/Q + one G update per step, {args.rounds} '
+    f'alternating rounds of {args.steps} timed steps after 2 warm-up (medians), '
+    f'cpu_count {os.cpu_count()}, load average at the end {os.getloadavg()[0]:.1f}'
+  }
   path = results.write_json(pathlib.Path(args.results_dir) / 'infogan_step.json', record)
-  print(f'infogan_step: ours {ours_rate:.0f} img/s (XLA conv {xla_conv_rate:.0f}), PyTorch {ref_rate:.0f} img/s, '
-        f'speedup {record["speedup"]:.2f}x -> {path}')
+  print(
+    f'infogan_step: ours {ours_rate:.0f} img/s (XLA conv {xla_conv_rate:.0f}), PyTorch {ref_rate:.0f} img/s, '
+    f'speedup {record["speedup"]:.2f}x -> {path}'
+  )
 
 
 if __name__ == '__main__':

@@ -14,6 +14,7 @@ the official ``MiCE_ELBO.forward`` (separate ``v.f`` and ``v.mu`` products, conc
 alternate; medians are kept. Writes ``results/mice_step.json`` (``results/mice_step_<backbone>.json`` for
 a backbone other than the ConvNet).
 """
+
 import argparse
 import os
 import pathlib
@@ -86,25 +87,36 @@ def main():
       rounds[name].append(timer(args.steps))
   median = {name: float(np.median(values)) for name, values in rounds.items()}
   record = results.benchmark_record(
-      'mice_step',
-      ours={'images_per_s': median['ours'], 'images_per_s_rounds': rounds['ours'],
-            'implementation': 'losses.mice_log_expert: one contraction of f + mu with the queue, batched over '
-                              'experts, logaddexp (forward + gradient)',
-            'step_images_per_s': median['step'], 'step_images_per_s_rounds': rounds['step'],
-            'step_compile_s': compile_s,
-            'expert_share_of_step': median['step'] / median['ours']},
-      reference={'images_per_s': median['direct'], 'images_per_s_rounds': rounds['direct'],
-                 'implementation': 'the official MiCE_ELBO.forward written directly: v.f and v.mu products, '
-                                   'concatenated [B, K, nu + 1] logits, log-softmax (forward + gradient)'},
-      throughput_key='images_per_s') | {
-          'setup': f'{what}; K 10, D 128, batch {args.batch_size}, queue {args.queue_size}, 3 views; '
-                   f'{args.rounds} alternating rounds of {args.steps} timed steps (medians), backend '
-                   f'{jax.default_backend()}, cpu_count {os.cpu_count()}'}
+    'mice_step',
+    ours={
+      'images_per_s': median['ours'],
+      'images_per_s_rounds': rounds['ours'],
+      'implementation': 'losses.mice_log_expert: one contraction of f + mu with the queue, batched over '
+      'experts, logaddexp (forward + gradient)',
+      'step_images_per_s': median['step'],
+      'step_images_per_s_rounds': rounds['step'],
+      'step_compile_s': compile_s,
+      'expert_share_of_step': median['step'] / median['ours'],
+    },
+    reference={
+      'images_per_s': median['direct'],
+      'images_per_s_rounds': rounds['direct'],
+      'implementation': 'the official MiCE_ELBO.forward written directly: v.f and v.mu products, '
+      'concatenated [B, K, nu + 1] logits, log-softmax (forward + gradient)',
+    },
+    throughput_key='images_per_s',
+  ) | {
+    'setup': f'{what}; K 10, D 128, batch {args.batch_size}, queue {args.queue_size}, 3 views; '
+    f'{args.rounds} alternating rounds of {args.steps} timed steps (medians), backend '
+    f'{jax.default_backend()}, cpu_count {os.cpu_count()}'
+  }
   name = 'mice_step' if args.backbone == 'convnet' else f'mice_step_{args.backbone}'
   path = results.write_json(pathlib.Path(args.results_dir) / f'{name}.json', record)
-  print(f'mice_step ({what}): step {median["step"]:.1f} img/s (compile {compile_s:.0f} s); expert likelihood '
-        f'forward+gradient: ours {median["ours"]:.0f} img/s, direct {median["direct"]:.0f} '
-        f'({record["speedup"]:.2f}x), {record["ours"]["expert_share_of_step"]:.0%} of a step -> {path}')
+  print(
+    f'mice_step ({what}): step {median["step"]:.1f} img/s (compile {compile_s:.0f} s); expert likelihood '
+    f'forward+gradient: ours {median["ours"]:.0f} img/s, direct {median["direct"]:.0f} '
+    f'({record["speedup"]:.2f}x), {record["ours"]["expert_share_of_step"]:.0%} of a step -> {path}'
+  )
 
 
 if __name__ == '__main__':

@@ -14,6 +14,7 @@ It also records what bounds the step here (``bound``): the step's FLOPs by XLA's
 a large dense product on this host, and the time of the four products the 32->64 layer needs per step.
 Writes ``results/moco_step.json``.
 """
+
 import argparse
 import os
 import pathlib
@@ -82,16 +83,22 @@ def products(batch):
   kernel = jax.device_put(rng.standard_normal((288, 64), np.float32))
   grads = jax.device_put(rng.standard_normal((rows, 64), np.float32))
   dense = jax.jit(lambda a: a @ a)
-  forward, weight_grad, input_grad = (jax.jit(lambda p, w: p @ w), jax.jit(lambda p, g: p.T @ g),
-                                      jax.jit(lambda g, w: g @ w.T))
-  jax.block_until_ready((dense(square), forward(patches, kernel), weight_grad(patches, grads),
-                         input_grad(grads, kernel)))  # compile
+  forward, weight_grad, input_grad = (
+    jax.jit(lambda p, w: p @ w),
+    jax.jit(lambda p, g: p.T @ g),
+    jax.jit(lambda g, w: g @ w.T),
+  )
+  jax.block_until_ready(
+    (dense(square), forward(patches, kernel), weight_grad(patches, grads), input_grad(grads, kernel))
+  )  # compile
 
   def timer(repeats=3):
     dense_gflops = 2 * 2048**3 / _best_seconds(dense, square, repeats=repeats) / 1e9
-    layer_s = (2 * _best_seconds(forward, patches, kernel, repeats=repeats)
-               + _best_seconds(weight_grad, patches, grads, repeats=repeats)
-               + _best_seconds(input_grad, grads, kernel, repeats=repeats))
+    layer_s = (
+      2 * _best_seconds(forward, patches, kernel, repeats=repeats)
+      + _best_seconds(weight_grad, patches, grads, repeats=repeats)
+      + _best_seconds(input_grad, grads, kernel, repeats=repeats)
+    )
     return dense_gflops, layer_s
 
   return timer
@@ -105,8 +112,17 @@ def reference(images, batch, queue_size):
   torch.manual_seed(0)
 
   def encoder():
-    return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * 14 * 14, 128), nn.ReLU(), nn.Linear(128, 128))
+    return nn.Sequential(
+      nn.Conv2d(1, 32, 3, padding=1),
+      nn.ReLU(),
+      nn.Conv2d(32, 64, 3, padding=1),
+      nn.ReLU(),
+      nn.MaxPool2d(2),
+      nn.Flatten(),
+      nn.Linear(64 * 14 * 14, 128),
+      nn.ReLU(),
+      nn.Linear(128, 128),
+    )
 
   query_encoder, key_encoder = encoder(), encoder()
   key_encoder.load_state_dict(query_encoder.state_dict())
@@ -130,20 +146,25 @@ def reference(images, batch, queue_size):
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    queue[ptr:ptr + batch] = k
+    queue[ptr : ptr + batch] = k
     ptr = (ptr + batch) % queue_size
 
   for _ in range(3):
     step()
-  return lambda steps: _timing.images_per_s(step, batch, steps, lambda: None), torch.__version__, torch.get_num_threads()
+  return (
+    lambda steps: _timing.images_per_s(step, batch, steps, lambda: None),
+    torch.__version__,
+    torch.get_num_threads(),
+  )
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   _timing.add_common_arguments(parser, batch_size=256, steps=20)
   parser.add_argument('--queue_size', type=int, default=4096)
-  parser.add_argument('--rounds', type=int, default=3,
-                      help='alternating rounds of ours, PyTorch and plain products; medians kept')
+  parser.add_argument(
+    '--rounds', type=int, default=3, help='alternating rounds of ours, PyTorch and plain products; medians kept'
+  )
   args = parser.parse_args()
   if args.rounds < 1:
     parser.error(f'--rounds must be >= 1, got {args.rounds}.')
@@ -165,34 +186,47 @@ def main():
   # The speedup over PyTorch if the whole step ran at the dense rate of the same round.
   ceiling_rounds = [args.batch_size * d * 1e9 / flops / r for d, r in zip(dense_rounds, ref_rounds)]
   record = results.benchmark_record(
-      'moco_step',
-      ours={'images_per_s': ours_rate, 'images_per_s_rounds': ours_rounds,
-            'implementation': 'unsupervised_jax.methods.moco step (jit, incl. on-device batch sampling and two '
-                              f'augmented views; convolution: {jax.default_backend()} default)',
-            'images_per_s_with_xla_conv': xla_conv_rate, 'gflop_per_s': gflops(ours_rate)},
-      reference={'images_per_s': ref_rate, 'images_per_s_rounds': ref_rounds,
-                 'implementation': f'PyTorch {torch_version}, {threads} threads, views given',
-                 'gflop_per_s': gflops(ref_rate)},
-      throughput_key='images_per_s') | {
-          'setup': f'MNIST 28x28, batch {args.batch_size}, queue {args.queue_size}, {args.rounds} alternating rounds of '
-                   f'{args.steps} timed steps after 3 warm-up (medians), cpu_count {os.cpu_count()}',
-          # Why the speedup stops where it does: the step's arithmetic against this host's product rate.
-          'bound': {'step_gflop': flops / 1e9,
-                    'dense_matmul_gflop_per_s': float(np.median(dense_rounds)),
-                    'dense_matmul_gflop_per_s_rounds': dense_rounds,
-                    'speedup_at_dense_rate': float(np.median(ceiling_rounds)),
-                    'speedup_at_dense_rate_rounds': ceiling_rounds,
-                    'layer_products_s': float(np.median([t for _, t in product_rounds])),
-                    'step_s_at_1.5x_reference': args.batch_size / (1.5 * ref_rate)}}
+    'moco_step',
+    ours={
+      'images_per_s': ours_rate,
+      'images_per_s_rounds': ours_rounds,
+      'implementation': 'unsupervised_jax.methods.moco step (jit, incl. on-device batch sampling and two '
+      f'augmented views; convolution: {jax.default_backend()} default)',
+      'images_per_s_with_xla_conv': xla_conv_rate,
+      'gflop_per_s': gflops(ours_rate),
+    },
+    reference={
+      'images_per_s': ref_rate,
+      'images_per_s_rounds': ref_rounds,
+      'implementation': f'PyTorch {torch_version}, {threads} threads, views given',
+      'gflop_per_s': gflops(ref_rate),
+    },
+    throughput_key='images_per_s',
+  ) | {
+    'setup': f'MNIST 28x28, batch {args.batch_size}, queue {args.queue_size}, {args.rounds} alternating rounds of '
+    f'{args.steps} timed steps after 3 warm-up (medians), cpu_count {os.cpu_count()}',
+    # Why the speedup stops where it does: the step's arithmetic against this host's product rate.
+    'bound': {
+      'step_gflop': flops / 1e9,
+      'dense_matmul_gflop_per_s': float(np.median(dense_rounds)),
+      'dense_matmul_gflop_per_s_rounds': dense_rounds,
+      'speedup_at_dense_rate': float(np.median(ceiling_rounds)),
+      'speedup_at_dense_rate_rounds': ceiling_rounds,
+      'layer_products_s': float(np.median([t for _, t in product_rounds])),
+      'step_s_at_1.5x_reference': args.batch_size / (1.5 * ref_rate),
+    },
+  }
   path = results.write_json(pathlib.Path(args.results_dir) / 'moco_step.json', record)
   bound = record['bound']
-  print(f'moco_step: ours {ours_rate:.0f} img/s (XLA conv {xla_conv_rate:.0f}), PyTorch {ref_rate:.0f} img/s, '
-        f'speedup {record["speedup"]:.2f}x -> {path}\n'
-        f'  {bound["step_gflop"]:.1f} GFLOP per step: ours {gflops(ours_rate):.0f} GFLOP/s, PyTorch '
-        f'{gflops(ref_rate):.0f}; a 2,048^3 product runs at {bound["dense_matmul_gflop_per_s"]:.0f} GFLOP/s here '
-        f'(speedup {bound["speedup_at_dense_rate"]:.2f}x if the whole step did); the 32->64 layer\'s four '
-        f'products alone take {bound["layer_products_s"]:.3f} s against {bound["step_s_at_1.5x_reference"]:.3f} s '
-        f'for a step at 1.5x PyTorch')
+  print(
+    f'moco_step: ours {ours_rate:.0f} img/s (XLA conv {xla_conv_rate:.0f}), PyTorch {ref_rate:.0f} img/s, '
+    f'speedup {record["speedup"]:.2f}x -> {path}\n'
+    f'  {bound["step_gflop"]:.1f} GFLOP per step: ours {gflops(ours_rate):.0f} GFLOP/s, PyTorch '
+    f'{gflops(ref_rate):.0f}; a 2,048^3 product runs at {bound["dense_matmul_gflop_per_s"]:.0f} GFLOP/s here '
+    f'(speedup {bound["speedup_at_dense_rate"]:.2f}x if the whole step did); the 32->64 layer\'s four '
+    f'products alone take {bound["layer_products_s"]:.3f} s against {bound["step_s_at_1.5x_reference"]:.3f} s '
+    f'for a step at 1.5x PyTorch'
+  )
 
 
 if __name__ == '__main__':

@@ -16,6 +16,7 @@ Transformer, object capsules and the part likelihood on random parts), beside th
 images/s and as the share of one step's time it would take (the rest: colouring, the image likelihood, the
 optimizer). Rounds alternate; medians are kept. Writes ``results/scae_step.json``.
 """
+
 import argparse
 import os
 import pathlib
@@ -32,6 +33,7 @@ from unsupervised_jax import rendering
 from unsupervised_jax import results
 from unsupervised_jax.methods import scae
 from unsupervised_jax.models import capsules
+from unsupervised_jax.models import set_transformer
 from unsupervised_jax.training import contract
 from unsupervised_jax.training import loop
 
@@ -55,8 +57,13 @@ def render_timers(batch, parts=40, size=11, canvas=40):
   poses = rendering.geometric_transform(jnp.asarray(rng.normal(size=(batch, parts, 6)), jnp.float32))
   by_scipy = jax.vmap(jax.vmap(rendering.render_map_coordinates, in_axes=(0, 0, None)), in_axes=(0, 0, None))
   tent = lambda t, p, s: rendering.render_batch_vmap(t, p, s, rendering.bilinear_sample_tent)
-  renderers = {'ours': rendering.render_batch, 'vmap': rendering.render_batch_vmap,
-               'loop': rendering.render_batch_loop, 'map_coordinates': by_scipy, 'tent': tent}
+  renderers = {
+    'ours': rendering.render_batch,
+    'vmap': rendering.render_batch_vmap,
+    'loop': rendering.render_batch_loop,
+    'map_coordinates': by_scipy,
+    'tent': tent,
+  }
   timers = {}
   for name, render in renderers.items():
     fn = jax.jit(jax.value_and_grad(lambda t, p, r=render: jnp.sum(jnp.square(r(t, p, canvas))), argnums=(0, 1)))
@@ -72,17 +79,20 @@ def component_timers(batch, config=scae.SCAEConfig()):
   parts, objects = config.n_part_caps, config.n_obj_caps
   images = jnp.asarray(rng.uniform(size=(batch, config.canvas_size, config.canvas_size, 1)), jnp.float32)
   encoder = capsules.PartEncoder(parts, config.n_part_features, config.encoder_channels, tuple(config.encoder_strides))
-  set_dims = 6 + 1 + config.n_part_features + config.template_size ** 2
+  set_dims = 6 + 1 + config.n_part_features + config.template_size**2
   set_input = jnp.asarray(rng.normal(size=(batch, parts, set_dims)), jnp.float32)
   poses = rendering.geometric_transform(jnp.asarray(rng.normal(size=(batch, parts, 6)), jnp.float32))
   presence = jnp.asarray(rng.uniform(size=(batch, parts)), jnp.float32)
   noise = jax.vmap(lambda k: capsules.presence_noise(k, parts, objects, config.presence_noise))(
-      jax.random.split(jax.random.key(0), batch))
+    jax.random.split(jax.random.key(0), batch)
+  )
 
   class OCAE(nn.Module):
     @nn.compact
     def __call__(self, x):
-      out = capsules.ObjectCapsules(parts, config.n_obj_params)(capsules.SetTransformer(objects)(x, presence), noise)
+      out = capsules.ObjectCapsules(parts, config.n_obj_params)(
+        set_transformer.SetTransformer(objects)(x, presence), noise
+      )
       ll, _ = losses.scae_part_log_likelihood(poses, presence, out['votes'], out['scales'], out['vote_presence'])
       return ll
 
@@ -119,32 +129,47 @@ def main():
   parts = {'part_encoder': median['part_encoder'], 'renderer': median['ours'], 'ocae': median['ocae']}
   share = {name: median['step'] / rate for name, rate in parts.items()}  # its time over the step's
   record = results.benchmark_record(
-      'scae_step',
-      ours={'images_per_s': median['step'], 'images_per_s_rounds': rounds['step'], 'compile_s': compile_s,
-            'implementation': 'the SCAE train step with rendering.render_batch (chunks of images on CPU, the '
-                              "poses' gradient from six sums a pose, the templates' as one scatter of 2x2 "
-                              'neighbourhoods)',
-            'renderer_images_per_s': median['ours'], 'renderer_images_per_s_rounds': rounds['ours'],
-            'loop_renderer_images_per_s': median['loop'],
-            'map_coordinates_renderer_images_per_s': median['map_coordinates'],
-            'tent_weights_renderer_images_per_s': median['tent'],
-            'component_images_per_s': parts, 'component_share_of_step': share},
-      reference={'images_per_s': median['step_vmap'], 'images_per_s_rounds': rounds['step_vmap'],
-                 'compile_s': compile_vmap_s,
-                 'implementation': 'the same step with rendering.render_batch_vmap (the renderer before: vmap '
-                                   'over images and parts, automatic differentiation)',
-                 'renderer_images_per_s': median['vmap'], 'renderer_images_per_s_rounds': rounds['vmap']},
-      throughput_key='images_per_s') | {
-          'setup': f'SCAE MNIST model (40 parts, 32 objects, 40x40 canvas), batch {args.batch_size}; renderer: '
-                   f'forward + gradient of [B, 40, 11, 11, 2] templates onto 40x40; {args.rounds} alternating '
-                   f'rounds of {args.steps} timed steps (medians), backend {jax.default_backend()}, '
-                   f'cpu_count {os.cpu_count()}'}
+    'scae_step',
+    ours={
+      'images_per_s': median['step'],
+      'images_per_s_rounds': rounds['step'],
+      'compile_s': compile_s,
+      'implementation': 'the SCAE train step with rendering.render_batch (chunks of images on CPU, the '
+      "poses' gradient from six sums a pose, the templates' as one scatter of 2x2 "
+      'neighbourhoods)',
+      'renderer_images_per_s': median['ours'],
+      'renderer_images_per_s_rounds': rounds['ours'],
+      'loop_renderer_images_per_s': median['loop'],
+      'map_coordinates_renderer_images_per_s': median['map_coordinates'],
+      'tent_weights_renderer_images_per_s': median['tent'],
+      'component_images_per_s': parts,
+      'component_share_of_step': share,
+    },
+    reference={
+      'images_per_s': median['step_vmap'],
+      'images_per_s_rounds': rounds['step_vmap'],
+      'compile_s': compile_vmap_s,
+      'implementation': 'the same step with rendering.render_batch_vmap (the renderer before: vmap '
+      'over images and parts, automatic differentiation)',
+      'renderer_images_per_s': median['vmap'],
+      'renderer_images_per_s_rounds': rounds['vmap'],
+    },
+    throughput_key='images_per_s',
+  ) | {
+    'setup': f'SCAE MNIST model (40 parts, 32 objects, 40x40 canvas), batch {args.batch_size}; renderer: '
+    f'forward + gradient of [B, 40, 11, 11, 2] templates onto 40x40; {args.rounds} alternating '
+    f'rounds of {args.steps} timed steps (medians), backend {jax.default_backend()}, '
+    f'cpu_count {os.cpu_count()}'
+  }
   path = results.write_json(pathlib.Path(args.results_dir) / 'scae_step.json', record)
-  print(f'scae_step: step {median["step"]:.1f} img/s against {median["step_vmap"]:.1f} with the vmapped renderer '
-        f'({median["step"] / median["step_vmap"]:.2f}x; compile {compile_s:.0f} s); renderer forward+gradient: '
-        f'ours {median["ours"]:.0f} img/s, vmap {median["vmap"]:.0f}, loop {median["loop"]:.0f}, map_coordinates '
-        f'{median["map_coordinates"]:.0f}, tent weights {median["tent"]:.0f}; share of the step: '
-        + ', '.join(f'{name} {fraction:.0%}' for name, fraction in share.items()) + f' -> {path}')
+  print(
+    f'scae_step: step {median["step"]:.1f} img/s against {median["step_vmap"]:.1f} with the vmapped renderer '
+    f'({median["step"] / median["step_vmap"]:.2f}x; compile {compile_s:.0f} s); renderer forward+gradient: '
+    f'ours {median["ours"]:.0f} img/s, vmap {median["vmap"]:.0f}, loop {median["loop"]:.0f}, map_coordinates '
+    f'{median["map_coordinates"]:.0f}, tent weights {median["tent"]:.0f}; share of the step: '
+    + ', '.join(f'{name} {fraction:.0%}' for name, fraction in share.items())
+    + f' -> {path}'
+  )
 
 
 if __name__ == '__main__':

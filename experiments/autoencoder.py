@@ -1,4 +1,8 @@
-"""Autoencoder + GMM on its codes. ``python -m experiments.autoencoder --flagfile=experiments/configs/ae_mnist.flags``."""
+"""Autoencoder + GMM on its codes.
+
+python -m experiments.autoencoder --flagfile=experiments/configs/ae_mnist.flags
+"""
+
 from experiments import common
 from experiments import train_flags
 

@@ -7,6 +7,7 @@ appended (so nothing committed is touched). For every metric and seed checked, t
 within ``max(std, --tolerance)`` of the record's own value for that seed, where ``std`` is the
 record's spread over its seeds. Prints one line per metric; exits 1 when one is outside.
 """
+
 import json
 import pathlib
 import shlex
@@ -59,8 +60,13 @@ def main(argv):
   with tempfile.TemporaryDirectory() as tmp:
     scratch = pathlib.Path(FLAGS.scratch or tmp)
     argv = shlex.split(record['command'])[1:]  # python -m experiments.<method> ...
-    argv += [f'--seeds={",".join(map(str, seeds))}', f'--workdir={scratch / "run"}',
-             f'--results_dir={scratch / "results"}', '--results_name=rerun', '--nofigures']
+    argv += [
+      f'--seeds={",".join(map(str, seeds))}',
+      f'--workdir={scratch / "run"}',
+      f'--results_dir={scratch / "results"}',
+      '--results_name=rerun',
+      '--nofigures',
+    ]
     print('re-running: python ' + ' '.join(argv), flush=True)
     proc = subprocess.run([sys.executable] + argv, cwd=pathlib.Path(__file__).resolve().parents[1])
     if proc.returncode:
@@ -68,8 +74,10 @@ def main(argv):
     rerun = json.loads((scratch / 'results' / 'rerun.json').read_text())
   rows = compare(record, rerun, seeds, FLAGS.tolerance)
   for name, seed, recorded, value, allowed, ok in rows:
-    print(f'{name:>18} seed {seed}: recorded {recorded:.4f}  re-run {value:.4f}  diff {value - recorded:+.4f}  '
-          f'allowed ±{allowed:.4f}  {"ok" if ok else "OUTSIDE"}')
+    print(
+      f'{name:>18} seed {seed}: recorded {recorded:.4f}  re-run {value:.4f}  diff {value - recorded:+.4f}  '
+      f'allowed ±{allowed:.4f}  {"ok" if ok else "OUTSIDE"}'
+    )
   if not all(row[-1] for row in rows):
     print(f'{path}: some scores moved by more than the record\'s std.')
     sys.exit(1)

@@ -6,6 +6,7 @@ A setting is written once, as a field of a config dataclass
 parsed flags. Values are checked by the config's ``validate`` (one line, before
 anything is written), not by absl, so every bad flag reads the same way.
 """
+
 import dataclasses
 import sys
 import typing
@@ -14,10 +15,15 @@ from absl import flags
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first (TPU pods, multi-node GPU; see '
-                  'docs/multihost.md).')
-flags.DEFINE_string('coordinator_address', None, "With --multihost on plain hosts: process 0's host:port (a launcher "
-                    'such as SLURM, Open MPI or a TPU pod sets it otherwise).')
+flags.DEFINE_bool(
+  'multihost', False, 'Call jax.distributed.initialize() first (TPU pods, multi-node GPU; see docs/multihost.md).'
+)
+flags.DEFINE_string(
+  'coordinator_address',
+  None,
+  "With --multihost on plain hosts: process 0's host:port (a launcher "
+  'such as SLURM, Open MPI or a TPU pod sets it otherwise).',
+)
 flags.DEFINE_integer('num_processes', None, 'With --multihost on plain hosts: the number of processes.')
 flags.DEFINE_integer('process_id', None, "With --multihost on plain hosts: this process's id, 0 .. num_processes-1.")
 
@@ -84,8 +90,9 @@ def build(cls, prefix: str = '', **values):
         value = raw
     except ValueError:
       expected = {'int': 'an integer', 'float': 'a number'}.get(kind, f'a list of {getattr(item, "__name__", item)}')
-      raise ValueError(f'--{name} must be {expected}, got {",".join(raw) if isinstance(raw, list) else raw!r}.') \
-          from None
+      raise ValueError(
+        f'--{name} must be {expected}, got {",".join(raw) if isinstance(raw, list) else raw!r}.'
+      ) from None
     values[field.name] = value
   return cls(**values)
 
@@ -93,10 +100,12 @@ def build(cls, prefix: str = '', **values):
 def _guarded(main, argv):
   """``main(argv)`` with the library's ``ValueError`` (bad config or data) as one line on stderr (exit 2)."""
   from absl import logging
+
   logging.set_verbosity(logging.WARNING)  # orbax and XLA chatter would bury the progress bar
   try:
     if FLAGS.multihost:
       import jax
+
       given = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
       if any(v is not None for v in given) and any(v is None for v in given):
         raise ValueError('give all of --coordinator_address, --num_processes and --process_id, or none.')
@@ -120,6 +129,7 @@ def run(main):
   """``app.run(main)``, turning an unknown flag and the library's ``ValueError`` (bad config or data) into one clear
   line on stderr (exit 2)."""
   from absl import app
+
   app.run(lambda argv: _guarded(main, argv), flags_parser=_parse)
 
 
@@ -133,6 +143,7 @@ def call(main, argv) -> int:
     return exit.code or 0
   except Exception:  # what the interpreter does with an uncaught exception: the traceback, exit status 1
     import traceback
+
     traceback.print_exc()
     return 1
   return 0
@@ -143,6 +154,7 @@ def pixels_main(method: str):
   from unsupervised_jax import registry
   from unsupervised_jax.runner import config as run_config
   from unsupervised_jax.runner import pixels
+
   options = registry.get(method).config
   define(run_config.RunConfig)
   define(pixels.PixelConfig)

@@ -1,4 +1,8 @@
-"""InfoGAN; its categorical code is the clustering. ``python -m experiments.infogan --flagfile=experiments/configs/infogan_mnist.flags``."""
+"""InfoGAN; its categorical code is the clustering.
+
+python -m experiments.infogan --flagfile=experiments/configs/infogan_mnist.flags
+"""
+
 from experiments import common
 from experiments import train_flags
 

@@ -4,6 +4,7 @@ Flagfiles: ``mice_mnist`` (the poster's small ConvNet), ``mice_cifar10`` and ``m
 CIFAR stem), ``mice_stl10`` and ``mice_imagenet_dog`` (ResNet-34, ImageNet stem). Every setting is checked
 before data are read or files written.
 """
+
 from experiments import common
 from experiments import train_flags
 

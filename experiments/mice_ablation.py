@@ -20,11 +20,11 @@ from unsupervised_jax.runner import ablation
 
 train_flags.define('mice')
 CELLS = {
-    'full': {},
-    'no_analytic_mu': {'prototype_update': 'none'},
-    'no_mu_gradient': {'prototype_gradient': False},
-    'uniform_omega': {'gating_init': 'uniform'},
-    'learned_omega': {'learn_gating': True},
+  'full': {},
+  'no_analytic_mu': {'prototype_update': 'none'},
+  'no_mu_gradient': {'prototype_gradient': False},
+  'uniform_omega': {'gating_init': 'uniform'},
+  'learned_omega': {'learn_gating': True},
 }
 flags.DEFINE_list('ablations', list(CELLS), f'Cells to run, of: {", ".join(CELLS)}.')
 FLAGS = flags.FLAGS
@@ -38,8 +38,10 @@ def main(argv):
   if unknown or not FLAGS.ablations:
     raise ValueError(f'--ablations must name cells of {", ".join(CELLS)}; got {",".join(FLAGS.ablations)}.')
   shown = ('prototype_update', 'prototype_gradient', 'gating_init', 'learn_gating')
-  cells = [(name, {'cell': name, **{k: CELLS[name].get(k, getattr(base.method_config, k)) for k in shown}},
-            CELLS[name]) for name in FLAGS.ablations]
+  cells = [
+    (name, {'cell': name, **{k: CELLS[name].get(k, getattr(base.method_config, k)) for k in shown}}, CELLS[name])
+    for name in FLAGS.ablations
+  ]
   ablation.grid(base, cells, 'MiCE ablations', 'mice_ablation', reference=PAPER)
 
 

@@ -1,4 +1,8 @@
-"""MoCo with the poster's small ConvNet. ``python -m experiments.moco --flagfile=experiments/configs/moco_mnist.flags``."""
+"""MoCo with the poster's small ConvNet.
+
+python -m experiments.moco --flagfile=experiments/configs/moco_mnist.flags
+"""
+
 from experiments import common
 from experiments import train_flags
 

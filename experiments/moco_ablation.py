@@ -8,6 +8,7 @@
 ``<workdir>/ablation.{md,json}`` and one run directory per cell (cells already run are reused), and
 the table to ``<results_dir>/<results_name or moco_ablation>.json``.
 """
+
 import itertools
 
 from absl import flags
@@ -29,12 +30,18 @@ def main(argv):
   try:
     grid = list(itertools.product([int(q) for q in FLAGS.queue_batches], [float(m) for m in FLAGS.momenta]))
   except ValueError:
-    raise ValueError(f'--queue_batches must be integers and --momenta numbers, got {FLAGS.queue_batches} and '
-                     f'{FLAGS.momenta}.') from None
+    raise ValueError(
+      f'--queue_batches must be integers and --momenta numbers, got {FLAGS.queue_batches} and {FLAGS.momenta}.'
+    ) from None
   keys = lambda length: length * base.train.batch_size
-  cells = [(f'queue{length}_momentum{momentum}', {'queue_batches': length, 'queue_keys': keys(length),
-                                                   'momentum': momentum},
-            {'queue_size': keys(length), 'momentum': momentum}) for length, momentum in grid]
+  cells = [
+    (
+      f'queue{length}_momentum{momentum}',
+      {'queue_batches': length, 'queue_keys': keys(length), 'momentum': momentum},
+      {'queue_size': keys(length), 'momentum': momentum},
+    )
+    for length, momentum in grid
+  ]
   ablation.grid(base, cells, 'MoCo queue length x momentum', 'moco_ablation', reference=POSTER)
 
 

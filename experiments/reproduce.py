@@ -6,6 +6,7 @@
 Runs each configuration as its entry point's own command (``--dry_run`` prints them); a configuration whose
 record of the same settings and seeds exists is reused. See :mod:`unsupervised_jax.runner.reproduce`.
 """
+
 import pathlib
 import signal
 import sys

@@ -1,4 +1,5 @@
 """Stacked Capsule Autoencoder. ``python -m experiments.scae --flagfile=experiments/configs/scae_mnist.flags``."""
+
 from experiments import common
 from experiments import train_flags
 

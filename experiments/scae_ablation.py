@@ -8,6 +8,7 @@ the SCAE entry point's. The poster's MNIST linear-probe accuracy of each cell st
 already run are reused), and the table to ``<results_dir>/<results_name or scae_ablation>.json``. Every cell
 is validated before any runs.
 """
+
 from absl import flags
 
 from experiments import common
@@ -18,11 +19,13 @@ train_flags.define('scae')
 
 # The poster's capsule ablation: (part, object) capsules -> MNIST linear-probe accuracy.
 POSTER_LINEAR_ACC = {(30, 16): 0.9847, (40, 32): 0.9906, (60, 40): 0.9674}
-flags.DEFINE_list('capsules', [f'{p}:{o}' for p, o in POSTER_LINEAR_ACC],
-                  'Cells as parts:objects capsule counts.')
+flags.DEFINE_list('capsules', [f'{p}:{o}' for p, o in POSTER_LINEAR_ACC], 'Cells as parts:objects capsule counts.')
 FLAGS = flags.FLAGS
-PAPER = {'source': 'the paper (NeurIPS 2019), MNIST unsupervised ACC of 40 part and 32 object capsules; the '
-                   "poster's linear probe of each cell is its poster_linear_acc", 'acc': 0.987}
+PAPER = {
+  'source': 'the paper (NeurIPS 2019), MNIST unsupervised ACC of 40 part and 32 object capsules; the '
+  "poster's linear probe of each cell is its poster_linear_acc",
+  'acc': 0.987,
+}
 
 
 def parse_cells(values):
@@ -39,9 +42,18 @@ def parse_cells(values):
 def main(argv):
   del argv
   base = train_flags.experiment('scae')
-  cells = [(f'parts{parts}_objects{objects}', {'part_capsules': parts, 'object_capsules': objects,
-                                                'poster_linear_acc': POSTER_LINEAR_ACC.get((parts, objects), '')},
-            {'n_part_caps': parts, 'n_obj_caps': objects}) for parts, objects in parse_cells(FLAGS.capsules)]
+  cells = [
+    (
+      f'parts{parts}_objects{objects}',
+      {
+        'part_capsules': parts,
+        'object_capsules': objects,
+        'poster_linear_acc': POSTER_LINEAR_ACC.get((parts, objects), ''),
+      },
+      {'n_part_caps': parts, 'n_obj_caps': objects},
+    )
+    for parts, objects in parse_cells(FLAGS.capsules)
+  ]
   ablation.grid(base, cells, 'SCAE part x object capsules', 'scae_ablation', reference=PAPER)
 
 

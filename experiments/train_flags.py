@@ -1,5 +1,6 @@
 """Flags of every learned method (data and outputs, training, evaluation, self-labelling), made from their
 configs, and the entry point of a registered method."""
+
 import dataclasses
 
 from experiments import common
@@ -34,12 +35,19 @@ def experiment(method: str, method_config=None) -> run_config.Experiment:
     method_config = common.build(registry.get(method).config)
   # The method's training defaults for the flags not given (its own even where another method's entry point set
   # the flag's shown default in this process).
-  defaults = {field.name: registry.get(method).train_defaults.get(field.name, field.default)
-              for field in dataclasses.fields(loop.TrainConfig) if not common.FLAGS[field.name].present}
+  defaults = {
+    field.name: registry.get(method).train_defaults.get(field.name, field.default)
+    for field in dataclasses.fields(loop.TrainConfig)
+    if not common.FLAGS[field.name].present
+  }
   built = run_config.Experiment(
-      method, common.build(run_config.RunConfig), common.build(loop.TrainConfig, **defaults),
-      common.build(protocol.EvalConfig),
-      common.build(self_label.SelfLabelConfig, self_label.SelfLabelConfig.PREFIX), method_config)
+    method,
+    common.build(run_config.RunConfig),
+    common.build(loop.TrainConfig, **defaults),
+    common.build(protocol.EvalConfig),
+    common.build(self_label.SelfLabelConfig, self_label.SelfLabelConfig.PREFIX),
+    method_config,
+  )
   built.validate()
   return built
 

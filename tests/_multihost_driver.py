@@ -7,6 +7,7 @@ Drives the core as ``loop.train`` does (``make_mesh``, ``replicate``, ``data_par
 final parameters (``encoder_layers_0/kernel``, ...), the initial ones (``init/...``), ``process_count`` and
 ``device_count`` to OUT.npz.
 """
+
 import pathlib
 import sys
 
@@ -21,8 +22,9 @@ if mode == 'single':
   jax.config.update('jax_num_cpu_devices', 2)
 else:
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # the default in JAX 0.10; explicit for others
-  jax.distributed.initialize(coordinator_address=f'127.0.0.1:{sys.argv[4]}', num_processes=2,
-                             process_id=int(mode), initialization_timeout=60)
+  jax.distributed.initialize(
+    coordinator_address=f'127.0.0.1:{sys.argv[4]}', num_processes=2, process_id=int(mode), initialization_timeout=60
+  )
 
 from flax import traverse_util  # noqa: E402
 

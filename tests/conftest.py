@@ -11,8 +11,11 @@ import tempfile
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _CACHE = tempfile.mkdtemp(prefix='unsupervised_jax_tests_xla_cache_')
   atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-  os.environ.update(JAX_COMPILATION_CACHE_DIR=_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+  os.environ.update(
+    JAX_COMPILATION_CACHE_DIR=_CACHE,
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
+  )
 
 # The tests' programs are small, so most of their time is XLA compiling them; its cheap CPU optimisation
 # (the notebooks' test used it first) takes test_gmm.py and test_kmeans.py from 260 to 187 s on 2 cores.
@@ -20,7 +23,8 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 _FAST_COMPILE = ('--xla_backend_optimization_level=0', '--xla_llvm_disable_expensive_passes=true')
 _XLA_FLAGS = os.environ.get('XLA_FLAGS', '')
 os.environ['XLA_FLAGS'] = ' '.join(  # a flag the user set (any value) is kept as set
-    [_XLA_FLAGS, *(f for f in _FAST_COMPILE if f.split('=')[0] + '=' not in _XLA_FLAGS)]).strip()
+  [_XLA_FLAGS, *(f for f in _FAST_COMPILE if f.split('=')[0] + '=' not in _XLA_FLAGS)]
+).strip()
 
 # scikit-learn's t-SNE and OpenBLAS spin-wait in OpenMP threads: beside the other xdist worker on 2 cores one
 # t-SNE of the 1,797 digits took 31 s with 2 threads, 17 s with one.
@@ -65,6 +69,7 @@ def run_entry(capsys, monkeypatch):
   import importlib
   import subprocess
   import sys
+
   from experiments import common
 
   monkeypatch.chdir(pathlib.Path(__file__).resolve().parents[1])

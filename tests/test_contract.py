@@ -2,6 +2,7 @@
 devices, tests/conftest.py): init, a few data-parallel steps on 1 and 2 devices (the same state), embed, assign,
 the epoch-end update, the monitor and the registered figures; and the toy through the runner (epoch_end at its
 period, assign scored)."""
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -21,13 +22,23 @@ from unsupervised_jax.training import parallel
 
 # Each registered learned method at a size that compiles in seconds (a new method adds its row here).
 TINY = {
-    'autoencoder': dict(hidden=(16,), latent_dim=4),
-    'moco': dict(queue_size=32, feature_dim=16),
-    'infogan': dict(noise_dim=8, num_continuous=1),
-    'scae': dict(n_part_caps=6, n_obj_caps=4, n_part_features=4, n_obj_params=8, template_size=5, canvas_size=12,
-                 max_shift=2, encoder_channels=16, encoder_strides=(1, 2)),
-    'mice': dict(experts=3, embedding_dim=8, queue_size=32, view='digits', warmup_epochs=0, lr_decay_epochs=(),
-                 learning_rate=0.05),
+  'autoencoder': dict(hidden=(16,), latent_dim=4),
+  'moco': dict(queue_size=32, feature_dim=16),
+  'infogan': dict(noise_dim=8, num_continuous=1),
+  'scae': dict(
+    n_part_caps=6,
+    n_obj_caps=4,
+    n_part_features=4,
+    n_obj_params=8,
+    template_size=5,
+    canvas_size=12,
+    max_shift=2,
+    encoder_channels=16,
+    encoder_strides=(1, 2),
+  ),
+  'mice': dict(
+    experts=3, embedding_dim=8, queue_size=32, view='digits', warmup_epochs=0, lr_decay_epochs=(), learning_rate=0.05
+  ),
 }
 BATCH, STEPS = 16, 2
 
@@ -65,16 +76,19 @@ def test_every_registered_method_meets_the_contract_on_one_and_two_devices(name,
 
   (one, one_metrics), (two, two_metrics) = trained(1), trained(2)
   assert int(one.step) == int(two.step) == STEPS
-  moved = [float(np.max(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))))
-           for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(jax.device_get(fresh)))]
+  moved = [
+    float(np.max(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))))
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(jax.device_get(fresh)))
+  ]
   assert max(moved) > 0  # the steps changed the state
   # The same global batch split over 2 devices: the same metrics at every step (reductions over the global
   # batch) and the same codes after. (Parameters that do not reach the loss, such as a bias before a BatchNorm,
   # get gradients of rounding noise, which Adam turns into whole steps of either sign: not compared.)
   for a, b in zip(one_metrics, two_metrics):
     assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-4) for k in a), (a, b)
-  np.testing.assert_allclose(jax.jit(method.embed)(two, images), jax.jit(method.embed)(one, images),
-                             rtol=1e-2, atol=1e-3)
+  np.testing.assert_allclose(
+    jax.jit(method.embed)(two, images), jax.jit(method.embed)(one, images), rtol=1e-2, atol=1e-3
+  )
 
   codes = np.asarray(jax.jit(method.embed)(one, images))
   assert codes.ndim == 2 and len(codes) == len(images) and np.all(np.isfinite(codes))
@@ -83,9 +97,15 @@ def test_every_registered_method_meets_the_contract_on_one_and_two_devices(name,
     assert clusters.shape == (len(images),) and clusters.dtype == np.int32 and clusters.min() >= 0
   if method.epoch_end is not None:
     updates = [parallel.data_parallel_epoch_end(method.epoch_end, parallel.make_mesh(d), 8) for d in (1, 2)]
-    ends = [jax.device_get(update(parallel.replicate(jax.tree.map(jnp.copy, one), parallel.make_mesh(d)),
-                                  parallel.replicate(images, parallel.make_mesh(d))))
-            for d, update in zip((1, 2), updates)]
+    ends = [
+      jax.device_get(
+        update(
+          parallel.replicate(jax.tree.map(jnp.copy, one), parallel.make_mesh(d)),
+          parallel.replicate(images, parallel.make_mesh(d)),
+        )
+      )
+      for d, update in zip((1, 2), updates)
+    ]
     for a, b in zip(jax.tree.leaves(ends[0]), jax.tree.leaves(ends[1])):
       np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-4, atol=1e-5)
   if method.monitor is not None:
@@ -139,8 +159,9 @@ def toy_method(config=None, train=None, data_info=None) -> contract.Method:
   def assign(state, images):  # brighter than the data set's mean, or not
     return (jnp.mean(images.astype(jnp.float32), axis=(1, 2, 3)) > state.mean).astype(jnp.int32)
 
-  return contract.Method('toy', init, train_step, embed, assign=assign,
-                         epoch_end=contract.EpochEnd(PERIOD, accumulate, finalize))
+  return contract.Method(
+    'toy', init, train_step, embed, assign=assign, epoch_end=contract.EpochEnd(PERIOD, accumulate, finalize)
+  )
 
 
 @pytest.fixture(scope='module')
@@ -153,17 +174,25 @@ def toy_registered():
 
 def _run_toy(workdir, devices):
   experiment = run_config.Experiment(
-      'toy', run_config.RunConfig(seeds=(0,), workdir=str(workdir), figures=False),
-      loop.TrainConfig(num_steps=10, batch_size=8, log_every=5, checkpoint_every=10, num_devices=devices,
-                       progress=False),
-      protocol.EvalConfig(knn_k=5), self_label.SelfLabelConfig(), None)
+    'toy',
+    run_config.RunConfig(seeds=(0,), workdir=str(workdir), figures=False),
+    loop.TrainConfig(num_steps=10, batch_size=8, log_every=5, checkpoint_every=10, num_devices=devices, progress=False),
+    protocol.EvalConfig(knn_k=5),
+    self_label.SelfLabelConfig(),
+    None,
+  )
   record = learned.run(experiment)  # built by the registry
   steps, _ = loop.read_metrics(workdir / 'seed_0', 'epoch_end/calls')
   logged = {name: loop.read_metrics(workdir / 'seed_0', f'epoch_end/{name}')[1] for name in ('calls', 'mean', 'step')}
-  epoch_ends = [{'step': s, 'calls': logged['calls'][i], 'mean': logged['mean'][i], 'state_step': logged['step'][i]}
-                for i, s in enumerate(steps)]
-  return {'scores': {k: v['mean'] for k, v in record['metrics'].items()}, 'epoch_ends': epoch_ends,
-          'protocol': record['protocol']}
+  epoch_ends = [
+    {'step': s, 'calls': logged['calls'][i], 'mean': logged['mean'][i], 'state_step': logged['step'][i]}
+    for i, s in enumerate(steps)
+  ]
+  return {
+    'scores': {k: v['mean'] for k, v in record['metrics'].items()},
+    'epoch_ends': epoch_ends,
+    'protocol': record['protocol'],
+  }
 
 
 def test_epoch_end_runs_at_its_period_on_one_and_two_devices_and_assign_is_what_is_scored(tmp_path, toy_registered):
@@ -178,7 +207,7 @@ def test_epoch_end_runs_at_its_period_on_one_and_two_devices_and_assign_is_what_
     for e in out['epoch_ends']:
       assert e['mean'] == pytest.approx(mean, rel=1e-6)
     # The record scores the method's own clusters (brighter than the mean or not), not a clustering of codes.
-    expected = (split.images.astype(np.float32).mean(axis=(1, 2, 3)) > np.float32(out['epoch_ends'][-1]['mean']))
+    expected = split.images.astype(np.float32).mean(axis=(1, 2, 3)) > np.float32(out['epoch_ends'][-1]['mean'])
     scores = metrics.clustering_scores(split.labels, expected.astype(np.int32))
     for name in ('acc', 'nmi', 'ari'):
       assert out['scores'][name] == pytest.approx(scores[name], abs=1e-9)

@@ -1,4 +1,5 @@
 """The matmul convolution equals XLA's, in value and in both gradients."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -36,8 +37,9 @@ def test_conv_relu_max_pool_matches_xla_in_value_and_gradients(batch, height, wi
   x = jax.random.normal(kx, (batch, height, width, 3))
   kernel, bias = jax.random.normal(kk, kernel_size + (3, 4)), jax.random.normal(kb, (4,))
   cotangent = jax.random.normal(kg, (batch, height // 2, width // 2, 4))
-  np.testing.assert_allclose(conv.conv_relu_max_pool(x, kernel, bias), _xla_conv_relu_max_pool(x, kernel, bias),
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    conv.conv_relu_max_pool(x, kernel, bias), _xla_conv_relu_max_pool(x, kernel, bias), atol=1e-5
+  )
   loss = lambda f: lambda *args: jnp.sum(f(*args) * cotangent)
   want = jax.grad(loss(_xla_conv_relu_max_pool), (0, 1, 2))(x, kernel, bias)
   got = jax.grad(loss(conv.conv_relu_max_pool), (0, 1, 2))(x, kernel, bias)
@@ -73,15 +75,18 @@ def test_conv_implementations_share_parameters_and_outputs():
 def test_conv_valid_matches_xla_in_value_and_gradients(stride, kernel_size, size):
   x = jax.random.normal(jax.random.key(0), (2, size, size + 1, 3))
   kernel = jax.random.normal(jax.random.key(1), kernel_size + (3, 5))
-  xla = lambda x, k: jax.lax.conv_general_dilated(x, k, (stride, stride), 'VALID',
-                                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  xla = lambda x, k: jax.lax.conv_general_dilated(
+    x, k, (stride, stride), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )
   want, got = xla(x, kernel), conv.conv_valid(x, kernel, stride)
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   cotangent = jax.random.normal(jax.random.key(2), want.shape)
   loss = lambda f: lambda x, k: jnp.sum(f(x, k) * cotangent)
-  for g, w in zip(jax.grad(loss(lambda x, k: conv.conv_valid(x, k, stride)), (0, 1))(x, kernel),
-                  jax.grad(loss(xla), (0, 1))(x, kernel)):
+  for g, w in zip(
+    jax.grad(loss(lambda x, k: conv.conv_valid(x, k, stride)), (0, 1))(x, kernel),
+    jax.grad(loss(xla), (0, 1))(x, kernel),
+  ):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 
@@ -90,8 +95,11 @@ def test_strided_valid_conv_module_shares_parameters_and_outputs_with_nn_conv():
   reference = nn.Conv(8, (3, 3), strides=(2, 2), padding='VALID')
   params = reference.init(jax.random.key(0), x)
   for impl in ('xla', 'matmul'):
-    np.testing.assert_allclose(conv.Conv(8, strides=2, padding='VALID', implementation=impl).apply(params, x),
-                               reference.apply(params, x), atol=1e-5)
+    np.testing.assert_allclose(
+      conv.Conv(8, strides=2, padding='VALID', implementation=impl).apply(params, x),
+      reference.apply(params, x),
+      atol=1e-5,
+    )
 
 
 def test_bad_conv_settings():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from unsupervised_jax import data
+from unsupervised_jax import data_tfds
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -32,8 +33,12 @@ def test_digits_is_the_offline_default():
 
 def test_keras_npz_layout(tmp_path):
   rng = np.random.default_rng(0)
-  arrays = {'x_train': rng.integers(0, 256, (5, 28, 28), dtype=np.uint8), 'y_train': np.arange(5),
-            'x_test': rng.integers(0, 256, (3, 28, 28), dtype=np.uint8), 'y_test': np.arange(3)}
+  arrays = {
+    'x_train': rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
+    'y_train': np.arange(5),
+    'x_test': rng.integers(0, 256, (3, 28, 28), dtype=np.uint8),
+    'y_test': np.arange(3),
+  }
   np.savez(tmp_path / 'mnist.npz', **arrays)
   train = data.load('mnist', 'train', str(tmp_path))
   np.testing.assert_array_equal(train.images[..., 0], arrays['x_train'])
@@ -73,12 +78,15 @@ def test_custom_npz_path_and_arrays(tmp_path):
   assert (unlabelled.labels == -1).all()
 
 
-@pytest.mark.parametrize('images,labels,match', [
+@pytest.mark.parametrize(
+  'images,labels,match',
+  [
     (np.zeros((2, 3), np.uint8), None, r'\[N, H, W, C\]'),
     (np.zeros((0, 3, 3), np.uint8), None, 'empty'),
     (np.full((2, 3, 3), 0.5), None, 'uint8'),
     (np.zeros((2, 3, 3), np.uint8), np.zeros(3, int), 'labels must be'),
-])
+  ],
+)
 def test_from_arrays_rejects_bad_input(images, labels, match):
   with pytest.raises(ValueError, match=match):
     data.from_arrays(images, labels)
@@ -92,7 +100,7 @@ def test_unknown_names_are_value_errors():
 
 
 def test_offline_without_local_files_fails_fast_with_one_line(tmp_path, monkeypatch):
-  monkeypatch.setenv(data.OFFLINE_ENV, '1')
+  monkeypatch.setenv(data_tfds.OFFLINE_ENV, '1')
   start = time.perf_counter()
   with pytest.raises(data.DataUnavailableError) as error:
     data.load('mnist', 'train', str(tmp_path))
@@ -147,10 +155,11 @@ print('tensorflow_datasets' in sys.modules)
 
 
 def _stderr_of_load(data_dir):
-  env = dict(os.environ, **{data.OFFLINE_ENV: '1'})
+  env = dict(os.environ, **{data_tfds.OFFLINE_ENV: '1'})
   env.pop(data.DATA_DIR_ENV, None)
-  proc = subprocess.run([sys.executable, '-c', _LOAD_SCRIPT, str(data_dir)], cwd=ROOT, capture_output=True,
-                        text=True, timeout=120, env=env)
+  proc = subprocess.run(
+    [sys.executable, '-c', _LOAD_SCRIPT, str(data_dir)], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env
+  )
   assert proc.returncode == 0, proc.stderr
   return proc.stderr.splitlines(), proc.stdout.strip() == 'True'
 
@@ -171,20 +180,21 @@ def test_empty_data_dir_offline_is_one_line_without_tfds_warnings(tmp_path):
 
 
 def test_network_probe_is_bounded_even_when_the_connect_hangs(monkeypatch):
-  monkeypatch.delenv(data.OFFLINE_ENV, raising=False)
+  monkeypatch.delenv(data_tfds.OFFLINE_ENV, raising=False)
+
   def hung_connect(*args, **kwargs):  # a DNS look-up that hangs, then gives up
     time.sleep(3)
     raise OSError('timed out')
 
-  monkeypatch.setattr(data.socket, 'create_connection', hung_connect)
+  monkeypatch.setattr(data_tfds.socket, 'create_connection', hung_connect)
   start = time.perf_counter()
-  assert data.network_available(timeout_s=0.5) is False
+  assert data_tfds.network_available(timeout_s=0.5) is False
   assert time.perf_counter() - start < 2
 
 
 def test_tfds_path_with_mock_data(tmp_path, monkeypatch):
   tfds = pytest.importorskip('tensorflow_datasets')
-  monkeypatch.setattr(data, 'network_available', lambda *a, **k: True)
+  monkeypatch.setattr(data_tfds, 'network_available', lambda *a, **k: True)
   with tfds.testing.mock_data(num_examples=6):
     cifar = data.load('cifar100_20', 'train', str(tmp_path))
     assert cifar.images.shape == (6, 32, 32, 3) and cifar.images.dtype == np.uint8

@@ -27,8 +27,9 @@ def test_knn_accuracy_matches_numpy_reference():
   train_labels = rng.integers(0, 4, 300)
   test_labels = rng.integers(0, 4, 50)
   expected = np.mean(_reference_knn(train, train_labels, test, 20, 0.07, 4) == test_labels)
-  assert evaluation.knn_accuracy(train, train_labels, test, test_labels, k=20, num_classes=4,
-                                 block_size=16) == pytest.approx(expected)
+  assert evaluation.knn_accuracy(
+    train, train_labels, test, test_labels, k=20, num_classes=4, block_size=16
+  ) == pytest.approx(expected)
 
 
 def test_linear_probe_close_to_sklearn_logistic_regression():
@@ -36,8 +37,11 @@ def test_linear_probe_close_to_sklearn_logistic_regression():
   train, test = x[:1200], x[1200:]
   ours = evaluation.linear_probe_accuracy(train, y[:1200], test, y[1200:])
   mean, std = train.mean(0), train.std(0) + 1e-6
-  ref = linear_model.LogisticRegression(max_iter=2000).fit((train - mean) / std, y[:1200]).score(
-      (test - mean) / std, y[1200:])
+  ref = (
+    linear_model.LogisticRegression(max_iter=2000)
+    .fit((train - mean) / std, y[:1200])
+    .score((test - mean) / std, y[1200:])
+  )
   assert ours > 0.9 and abs(ours - ref) < 0.03
 
 

@@ -1,5 +1,5 @@
 """End-to-end runs of the thin entry points, as a user types them."""
-import dataclasses
+
 import functools
 import json
 import pathlib
@@ -33,8 +33,9 @@ def _check_record(record, method, dataset, seeds):
 
 @pytest.mark.parametrize('method,floor', [('kmeans', 0.7), ('gmm', 0.7)])
 def test_no_flag_quick_start_on_digits(tmp_path, method, floor):
-  proc = _run(f'experiments.{method}', f'--workdir={tmp_path / "run"}', f'--results_dir={tmp_path / "results"}',
-              '--seeds=0,1')
+  proc = _run(
+    f'experiments.{method}', f'--workdir={tmp_path / "run"}', f'--results_dir={tmp_path / "results"}', '--seeds=0,1'
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'ACC' in proc.stdout and 'NMI' in proc.stdout and 'ARI' in proc.stdout
   record = json.loads((tmp_path / 'results' / f'{method}_digits.json').read_text())
@@ -44,9 +45,9 @@ def test_no_flag_quick_start_on_digits(tmp_path, method, floor):
   assert json.loads((tmp_path / 'run' / 'config.json').read_text())['method'] == method
 
 
-@pytest.mark.parametrize('flag,match', [('--dataset=mnsit', 'unknown dataset'),
-                                        ('--seeds=a', 'seeds'),
-                                        ('--pca_dim=-1', 'pca_dim')])
+@pytest.mark.parametrize(
+  'flag,match', [('--dataset=mnsit', 'unknown dataset'), ('--seeds=a', 'seeds'), ('--pca_dim=-1', 'pca_dim')]
+)
 def test_bad_flags_fail_clearly_and_write_nothing(tmp_path, flag, match, run_entry):
   proc = run_entry('experiments.kmeans', flag, f'--workdir={tmp_path / "run"}')
   assert proc.returncode != 0
@@ -56,8 +57,7 @@ def test_bad_flags_fail_clearly_and_write_nothing(tmp_path, flag, match, run_ent
 
 def test_results_schema_helpers():
   record = results.method_record('kmeans', 'digits', 'p', [0, 1], [{'acc': 0.5}, {'acc': 0.7}], 1.0)
-  assert record['metrics']['acc'] == {'mean': pytest.approx(0.6), 'std': pytest.approx(0.1),
-                                      'per_seed': [0.5, 0.7]}
+  assert record['metrics']['acc'] == {'mean': pytest.approx(0.6), 'std': pytest.approx(0.1), 'per_seed': [0.5, 0.7]}
   bench = results.benchmark_record('kmeans_iteration', {'iter_per_s': 4.0}, {'iter_per_s': 2.0}, 'iter_per_s')
   assert bench['speedup'] == 2.0
   with pytest.raises(ValueError, match='unknown benchmark'):
@@ -67,11 +67,20 @@ def test_results_schema_helpers():
 def test_results_table_lists_runs_benchmarks_and_ablation_cells(tmp_path):
   run = results.method_record('moco', 'mnist', 'p', [0, 1], [{'acc': 0.9, 'nmi': 0.8, 'ari': 0.7}] * 2, 12.0)
   results.write_json(tmp_path / 'moco_mnist.json', run)
-  results.write_json(tmp_path / 'moco_step.json', results.benchmark_record(
-      'moco_step', {'images_per_s': 300.0}, {'images_per_s': 200.0}, 'images_per_s'))
-  results.write_json(tmp_path / 'moco_ablation.json', {
-      'title': 'grid', 'command': 'c', 'git_commit': 'x', 'reference': {'source': 's', 'acc': 0.969},
-      'cells': [{'settings': {'queue': q}, 'record': run} for q in (16, 32)]})
+  results.write_json(
+    tmp_path / 'moco_step.json',
+    results.benchmark_record('moco_step', {'images_per_s': 300.0}, {'images_per_s': 200.0}, 'images_per_s'),
+  )
+  results.write_json(
+    tmp_path / 'moco_ablation.json',
+    {
+      'title': 'grid',
+      'command': 'c',
+      'git_commit': 'x',
+      'reference': {'source': 's', 'acc': 0.969},
+      'cells': [{'settings': {'queue': q}, 'record': run} for q in (16, 32)],
+    },
+  )
   table = tables.markdown_table(tmp_path)
   assert table.count('| `moco_mnist` | moco | mnist | 0.900 ± 0.000 |') == 1
   assert '| moco_step | 300 img/s | 200 img/s | 1.50x |' in table
@@ -106,29 +115,41 @@ def _learned_records():
 def _methods_that_assign():
   """The names of the learned methods with their own `assign`, asked of the method objects (default configs)."""
   from unsupervised_jax import registry
-  from unsupervised_jax.training import contract, loop
+  from unsupervised_jax.training import contract
+  from unsupervised_jax.training import loop
+
   train, info = loop.TrainConfig(), contract.DataInfo(1000, (28, 28, 1))
-  built = [registry.get(name).factory(registry.get(name).config(), train, info) for name in registry.names(learned=True)]
+  built = [
+    registry.get(name).factory(registry.get(name).config(), train, info) for name in registry.names(learned=True)
+  ]
   return {method.name for method in built if method.assigns}
 
 
 @pytest.mark.parametrize('record', list(_learned_records()))
 def test_committed_learned_records_protocol_is_written_from_their_config(record):
   from unsupervised_jax.runner import records
+
   assigns = record['config']['method'] in _methods_that_assign()
-  assert records.protocol_description(record['config'], record['config']['n_clusters'] or 10,
-                                      assigns=assigns) == record['protocol']
+  assert (
+    records.protocol_description(record['config'], record['config']['n_clusters'] or 10, assigns=assigns)
+    == record['protocol']
+  )
 
 
-@pytest.mark.parametrize('flag,match', [('--learning_rate=-1', 'learning_rate'),
-                                        ('--dataset=nope', 'unknown dataset'),
-                                        ('--batch_size=0', 'batch_size'),
-                                        ('--manifold=tsne', 'manifold'),
-                                        ('--covariance_type=ful', 'covariance_type must be one of full'),
-                                        ('--n_clusters=5000', 'n_clusters=5000 exceeds the 1797 images'),
-                                        ('--seeds=a,b', '--seeds must be a list of int'),
-                                        ('--num_steps=x', '--num_steps must be an integer'),
-                                        ('--self_label_steps=5', 'self-labelling needs a method with an encoder')])
+@pytest.mark.parametrize(
+  'flag,match',
+  [
+    ('--learning_rate=-1', 'learning_rate'),
+    ('--dataset=nope', 'unknown dataset'),
+    ('--batch_size=0', 'batch_size'),
+    ('--manifold=tsne', 'manifold'),
+    ('--covariance_type=ful', 'covariance_type must be one of full'),
+    ('--n_clusters=5000', 'n_clusters=5000 exceeds the 1797 images'),
+    ('--seeds=a,b', '--seeds must be a list of int'),
+    ('--num_steps=x', '--num_steps must be an integer'),
+    ('--self_label_steps=5', 'self-labelling needs a method with an encoder'),
+  ],
+)
 def test_autoencoder_bad_flags_fail_in_one_line_before_anything_is_written(tmp_path, flag, match, run_entry):
   proc = run_entry('experiments.autoencoder', f'--workdir={tmp_path / "run"}', '--num_steps=5', flag)
   assert proc.returncode != 0
@@ -138,8 +159,15 @@ def test_autoencoder_bad_flags_fail_in_one_line_before_anything_is_written(tmp_p
 
 
 def test_autoencoder_quick_start_on_digits(tmp_path):
-  proc = _run('experiments.autoencoder', '--num_steps=200', '--seeds=0', f'--workdir={tmp_path / "run"}',
-              f'--results_dir={tmp_path / "results"}', '--log_every=50', '--checkpoint_every=100')
+  proc = _run(
+    'experiments.autoencoder',
+    '--num_steps=200',
+    '--seeds=0',
+    f'--workdir={tmp_path / "run"}',
+    f'--results_dir={tmp_path / "results"}',
+    '--log_every=50',
+    '--checkpoint_every=100',
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   record = json.loads((tmp_path / 'results' / 'autoencoder_digits.json').read_text())
   _check_record(record, 'autoencoder', 'digits', [0])
@@ -150,10 +178,22 @@ def test_autoencoder_quick_start_on_digits(tmp_path):
 
 
 def test_moco_ablation_runs_the_grid_and_reuses_finished_cells_or_reevaluates(tmp_path, run_entry):
-  args = ('experiments.moco_ablation', '--dataset=digits', '--num_steps=20', '--batch_size=32',
-          '--queue_batches=2', '--momenta=0.9,0.99', '--seeds=0', '--cluster_method=kmeans', '--knn_k=20',
-          f'--workdir={tmp_path / "grid"}', '--log_every=10', '--checkpoint_every=20', '--nofigures',
-          f'--results_dir={tmp_path / "results"}')  # the shared t-SNE (~10-30 s a cell here): drawn and checked in the autoencoder and MiCE runs
+  args = (
+    'experiments.moco_ablation',
+    '--dataset=digits',
+    '--num_steps=20',
+    '--batch_size=32',
+    '--queue_batches=2',
+    '--momenta=0.9,0.99',
+    '--seeds=0',
+    '--cluster_method=kmeans',
+    '--knn_k=20',
+    f'--workdir={tmp_path / "grid"}',
+    '--log_every=10',
+    '--checkpoint_every=20',
+    '--nofigures',
+    f'--results_dir={tmp_path / "results"}',
+  )  # the shared t-SNE (~10-30 s a cell here): drawn and checked in the autoencoder and MiCE runs
   proc = _run(*args)  # the command as a process once; the reuses below in this one
   assert proc.returncode == 0, proc.stderr[-3000:]
   table = json.loads((tmp_path / 'grid' / 'ablation.json').read_text())
@@ -176,9 +216,21 @@ def test_moco_ablation_runs_the_grid_and_reuses_finished_cells_or_reevaluates(tm
 
 
 def test_moco_with_self_labelling_records_both_clusterings_and_refines_without_retraining(tmp_path, run_entry):
-  args = ('experiments.moco', '--dataset=digits', '--num_steps=40', '--batch_size=64', '--queue_size=256',
-          '--seeds=0', '--cluster_method=kmeans', '--knn_k=20', '--log_every=20', '--checkpoint_every=40',
-          '--nofigures', f'--workdir={tmp_path / "run"}', f'--results_dir={tmp_path / "results"}')
+  args = (
+    'experiments.moco',
+    '--dataset=digits',
+    '--num_steps=40',
+    '--batch_size=64',
+    '--queue_size=256',
+    '--seeds=0',
+    '--cluster_method=kmeans',
+    '--knn_k=20',
+    '--log_every=20',
+    '--checkpoint_every=40',
+    '--nofigures',
+    f'--workdir={tmp_path / "run"}',
+    f'--results_dir={tmp_path / "results"}',
+  )
   assert _run(*args).returncode == 0  # MoCo's entry point as a process once; the stages below in this one
   seed_dir = tmp_path / 'run' / 'seed_0'
   trained = (seed_dir / 'metrics.jsonl').read_text()
@@ -200,29 +252,39 @@ def test_moco_with_self_labelling_records_both_clusterings_and_refines_without_r
   assert len(fine_tuned.splitlines()) == 2
   stage_s = loop.trained_seconds(stage)
   assert stage_s > 0 and json.loads((seed_dir / 'eval.json').read_text())['self_label_train_s'] == stage_s
-  assert run_entry(*refine, '--knn_k=5', '--results_name=refined_knn5').returncode == 0  # same pseudo-labels: the fine-tuning is reused
+  assert (
+    run_entry(*refine, '--knn_k=5', '--results_name=refined_knn5').returncode == 0
+  )  # same pseudo-labels: the fine-tuning is reused
   assert (stage / 'metrics.jsonl').read_text() == fine_tuned
   # The reused fine-tuning's time still counts (the earlier process's), beside MoCo's own training.
   evaluated = json.loads((seed_dir / 'eval.json').read_text())
   assert evaluated['self_label_train_s'] == stage_s and evaluated['evaluation']['knn_k'] == 5
   assert evaluated['wall_s'] > evaluated['train_s'] + stage_s
   settings = json.loads((stage / 'settings.json').read_text())
-  assert run_entry(*refine, '--cluster_method=gmm', '--results_name=refined_gmm').returncode == 0  # other pseudo-labels: fine-tuned afresh, apart
+  assert (
+    run_entry(*refine, '--cluster_method=gmm', '--results_name=refined_gmm').returncode == 0
+  )  # other pseudo-labels: fine-tuned afresh, apart
   stages = sorted((seed_dir / 'self_label').iterdir(), key=lambda p: p != stage)
   assert len(stages) == 2 and (stage / 'metrics.jsonl').read_text() == fine_tuned  # nothing trained is removed
   assert json.loads((stages[1] / 'settings.json').read_text())['pseudo_labels'] != settings['pseudo_labels']
   assert len((stages[1] / 'metrics.jsonl').read_text().splitlines()) == 2
-  for flag, match in (('--self_label_fraction=0', 'self_label_fraction must be > 0'),
-                      ('--self_label_neighbors=0', 'self_label_neighbors must be >= 1'),
-                      ('--self_label_steps=-1', 'self_label_steps must be >= 0')):
+  for flag, match in (
+    ('--self_label_fraction=0', 'self_label_fraction must be > 0'),
+    ('--self_label_neighbors=0', 'self_label_neighbors must be >= 1'),
+    ('--self_label_steps=-1', 'self_label_steps must be >= 0'),
+  ):
     proc = run_entry(*args, '--self_label_steps=5', flag)
     assert proc.returncode != 0 and match in proc.stderr
 
 
 def test_moco_bad_flags(tmp_path, run_entry):
-  for flag, match in (('--queue_size=100', 'multiple of the global batch'), ('--temperature=0', 'temperature'),
-                      ('--momentum=1', 'momentum'), ('--batch_size=0', 'batch_size must be >= 1'),
-                      ('--view=blur', 'view must be one of')):
+  for flag, match in (
+    ('--queue_size=100', 'multiple of the global batch'),
+    ('--temperature=0', 'temperature'),
+    ('--momentum=1', 'momentum'),
+    ('--batch_size=0', 'batch_size must be >= 1'),
+    ('--view=blur', 'view must be one of'),
+  ):
     proc = run_entry('experiments.moco', flag, f'--workdir={tmp_path / "run"}')
     assert proc.returncode != 0 and match in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / 'run').exists()
@@ -230,29 +292,58 @@ def test_moco_bad_flags(tmp_path, run_entry):
 
 def test_custom_npz_works_with_a_learned_method(tmp_path, run_entry):
   from sklearn import datasets
+
   digits = datasets.load_digits()
   images = (digits.images * 255 / 16).round().astype('uint8')[..., None]
   import numpy as np
-  np.savez(tmp_path / 'mine.npz', x_train=images[:1400], y_train=digits.target[:1400],
-           x_test=images[1400:], y_test=digits.target[1400:])
-  proc = run_entry('experiments.autoencoder', f'--dataset={tmp_path / "mine.npz"}', '--num_steps=50', '--seeds=0',
-              '--eval_every=20', f'--workdir={tmp_path / "run"}', f'--results_dir={tmp_path / "results"}',
-              '--cluster_method=kmeans', '--nofigures')
+
+  np.savez(
+    tmp_path / 'mine.npz',
+    x_train=images[:1400],
+    y_train=digits.target[:1400],
+    x_test=images[1400:],
+    y_test=digits.target[1400:],
+  )
+  proc = run_entry(
+    'experiments.autoencoder',
+    f'--dataset={tmp_path / "mine.npz"}',
+    '--num_steps=50',
+    '--seeds=0',
+    '--eval_every=20',
+    f'--workdir={tmp_path / "run"}',
+    f'--results_dir={tmp_path / "results"}',
+    '--cluster_method=kmeans',
+    '--nofigures',
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   record = json.loads((tmp_path / 'results' / 'autoencoder_mine.json').read_text())
   assert record['dataset'] == 'mine' and 'K=10' in record['protocol']
   # The accuracy against steps of the evaluations during training (every 20 steps and at the end).
   progress = record['seed_runs'][0]['progress']
   assert progress['step'] == [20, 40, 50]
-  assert sorted(progress) == ['cluster_acc_test', 'cluster_ari_test', 'cluster_nmi_test', 'knn_acc', 'linear_acc',
-                              'step']
+  assert sorted(progress) == [
+    'cluster_acc_test',
+    'cluster_ari_test',
+    'cluster_nmi_test',
+    'knn_acc',
+    'linear_acc',
+    'step',
+  ]
   assert all(0.0 <= v <= 1.0 for v in progress['cluster_acc_test'] + progress['knn_acc'])
   assert progress['knn_acc'][-1] > 0.5  # digits codes after 50 steps, 10 classes
 
 
 def test_seeds_run_apart_combine_into_one_record_and_other_settings_are_refused(tmp_path, run_entry):
-  common = ('experiments.autoencoder', '--num_steps=30', '--log_every=10', '--checkpoint_every=30', '--nofigures',
-            '--cluster_method=kmeans', '--knn_k=20', f'--workdir={tmp_path / "run"}')
+  common = (
+    'experiments.autoencoder',
+    '--num_steps=30',
+    '--log_every=10',
+    '--checkpoint_every=30',
+    '--nofigures',
+    '--cluster_method=kmeans',
+    '--knn_k=20',
+    f'--workdir={tmp_path / "run"}',
+  )
   per_seed = {}
   for seed in (0, 1):  # as two processes (or machines sharing a disk) would run them
     proc = run_entry(*common, f'--seeds={seed}')
@@ -274,13 +365,23 @@ def test_seeds_run_apart_combine_into_one_record_and_other_settings_are_refused(
   assert proc.returncode == 0 and 'reusing' not in proc.stdout, proc.stderr[-3000:]
   assert (tmp_path / 'run' / 'seed_0' / 'metrics.jsonl').read_text() == lines
   redone = json.loads((tmp_path / 'run' / 'seed_0' / 'eval.json').read_text())
-  assert redone['evaluation']['cluster_method'] == 'gmm' and redone['scores']['knn_acc'] == per_seed[0]['scores']['knn_acc']
+  assert (
+    redone['evaluation']['cluster_method'] == 'gmm' and redone['scores']['knn_acc'] == per_seed[0]['scores']['knn_acc']
+  )
   assert redone['train_s'] >= per_seed[0]['train_s']
 
 
 def test_a_record_written_seed_by_seed_is_continued_on_another_machine(tmp_path, run_entry):
-  common = ('experiments.autoencoder', '--num_steps=20', '--log_every=10', '--checkpoint_every=20', '--nofigures',
-            '--cluster_method=kmeans', '--knn_k=20', f'--results_dir={tmp_path / "results"}')
+  common = (
+    'experiments.autoencoder',
+    '--num_steps=20',
+    '--log_every=10',
+    '--checkpoint_every=20',
+    '--nofigures',
+    '--cluster_method=kmeans',
+    '--knn_k=20',
+    f'--results_dir={tmp_path / "results"}',
+  )
   path = tmp_path / 'results' / 'autoencoder_digits.json'
   proc = run_entry(*common, '--seeds=1', f'--workdir={tmp_path / "first_machine"}')
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -309,7 +410,9 @@ def test_a_record_written_seed_by_seed_is_continued_on_another_machine(tmp_path,
   assert f'seed 0: reusing {path}' in proc.stdout and f'seed 1: reusing {path}' in proc.stdout
   record = json.loads(path.read_text())
   assert record['seeds'] == [0, 1, 2] and record['metrics']['acc']['per_seed'][:2] == [
-      seed_0['scores']['acc'], first['metrics']['acc']['per_seed'][0]]
+    seed_0['scores']['acc'],
+    first['metrics']['acc']['per_seed'][0],
+  ]
   proc = run_entry(*common, '--seeds=2,1,0', f'--workdir={tmp_path / "third"}', '--reuse_record')
   assert proc.returncode == 0 and 'a record of the same settings and seeds' in proc.stdout, proc.stderr[-3000:]
   assert not (tmp_path / 'third').exists() and json.loads(path.read_text()) == record
@@ -317,8 +420,14 @@ def test_a_record_written_seed_by_seed_is_continued_on_another_machine(tmp_path,
 
 def test_a_copied_workdir_resumes_but_other_settings_are_refused(tmp_path):
   from unsupervised_jax.runner import config as run_config
-  config = {'method': 'moco', 'workdir': str(tmp_path / 'gpu_run'), 'data_dir': '/elsewhere', 'num_steps': 50,
-            'method_config': {'momentum': 0.99}}
+
+  config = {
+    'method': 'moco',
+    'workdir': str(tmp_path / 'gpu_run'),
+    'data_dir': '/elsewhere',
+    'num_steps': 50,
+    'method_config': {'momentum': 0.99},
+  }
   copy = tmp_path / 'copy'  # e.g. fetched from a GPU machine, the data read from another folder
   copy.mkdir()
   (copy / 'config.json').write_text(json.dumps(config))
@@ -328,8 +437,15 @@ def test_a_copied_workdir_resumes_but_other_settings_are_refused(tmp_path):
 
 
 # A short autoencoder run on the digits, seeds 0 and 1, and its record: trained once for the tests below.
-_RECORDED = ('experiments.autoencoder', '--num_steps=20', '--log_every=10', '--checkpoint_every=20', '--nofigures',
-             '--cluster_method=kmeans', '--knn_k=20')
+_RECORDED = (
+  'experiments.autoencoder',
+  '--num_steps=20',
+  '--log_every=10',
+  '--checkpoint_every=20',
+  '--nofigures',
+  '--cluster_method=kmeans',
+  '--knn_k=20',
+)
 
 
 @pytest.fixture(scope='module')
@@ -360,10 +476,16 @@ def test_a_record_is_replaced_only_by_a_run_of_the_same_settings_and_seeds(tmp_p
 
 def test_unlabelled_npz_asks_for_n_clusters_and_writes_clusters_without_scores(tmp_path, run_entry):
   from sklearn import datasets
+
   images = (datasets.load_digits().images * 255 / 16).round().astype('uint8')[..., None]
   np.savez(tmp_path / 'mine.npz', x_train=images[:300], x_test=images[300:400])
-  args = ('experiments.kmeans', f'--dataset={tmp_path / "mine.npz"}', '--seeds=0,1', f'--workdir={tmp_path / "run"}',
-          f'--results_dir={tmp_path / "results"}')
+  args = (
+    'experiments.kmeans',
+    f'--dataset={tmp_path / "mine.npz"}',
+    '--seeds=0,1',
+    f'--workdir={tmp_path / "run"}',
+    f'--results_dir={tmp_path / "results"}',
+  )
   proc = run_entry(*args)
   assert proc.returncode != 0 and 'has no labels: give --n_clusters' in proc.stderr
   assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / 'run').exists()
@@ -374,8 +496,13 @@ def test_unlabelled_npz_asks_for_n_clusters_and_writes_clusters_without_scores(t
   assert sorted(clusters.files) == ['seed_0', 'seed_1'] and clusters['seed_0'].shape == (400,)
   assert set(np.unique(clusters['seed_0'])) == {0, 1, 2, 3}
   assert not (tmp_path / 'results').exists()
-  proc = run_entry('experiments.autoencoder', f'--dataset={tmp_path / "mine.npz"}', '--n_clusters=4', '--num_steps=5',
-              f'--workdir={tmp_path / "learned"}')  # a learned method scores against labels: refused, one line
+  proc = run_entry(
+    'experiments.autoencoder',
+    f'--dataset={tmp_path / "mine.npz"}',
+    '--n_clusters=4',
+    '--num_steps=5',
+    f'--workdir={tmp_path / "learned"}',
+  )  # a learned method scores against labels: refused, one line
   assert proc.returncode != 0 and 'has no labels to score a learned method' in proc.stderr
   assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / 'learned').exists()
 

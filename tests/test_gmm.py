@@ -6,6 +6,7 @@ from sklearn import datasets
 from sklearn import decomposition
 from sklearn import mixture
 
+from unsupervised_jax.clustering import _gmm_diag
 from unsupervised_jax.clustering import gmm
 
 
@@ -30,8 +31,15 @@ def test_log_likelihood_matches_sklearn_from_same_start(covariance_type):
     precisions = (precisions + np.swapaxes(precisions, 1, 2)) / 2  # sklearn checks exact symmetry
   else:
     precisions = 1.0 / covariances
-  ref = mixture.GaussianMixture(6, covariance_type=covariance_type, weights_init=weights, means_init=means,
-                                precisions_init=precisions, max_iter=200, tol=1e-3).fit(x)
+  ref = mixture.GaussianMixture(
+    6,
+    covariance_type=covariance_type,
+    weights_init=weights,
+    means_init=means,
+    precisions_init=precisions,
+    max_iter=200,
+    tol=1e-3,
+  ).fit(x)
   start = gmm.make_params(*(a.astype(np.float32) for a in (weights, means, covariances)), covariance_type)
   ours = gmm.fit_gmm(None, x, 6, covariance_type=covariance_type, init_params=start, max_iter=200, tol=1e-3)
   assert float(gmm.score(x, ours.params, covariance_type)) == pytest.approx(ref.score(x), abs=1e-3)
@@ -85,12 +93,15 @@ def test_fit_from_kmeans_init_improves_monotonically_and_predicts():
   assert float(result.lower_bound) == pytest.approx(ref.lower_bound_, abs=0.1)
 
 
-@pytest.mark.parametrize('kwargs,match', [
+@pytest.mark.parametrize(
+  'kwargs,match',
+  [
     ({'covariance_type': 'tied'}, 'covariance_type'),
     ({'reg_covar': -1.0}, 'reg_covar'),
     ({'max_iter': 0}, 'max_iter'),
     ({'n_init': 0}, 'n_init'),
-])
+  ],
+)
 def test_bad_options(kwargs, match):
   with pytest.raises(ValueError, match=match):
     gmm.fit_gmm(jax.random.key(0), _features(), 3, **kwargs)
@@ -150,10 +161,14 @@ def test_e_step_exact_where_the_expanded_form_cancels(covariance_type):
   ref_mean_ll, ref_log_resp = ref._e_step(x.astype(np.float64))
   assert float(mean_ll) == pytest.approx(ref_mean_ll, abs=1e-4)
   np.testing.assert_allclose(np.exp(log_resp), np.exp(ref_log_resp), atol=1e-6)
-  np.testing.assert_allclose(gmm.score_samples(x, params, covariance_type), ref.score_samples(x.astype(np.float64)),
-                             atol=1e-4)
-  np.testing.assert_allclose(gmm.log_gaussian_density(jnp.asarray(x), params, covariance_type),
-                             ref._estimate_log_prob(x.astype(np.float64)), rtol=1e-5)
+  np.testing.assert_allclose(
+    gmm.score_samples(x, params, covariance_type), ref.score_samples(x.astype(np.float64)), atol=1e-4
+  )
+  np.testing.assert_allclose(
+    gmm.log_gaussian_density(jnp.asarray(x), params, covariance_type),
+    ref._estimate_log_prob(x.astype(np.float64)),
+    rtol=1e-5,
+  )
 
 
 @pytest.mark.parametrize('covariance_type', ['full', 'diag', 'spherical'])
@@ -166,10 +181,10 @@ def test_m_step_variances_from_differences(covariance_type):
   x64, r64 = x.astype(np.float64), resp.astype(np.float64)
   nk = r64.sum(0)
   means = r64.T @ x64 / nk[:, None]
-  diag = np.stack([(r64[:, k:k + 1] * (x64 - means[k]) ** 2).sum(0) / nk[k] for k in range(3)])
+  diag = np.stack([(r64[:, k : k + 1] * (x64 - means[k]) ** 2).sum(0) / nk[k] for k in range(3)])
   np.testing.assert_allclose(params.means, means, rtol=1e-7, atol=2e-3)
   if covariance_type == 'full':
-    full = np.stack([(r64[:, k:k + 1] * (x64 - means[k])).T @ (x64 - means[k]) / nk[k] for k in range(3)])
+    full = np.stack([(r64[:, k : k + 1] * (x64 - means[k])).T @ (x64 - means[k]) / nk[k] for k in range(3)])
     np.testing.assert_allclose(params.covariances, full, rtol=1e-3, atol=1e-9)
   else:
     expected = diag if covariance_type == 'diag' else diag.mean(1)
@@ -182,35 +197,39 @@ def _em_iteration_float64(x, params, covariance_type, reg_covar):
   w, mu, cov = (np.asarray(a, np.float64) for a in (params.weights, params.means, params.covariances))
   n, d = x.shape
   var = cov if covariance_type == 'diag' else np.repeat(cov[:, None], d, 1)
-  log_prob = np.stack([-0.5 * (((x - mu[k]) ** 2 / var[k]).sum(1) + np.log(var[k]).sum() + d * np.log(2 * np.pi))
-                       for k in range(len(w))], 1) + np.log(w)
+  log_prob = np.stack(
+    [-0.5 * (((x - mu[k]) ** 2 / var[k]).sum(1) + np.log(var[k]).sum() + d * np.log(2 * np.pi)) for k in range(len(w))],
+    1,
+  ) + np.log(w)
   log_norm = np.logaddexp.reduce(log_prob, axis=1)
   r = np.exp(log_prob - log_norm[:, None])
   nk = r.sum(0) + 10 * np.finfo(np.float64).eps
   means = r.T @ x / nk[:, None]
-  scatter = np.stack([(r[:, k:k + 1] * (x - means[k]) ** 2).sum(0) for k in range(len(w))]) / nk[:, None]
+  scatter = np.stack([(r[:, k : k + 1] * (x - means[k]) ** 2).sum(0) for k in range(len(w))]) / nk[:, None]
   covariances = scatter + reg_covar if covariance_type == 'diag' else scatter.mean(1) + reg_covar
   return log_norm.mean(), nk / n, means, covariances
 
 
 @pytest.mark.filterwarnings('ignore::sklearn.exceptions.ConvergenceWarning')
-@pytest.mark.parametrize('iterations,exact_entries', [(0, 0), (0, 32), (0, 10 ** 6), (30, 32)])
+@pytest.mark.parametrize('iterations,exact_entries', [(0, 0), (0, 32), (0, 10**6), (30, 32)])
 @pytest.mark.parametrize('covariance_type', ['diag', 'spherical'])
 def test_fused_em_iteration_matches_float64_em(covariance_type, iterations, exact_entries, monkeypatch):
   """The one-pass iteration (sums about the old means, corrected) against a float64 E-step + M-step from
   differences: from the first iterations' large moves (recomputed: all, or entry by entry) to the settled
   ones (the expansion alone), 1,797 rows in overlapping blocks of 512, data 1e3 from the origin."""
-  monkeypatch.setattr(gmm, '_EXACT_ENTRIES', exact_entries)
+  monkeypatch.setattr(_gmm_diag, '_EXACT_ENTRIES', exact_entries)  # where the fused iteration reads it
   x = _features() + np.float32(1e3)
   weights, means, covariances = _reference_start(x - 1e3, 6, covariance_type)
   params = gmm.make_params(*(a.astype(np.float32) for a in (weights, means + 1e3, covariances)), covariance_type)
   if iterations:
-    params = gmm.fit_gmm(None, x, 6, covariance_type=covariance_type, init_params=params, max_iter=iterations,
-                         tol=0.0, reg_covar=1e-6).params
+    params = gmm.fit_gmm(
+      None, x, 6, covariance_type=covariance_type, init_params=params, max_iter=iterations, tol=0.0, reg_covar=1e-6
+    ).params
   x_c, offset = gmm._common.centre(jnp.asarray(x))
   data = gmm._centred(x_c, covariance_type)
-  ll, new = jax.jit(gmm._em_iteration_diag, static_argnums=(2, 3))(data, gmm._shift(params, offset),
-                                                                    covariance_type, 1e-6)
+  ll, new = jax.jit(gmm._em_iteration_diag, static_argnums=(2, 3))(
+    data, gmm._shift(params, offset), covariance_type, 1e-6
+  )
   ref_ll, ref_weights, ref_means, ref_covariances = _em_iteration_float64(x, params, covariance_type, 1e-6)
   assert float(ll) == pytest.approx(ref_ll, abs=2e-5)
   np.testing.assert_allclose(new.weights, ref_weights, rtol=1e-5)
@@ -230,7 +249,9 @@ def test_fused_em_iteration_where_its_expansion_or_tails_decide(covariance_type,
     weights, means, variances = [0.5, 0.5], [[-4.0, -4.0], [4.0, 4.0]], [1.0, 1.0]
   else:
     weights, means, variances = [0.45, 0.45, 0.1], [[-5.0, -5.0], [5.0, 5.0], [0.0, 3.0]], [1e-6, 1e-6, 1.0]
-  variances = np.asarray(variances) if covariance_type == 'spherical' else np.repeat(np.asarray(variances)[:, None], 2, 1)
+  variances = (
+    np.asarray(variances) if covariance_type == 'spherical' else np.repeat(np.asarray(variances)[:, None], 2, 1)
+  )
   params = gmm.make_params(*(np.asarray(a, np.float32) for a in (weights, means, variances)), covariance_type)
   data = gmm._centred(jnp.asarray(x), covariance_type)
   ll, new = jax.jit(gmm._em_iteration_diag, static_argnums=(2, 3))(data, params, covariance_type, 0.0)
@@ -253,6 +274,6 @@ def test_m_step_component_of_tails_alone(covariance_type):
   x64, r64 = x.astype(np.float64), resp.astype(np.float64)
   nk = r64.sum(0) + 10 * np.finfo(np.float64).eps
   means = r64.T @ x64 / nk[:, None]
-  diag = np.stack([(r64[:, k:k + 1] * (x64 - means[k]) ** 2).sum(0) / nk[k] for k in range(3)])
+  diag = np.stack([(r64[:, k : k + 1] * (x64 - means[k]) ** 2).sum(0) / nk[k] for k in range(3)])
   np.testing.assert_allclose(params.means, means, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(params.covariances, diag if covariance_type == 'diag' else diag.mean(1), rtol=1e-3)

@@ -1,5 +1,6 @@
 """Guards that hold on bad input: a non-finite update is never kept, images are checked at every entry, the
 normalisation cannot overflow, settings fit the dtype they are used in."""
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -30,6 +31,7 @@ class _State:
 
 def _blows_up_at(step):
   """A method whose loss stays finite but whose update makes ``params`` inf from step ``step`` on (0-based)."""
+
   def train_step(state, images, keys):
     del keys
     loss = jnp.mean(images.astype(jnp.float32)) * 0 + 1.0
@@ -45,20 +47,27 @@ def test_a_finite_loss_whose_update_is_not_finite_is_neither_kept_nor_checkpoint
   method = _blows_up_at(3)  # steps 1-3 fine (state.step 0-2), the 4th makes params inf
   config = loop.TrainConfig(num_steps=8, batch_size=8, log_every=1, checkpoint_every=2, progress=False)
   for _ in range(2):  # a resume meets the same step again, from the finite checkpoint
-    with pytest.raises(loop.NonFiniteLossError, match=r'step 4 made state\.params non-finite; that update was not '
-                                                      r'kept .*latest: step 2\)'):
+    with pytest.raises(
+      loop.NonFiniteLossError,
+      match=r'step 4 made state\.params non-finite; that update was not '
+      r'kept .*latest: step 2\)',
+    ):
       loop.train(method, method.init(None, None), images, config, tmp_path, key=jax.random.key(0))
     kept = checkpoints.restore_latest(checkpoints.manager(tmp_path), method.init(None, None))
     assert int(kept.step) == 2 and np.all(np.isfinite(np.asarray(kept.params)))
     np.testing.assert_array_equal(kept.params, [2.0, 2.0, 2.0])
 
 
-@pytest.mark.parametrize('config,match', [
+@pytest.mark.parametrize(
+  'config,match',
+  [
     (moco.MoCoConfig(learning_rate=1e39), 'learning_rate must be a finite float32'),
     (moco.MoCoConfig(learning_rate=1e-50), r'learning_rate must be > 0 in float32, got 1e-50 \(float32: 0\)'),
     (moco.MoCoConfig(temperature=float('nan')), 'temperature must be > 0'),
-    (loop.TrainConfig(num_steps=2 ** 31), 'num_steps must fit in int32'),
-    (loop.TrainConfig(batch_size=10 ** 12), 'batch_size must fit in int32')])
+    (loop.TrainConfig(num_steps=2**31), 'num_steps must fit in int32'),
+    (loop.TrainConfig(batch_size=10**12), 'batch_size must fit in int32'),
+  ],
+)
 def test_settings_that_do_not_fit_their_dtype_are_refused(config, match):
   with pytest.raises(ValueError, match=match):
     config.validate(loop.TrainConfig()) if isinstance(config, moco.MoCoConfig) else config.validate()
@@ -74,12 +83,24 @@ def test_float_images_are_refused_at_every_entry_before_anything_is_written(tmp_
   with pytest.raises(ValueError, match='must be uint8'):
     jax.jit(method.embed)(state, floats)  # embed and assign go through augment.to_float
   with pytest.raises(ValueError, match="the data set must be uint8"):
-    loop.train(method, state, floats, loop.TrainConfig(num_steps=2, batch_size=8, progress=False), tmp_path / 'run',
-               key=jax.random.key(0))
+    loop.train(
+      method,
+      state,
+      floats,
+      loop.TrainConfig(num_steps=2, batch_size=8, progress=False),
+      tmp_path / 'run',
+      key=jax.random.key(0),
+    )
   assert not (tmp_path / 'run').exists()
   with pytest.raises(ValueError, match="the data set's images must be uint8"):
-    loop.train(method, state, {'images': floats, 'labels': np.zeros(64, np.int32)},
-               loop.TrainConfig(num_steps=2, batch_size=8, progress=False), tmp_path / 'run', key=jax.random.key(0))
+    loop.train(
+      method,
+      state,
+      {'images': floats, 'labels': np.zeros(64, np.int32)},
+      loop.TrainConfig(num_steps=2, batch_size=8, progress=False),
+      tmp_path / 'run',
+      key=jax.random.key(0),
+    )
   with pytest.raises(ValueError, match='images must be uint8 in'):
     data.from_arrays(floats)
   with pytest.raises(ValueError, match=r'got shape \(64, 64\)'):
@@ -90,12 +111,21 @@ def test_float_images_are_refused_at_every_entry_before_anything_is_written(tmp_
 def test_grey_alpha_and_rgba_images_with_the_natural_view_fail_in_one_line_before_writing(tmp_path, channels):
   rng = np.random.default_rng(channels)
   path = tmp_path / 'mine.npz'
-  np.savez(path, x_train=rng.integers(0, 256, (32, 8, 8, channels), dtype=np.uint8), y_train=np.arange(32) % 4,
-           x_test=rng.integers(0, 256, (8, 8, 8, channels), dtype=np.uint8), y_test=np.arange(8) % 4)
+  np.savez(
+    path,
+    x_train=rng.integers(0, 256, (32, 8, 8, channels), dtype=np.uint8),
+    y_train=np.arange(32) % 4,
+    x_test=rng.integers(0, 256, (8, 8, 8, channels), dtype=np.uint8),
+    y_test=np.arange(8) % 4,
+  )
   experiment = run_config.Experiment(
-      'moco', run_config.RunConfig(dataset=str(path), seeds=(0,), workdir=str(tmp_path / 'run')),
-      loop.TrainConfig(num_steps=2, batch_size=8, progress=False), protocol.EvalConfig(),
-      self_label.SelfLabelConfig(), moco.MoCoConfig(queue_size=16, view='natural'))
+    'moco',
+    run_config.RunConfig(dataset=str(path), seeds=(0,), workdir=str(tmp_path / 'run')),
+    loop.TrainConfig(num_steps=2, batch_size=8, progress=False),
+    protocol.EvalConfig(),
+    self_label.SelfLabelConfig(),
+    moco.MoCoConfig(queue_size=16, view='natural'),
+  )
   with pytest.raises(ValueError, match=f'the natural view takes images of 1 or 3 channels, these have {channels}'):
     learned.run(experiment)
   assert not (tmp_path / 'run').exists()

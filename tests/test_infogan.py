@@ -28,9 +28,10 @@ def test_mutual_information_equals_a_hand_computation():
   means, codes = np.array([[0.2], [-0.4]]), np.array([[0.7], [-0.4]])
   log_softmax = logits - np.log(np.exp(logits).sum(1, keepdims=True))
   categorical = (log_softmax[0, 0] + log_softmax[1, 1]) / 2 + np.log(3)  # E[log Q(c|x)] + H(c)
-  continuous = np.mean([-0.5 * 0.5 ** 2, 0.0]) - 0.5 * np.log(2 * np.pi) + np.log(2)  # N(mu, 1); H(U(-1, 1))
-  total, cat, cont = losses.infogan_mutual_information(jnp.asarray(logits), jnp.asarray(categories),
-                                                       jnp.asarray(means), jnp.asarray(codes), 1.0, 0.5)
+  continuous = np.mean([-0.5 * 0.5**2, 0.0]) - 0.5 * np.log(2 * np.pi) + np.log(2)  # N(mu, 1); H(U(-1, 1))
+  total, cat, cont = losses.infogan_mutual_information(
+    jnp.asarray(logits), jnp.asarray(categories), jnp.asarray(means), jnp.asarray(codes), 1.0, 0.5
+  )
   assert float(cat) == pytest.approx(categorical, rel=1e-5)
   assert float(cont) == pytest.approx(continuous, rel=1e-5)
   assert float(total) == pytest.approx(categorical + 0.5 * continuous, rel=1e-5)
@@ -72,8 +73,12 @@ def test_shapes_of_g_d_and_q(shape):
     _, discriminator = infogan.networks(config, shape)
     variables = {'params': state.discriminator, 'batch_stats': state.discriminator_stats}
     uint8 = (images * 255).astype(jnp.uint8)
-    return (images, discriminator.apply(variables, images, train=False), method.embed(state, uint8),
-            method.assign(state, uint8))
+    return (
+      images,
+      discriminator.apply(variables, images, train=False),
+      method.embed(state, uint8),
+      method.assign(state, uint8),
+    )
 
   images, (d_logits, categorical, means), codes, clusters = jax.eval_shape(shapes)
   assert images.shape == (3,) + shape
@@ -91,12 +96,14 @@ def test_mutual_information_trains_q_and_the_shared_trunk_but_not_d_head():
     g = generator.init(jax.random.key(0), jnp.zeros((1, config.latent_dim)), train=False)
     d = discriminator.init(jax.random.key(1), jnp.zeros((1,) + shape), train=False)
     noise, categories, continuous = infogan.sample_latents(config, jax.random.split(jax.random.key(2), 16))
-    fake, _ = generator.apply(g, infogan.generator_input(config, noise, categories, continuous), train=True,
-                              mutable=['batch_stats'])
+    fake, _ = generator.apply(
+      g, infogan.generator_input(config, noise, categories, continuous), train=True, mutable=['batch_stats']
+    )
 
     def information(params):
-      (_, logits, means), _ = discriminator.apply({'params': params, 'batch_stats': d['batch_stats']}, fake,
-                                                  train=True, mutable=['batch_stats'])
+      (_, logits, means), _ = discriminator.apply(
+        {'params': params, 'batch_stats': d['batch_stats']}, fake, train=True, mutable=['batch_stats']
+      )
       return losses.infogan_mutual_information(logits, categories, means, continuous)[0]
 
     return jax.grad(information)(d['params'])
@@ -121,10 +128,14 @@ def test_categorical_view_scores_the_category_on_an_affine_view_and_the_continuo
   def terms():
     def by_hand():  # the view of each generated image, re-made from augment.random_affine and the example key
       noise, categories, continuous = infogan.sample_latents(plain, keys)
-      fake, _ = generator.apply(g, infogan.generator_input(plain, noise, categories, continuous), train=True,
-                                mutable=['batch_stats'])
-      views = jax.vmap(lambda k, x: augment.random_affine(jax.random.fold_in(k, 1), x, max_rotation_deg=20.0,
-                                                          scale=(0.9, 1.1), max_translation=0.1))(keys, fake)
+      fake, _ = generator.apply(
+        g, infogan.generator_input(plain, noise, categories, continuous), train=True, mutable=['batch_stats']
+      )
+      views = jax.vmap(
+        lambda k, x: augment.random_affine(
+          jax.random.fold_in(k, 1), x, max_rotation_deg=20.0, scale=(0.9, 1.1), max_translation=0.1
+        )
+      )(keys, fake)
       (_, logits, _), _ = discriminator.apply(d, views, train=True, mutable=['batch_stats'])
       return losses.infogan_mutual_information(logits, categories, jnp.zeros_like(continuous), continuous)[1]
 
@@ -176,16 +187,34 @@ def test_no_nan_over_a_short_digits_run_and_assign_gives_one_cluster_per_image(d
   assert clusters.min() >= 0 and clusters.max() < 10
 
 
-@pytest.mark.parametrize('flags,match', [(['--generator_learning_rate=0'], 'generator_learning_rate must be > 0'),
-                                         (['--num_categories=0'], 'num_categories must be >= 1'),
-                                         (['--num_continuous=-1'], 'num_continuous must be >= 1'),
-                                         (['--categorical_view_rotation=-5'], 'categorical_view_rotation must be >= 0'),
-                                         (['--batch_size=127', '--num_devices=2'], 'multiple of the 2 devices')])
+@pytest.mark.parametrize(
+  'flags,match',
+  [
+    (['--generator_learning_rate=0'], 'generator_learning_rate must be > 0'),
+    (['--num_categories=0'], 'num_categories must be >= 1'),
+    (['--num_continuous=-1'], 'num_continuous must be >= 1'),
+    (['--categorical_view_rotation=-5'], 'categorical_view_rotation must be >= 0'),
+    (['--batch_size=127', '--num_devices=2'], 'multiple of the 2 devices'),
+  ],
+)
 def test_bad_flags_fail_in_one_line_before_anything_is_written(tmp_path, flags, match):
   env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2")
-  proc = subprocess.run([sys.executable, '-m', 'experiments.infogan', *flags, f'--workdir={tmp_path / "run"}',
-                         '--dataset=digits', '--num_steps=5'], cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=300)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'experiments.infogan',
+      *flags,
+      f'--workdir={tmp_path / "run"}',
+      '--dataset=digits',
+      '--num_steps=5',
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode != 0 and match in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
   assert not (tmp_path / 'run').exists()
 
@@ -197,16 +226,20 @@ def test_category_order_follows_the_matched_digit():
 
 def test_figures_put_the_categories_in_matched_digit_order(digits_run, tmp_path, monkeypatch):
   from unsupervised_jax import plots
+
   method, _, state, _, images = digits_run
   grids = {}
-  monkeypatch.setattr(plots, 'image_grid', lambda grid, path, **kw: grids.setdefault(pathlib.Path(path).name, (grid, kw)))
+  monkeypatch.setattr(
+    plots, 'image_grid', lambda grid, path, **kw: grids.setdefault(pathlib.Path(path).name, (grid, kw))
+  )
   matching = {code: (code + 3) % 10 for code in range(10)}  # code 7 is digit 0, code 8 digit 1, ...
   infogan.figures(method.config, state, images[:4], tmp_path, matching=matching)
   grid, kw = grids['categories.png']
   assert kw['titles'][:3] == ['7 -> 0', '8 -> 1', '9 -> 2'] and kw['titles'][10:] == [''] * 90
   noise = jax.random.uniform(jax.random.key(0), (1, method.config.noise_dim), minval=-1.0, maxval=1.0)
-  expected = infogan.generate(method.config, state, images.shape[1:], noise, jnp.array([7]),
-                              jnp.zeros((1, method.config.num_continuous)))
+  expected = infogan.generate(
+    method.config, state, images.shape[1:], noise, jnp.array([7]), jnp.zeros((1, method.config.num_continuous))
+  )
   np.testing.assert_allclose(np.asarray(grid[0]), np.asarray(expected[0]), atol=1e-5)
   grid, kw = grids['continuous_0.png']
   assert kw['titles'][0] == '7 -> 0' and kw['titles'][9] == '8 -> 1' and kw['titles'][1] == ''

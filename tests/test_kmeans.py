@@ -17,8 +17,9 @@ def _blobs(seed=0, n=600, k=5, d=4):
   return x.astype(np.float32)
 
 
-@pytest.mark.parametrize('data,k,seed', [('digits', 10, 0), ('digits', 10, 1), ('digits', 7, 2),
-                                          ('blobs', 5, 0), ('blobs', 8, 3)])
+@pytest.mark.parametrize(
+  'data,k,seed', [('digits', 10, 0), ('digits', 10, 1), ('digits', 7, 2), ('blobs', 5, 0), ('blobs', 8, 3)]
+)
 def test_same_labels_and_inertia_as_sklearn_from_same_centers(data, k, seed):
   x = _digits() if data == 'digits' else _blobs(seed)
   init = x[np.random.default_rng(seed).choice(len(x), k, replace=False)]
@@ -41,11 +42,11 @@ def test_empty_cluster_relocated_like_sklearn():
 
 
 def test_relocation_moves_farthest_point_and_fixes_sums():
-  x = jnp.array([[0.], [1.], [10.]])
-  state = kmeans.init_state(x, jnp.array([[0.5], [100.]]))
+  x = jnp.array([[0.0], [1.0], [10.0]])
+  state = kmeans.init_state(x, jnp.array([[0.5], [100.0]]))
   state = kmeans.lloyd_iteration(x, jnp.sum(x * x, -1), state, 0.0)
   # Cluster 1 was empty: it takes the point farthest from its centre (10), which leaves cluster 0.
-  np.testing.assert_allclose(state.centers, [[0.5], [10.]])
+  np.testing.assert_allclose(state.centers, [[0.5], [10.0]])
   np.testing.assert_array_equal(state.labels, [0, 0, 1])
   np.testing.assert_allclose(state.counts, [2, 1])
 
@@ -72,8 +73,7 @@ def test_bounded_iterations_equal_plain_lloyd_step_by_step(seed):
 def test_restarts_keep_lowest_inertia_and_match_sklearn_quality():
   x = _digits()
   result = kmeans.kmeans(jax.random.key(0), x, 10, n_init=8)
-  singles = [float(kmeans.kmeans(jax.random.fold_in(jax.random.key(0), i), x, 10, n_init=1).inertia)
-             for i in range(3)]
+  singles = [float(kmeans.kmeans(jax.random.fold_in(jax.random.key(0), i), x, 10, n_init=1).inertia) for i in range(3)]
   ref = sk_cluster.KMeans(10, n_init=8, random_state=0).fit(x)
   assert float(result.inertia) <= min(singles) + 1e-3
   assert float(result.inertia) == pytest.approx(ref.inertia_, rel=0.01)
@@ -93,8 +93,7 @@ def test_kmeans_plusplus_picks_distinct_data_points_spread_out():
 
 def test_jittable_end_to_end_and_deterministic():
   x = jnp.asarray(_blobs(2))
-  fit = jax.jit(lambda key, x: kmeans._kmeans(key, x, n_clusters=5, n_init=3, init='k-means++',
-                                              max_iter=100, tol=1e-4))
+  fit = jax.jit(lambda key, x: kmeans._kmeans(key, x, n_clusters=5, n_init=3, init='k-means++', max_iter=100, tol=1e-4))
   a, b = fit(jax.random.key(1), x), fit(jax.random.key(1), x)
   np.testing.assert_array_equal(a.labels, b.labels)
   np.testing.assert_array_equal(a.centers, b.centers)
@@ -111,7 +110,9 @@ def test_predict_and_blocked_assignment_equal_brute_force():
   np.testing.assert_allclose(blocked.distances, ((x - centers[expected]) ** 2).sum(-1), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize('x,k,match', [
+@pytest.mark.parametrize(
+  'x,k,match',
+  [
     (np.array([[0.0, np.nan], [1.0, 2.0]]), 1, 'NaN or inf'),
     (np.array([[0.0, np.inf], [1.0, 2.0]]), 1, 'NaN or inf'),
     (np.zeros((3, 2)), 4, 'larger than the number of points'),
@@ -119,7 +120,8 @@ def test_predict_and_blocked_assignment_equal_brute_force():
     (np.zeros((0, 2)), 1, 'empty'),
     (np.zeros((3, 2), np.int32), 2, 'floating point'),
     (np.zeros((3, 2)), 0, 'positive integer'),
-])
+  ],
+)
 def test_bad_input_raises_value_error(x, k, match):
   with pytest.raises(ValueError, match=match):
     kmeans.kmeans(jax.random.key(0), x, k)
@@ -143,6 +145,7 @@ def test_points_sharded_over_two_devices_give_the_same_fit():
 
   from unsupervised_jax.clustering import gmm
   from unsupervised_jax.training import parallel
+
   x = (datasets.load_digits().data / 16).astype(np.float32)[:1796]
   sharded = jax.device_put(x, NamedSharding(parallel.make_mesh(2), P(parallel.AXIS)))
   a, b = kmeans.kmeans(jax.random.key(0), x, 10, n_init=2), kmeans.kmeans(jax.random.key(0), sharded, 10, n_init=2)

@@ -1,4 +1,5 @@
 """Every loss in ``unsupervised_jax.losses``: value and finite gradients at degenerate inputs."""
+
 import inspect
 
 import jax
@@ -27,17 +28,23 @@ Q = RNG.normal(size=(2, 4)).astype(np.float32)
 SAME = np.tile(Q[:1], (2, 1))  # identical keys / queries
 QUEUE = RNG.normal(size=(5, 4)).astype(np.float32)
 CASES = {
-    'l2_normalize': [(lambda x: jnp.sum(losses.l2_normalize(x) * jnp.arange(4.0)), (ZERO,)),
-                     (lambda x: jnp.sum(losses.l2_normalize(x) * jnp.arange(4.0)), (np.full((2, 4), 1e-30, np.float32),)),
-                     (lambda x: jnp.sum(losses.l2_normalize(x) * jnp.arange(4.0)), (Q * 1e20,)),  # |x|^2 overflows
-                     (lambda x: jnp.sum(losses.l2_normalize(x) * jnp.arange(4.0)), (Q * 1e-40,))],  # denormal
-    'info_nce': [(lambda q, k, n: losses.info_nce(q, k, n, 1e-3), (ZERO, ZERO, np.zeros((5, 4), np.float32))),
-                 (lambda q, k, n: losses.info_nce(q, k, n, 1e-3), (_unit(Q).astype(np.float32), SAME, QUEUE)),
-                 (lambda q, k, n: losses.info_nce(q, k, n, 1e-3), (SAME, SAME, np.tile(SAME[:1], (5, 1))))],
-    'moco_loss': [(lambda q, k, n: losses.moco_loss(q, k, n, 1e-3), (ZERO, ZERO, np.zeros((5, 4), np.float32))),
-                  (lambda q, k, n: losses.moco_loss(q, k, n, 1e-3), (ZERO, SAME, _unit(QUEUE).astype(np.float32))),
-                  (lambda q, k, n: losses.moco_loss(q, k, n, 1e-3), (SAME, SAME, np.tile(SAME[:1], (5, 1)))),
-                  (lambda q, k, n: losses.moco_loss(q, k, n, 0.07), (Q * 1e-30, Q, QUEUE))],
+  'l2_normalize': [
+    (lambda x: jnp.sum(losses.l2_normalize(x) * jnp.arange(4.0)), (ZERO,)),
+    (lambda x: jnp.sum(losses.l2_normalize(x) * jnp.arange(4.0)), (np.full((2, 4), 1e-30, np.float32),)),
+    (lambda x: jnp.sum(losses.l2_normalize(x) * jnp.arange(4.0)), (Q * 1e20,)),  # |x|^2 overflows
+    (lambda x: jnp.sum(losses.l2_normalize(x) * jnp.arange(4.0)), (Q * 1e-40,)),
+  ],  # denormal
+  'info_nce': [
+    (lambda q, k, n: losses.info_nce(q, k, n, 1e-3), (ZERO, ZERO, np.zeros((5, 4), np.float32))),
+    (lambda q, k, n: losses.info_nce(q, k, n, 1e-3), (_unit(Q).astype(np.float32), SAME, QUEUE)),
+    (lambda q, k, n: losses.info_nce(q, k, n, 1e-3), (SAME, SAME, np.tile(SAME[:1], (5, 1)))),
+  ],
+  'moco_loss': [
+    (lambda q, k, n: losses.moco_loss(q, k, n, 1e-3), (ZERO, ZERO, np.zeros((5, 4), np.float32))),
+    (lambda q, k, n: losses.moco_loss(q, k, n, 1e-3), (ZERO, SAME, _unit(QUEUE).astype(np.float32))),
+    (lambda q, k, n: losses.moco_loss(q, k, n, 1e-3), (SAME, SAME, np.tile(SAME[:1], (5, 1)))),
+    (lambda q, k, n: losses.moco_loss(q, k, n, 0.07), (Q * 1e-30, Q, QUEUE)),
+  ],
 }
 
 # The InfoGAN, MiCE and capsule losses at their degenerate inputs: saturated logits, zero and one-hot
@@ -46,50 +53,110 @@ _sum = lambda out: sum(jnp.sum(o) for o in (out if isinstance(out, tuple) else (
 ONE_HOT = np.eye(3, dtype=np.float32)[[0, 0]]  # [2, 3], zeros inside
 BIG = np.array([-1e4, 1e4], np.float32)
 UNIT3 = _unit(RNG.normal(size=(2, 3, 4))).astype(np.float32)  # [B, K, D]
-CASES.update({
+CASES.update(
+  {
     'safe_log': [(lambda x: jnp.sum(losses.safe_log(x)), (np.zeros(3, np.float32),))],
-    'gan_discriminator_loss': [(losses.gan_discriminator_loss, (BIG, -BIG)), (losses.gan_discriminator_loss, (-BIG, BIG))],
+    'gan_discriminator_loss': [
+      (losses.gan_discriminator_loss, (BIG, -BIG)),
+      (losses.gan_discriminator_loss, (-BIG, BIG)),
+    ],
     'gan_generator_loss': [(losses.gan_generator_loss, (BIG,)), (losses.gan_generator_loss, (-BIG,))],
     'categorical_entropy': [(lambda p: jnp.sum(losses.categorical_entropy(p)), (ONE_HOT,))],
     'infogan_mutual_information': [
-        (lambda l, m, c: _sum(losses.infogan_mutual_information(l, jnp.array([0, 2]), m, c)),
-         (np.array([[1e4, -1e4, 0.0], [0.0, 0.0, 0.0]], np.float32), np.zeros((2, 2), np.float32),
-          np.zeros((2, 2), np.float32)))],
-    'mice_log_gating': [(lambda g, w: jnp.sum(losses.mice_log_gating(g, w, 1e-3)), (ZERO, np.zeros((3, 4), np.float32))),
-                        (lambda g, w: jnp.sum(losses.mice_log_gating(g, w, 1e-3)), (SAME, np.tile(SAME[:1], (3, 1))))],
+      (
+        lambda l, m, c: _sum(losses.infogan_mutual_information(l, jnp.array([0, 2]), m, c)),
+        (
+          np.array([[1e4, -1e4, 0.0], [0.0, 0.0, 0.0]], np.float32),
+          np.zeros((2, 2), np.float32),
+          np.zeros((2, 2), np.float32),
+        ),
+      )
+    ],
+    'mice_log_gating': [
+      (lambda g, w: jnp.sum(losses.mice_log_gating(g, w, 1e-3)), (ZERO, np.zeros((3, 4), np.float32))),
+      (lambda g, w: jnp.sum(losses.mice_log_gating(g, w, 1e-3)), (SAME, np.tile(SAME[:1], (3, 1)))),
+    ],
     'mice_log_expert': [
-        (lambda f, v, mu, q: jnp.sum(losses.mice_log_expert(f, v, mu, q, 1e-3)),
-         (np.zeros((2, 3, 4), np.float32), np.zeros((2, 3, 4), np.float32), np.zeros((3, 4), np.float32),
-          np.zeros((5, 3, 4), np.float32))),
-        (lambda f, v, mu, q: jnp.sum(losses.mice_log_expert(f, v, mu, q, 1e-3)),
-         (UNIT3, UNIT3, UNIT3[0], np.tile(UNIT3[:1], (5, 1, 1))))],
-    'mice_loss': [(lambda f, g, mu: losses.mice_loss(f, UNIT3, g, mu, _unit(Q[:, :4])[:1].repeat(3, 0).astype(np.float32),
-                                                     np.tile(UNIT3[:1], (5, 1, 1)), 1e-3, 1e-3)[0],
-                   (UNIT3, np.zeros((2, 4), np.float32), np.zeros((3, 4), np.float32)))],  # identical, zero mu
-    'mice_posterior': [(lambda a, b: jnp.sum(losses.mice_posterior(a, b) * jnp.arange(3.0)),
-                        (np.array([[-1e4, 0.0, 1e4]] * 2, np.float32), np.zeros((2, 3), np.float32)))],
-    'mice_elbo': [(lambda a, b: losses.mice_elbo(a, b, jnp.asarray(ONE_HOT)),
-                   (np.array([[-1e4, 0.0, 1e4]] * 2, np.float32), np.array([[0.0, -1e4, 0.0]] * 2, np.float32)))],
-    'capsule_entropy_sparsity': [(lambda p: _sum(losses.capsule_entropy_sparsity(p)), (np.zeros((2, 3), np.float32),)),
-                                 (lambda p: _sum(losses.capsule_entropy_sparsity(p)), (ONE_HOT,))],
+      (
+        lambda f, v, mu, q: jnp.sum(losses.mice_log_expert(f, v, mu, q, 1e-3)),
+        (
+          np.zeros((2, 3, 4), np.float32),
+          np.zeros((2, 3, 4), np.float32),
+          np.zeros((3, 4), np.float32),
+          np.zeros((5, 3, 4), np.float32),
+        ),
+      ),
+      (
+        lambda f, v, mu, q: jnp.sum(losses.mice_log_expert(f, v, mu, q, 1e-3)),
+        (UNIT3, UNIT3, UNIT3[0], np.tile(UNIT3[:1], (5, 1, 1))),
+      ),
+    ],
+    'mice_loss': [
+      (
+        lambda f, g, mu: losses.mice_loss(
+          f,
+          UNIT3,
+          g,
+          mu,
+          _unit(Q[:, :4])[:1].repeat(3, 0).astype(np.float32),
+          np.tile(UNIT3[:1], (5, 1, 1)),
+          1e-3,
+          1e-3,
+        )[0],
+        (UNIT3, np.zeros((2, 4), np.float32), np.zeros((3, 4), np.float32)),
+      )
+    ],  # identical, zero mu
+    'mice_posterior': [
+      (
+        lambda a, b: jnp.sum(losses.mice_posterior(a, b) * jnp.arange(3.0)),
+        (np.array([[-1e4, 0.0, 1e4]] * 2, np.float32), np.zeros((2, 3), np.float32)),
+      )
+    ],
+    'mice_elbo': [
+      (
+        lambda a, b: losses.mice_elbo(a, b, jnp.asarray(ONE_HOT)),
+        (np.array([[-1e4, 0.0, 1e4]] * 2, np.float32), np.array([[0.0, -1e4, 0.0]] * 2, np.float32)),
+      )
+    ],
+    'capsule_entropy_sparsity': [
+      (lambda p: _sum(losses.capsule_entropy_sparsity(p)), (np.zeros((2, 3), np.float32),)),
+      (lambda p: _sum(losses.capsule_entropy_sparsity(p)), (ONE_HOT,)),
+    ],
     'capsule_l2_sparsity': [(lambda p: _sum(losses.capsule_l2_sparsity(p, 10, 3.2)), (np.zeros((2, 3), np.float32),))],
     'scae_image_mixing_log_weights': [
-        (lambda a, p, b: jnp.sum(jnp.where(jnp.isfinite(w := losses.scae_image_mixing_log_weights(a, p, b)), w, 0.0)),
-         (np.zeros((1, 2, 3, 3), np.float32), np.zeros((1, 2), np.float32), np.zeros((), np.float32)))],
+      (
+        lambda a, p, b: jnp.sum(jnp.where(jnp.isfinite(w := losses.scae_image_mixing_log_weights(a, p, b)), w, 0.0)),
+        (np.zeros((1, 2, 3, 3), np.float32), np.zeros((1, 2), np.float32), np.zeros((), np.float32)),
+      )
+    ],
     'scae_image_log_likelihood': [
-        (lambda x, m: jnp.sum(losses.scae_image_log_likelihood(
-            x, m, losses.scae_image_mixing_log_weights(jnp.zeros((1, 2, 3, 3)), jnp.zeros((1, 2)), jnp.zeros(())))),
-         (np.zeros((1, 3, 3, 1), np.float32), np.zeros((1, 3, 3, 3, 1), np.float32)))],
+      (
+        lambda x, m: jnp.sum(
+          losses.scae_image_log_likelihood(
+            x, m, losses.scae_image_mixing_log_weights(jnp.zeros((1, 2, 3, 3)), jnp.zeros((1, 2)), jnp.zeros(()))
+          )
+        ),
+        (np.zeros((1, 3, 3, 1), np.float32), np.zeros((1, 3, 3, 3, 1), np.float32)),
+      )
+    ],
     'scae_part_log_likelihood': [
-        (lambda x, v: _sum(losses.scae_part_log_likelihood(x, jnp.zeros((1, 2)), v, jnp.ones((1, 3, 2)),
-                                                             jnp.zeros((1, 3, 2)))),
-         (np.zeros((1, 2, 6), np.float32), np.zeros((1, 3, 2, 6), np.float32)))],
-})
+      (
+        lambda x, v: _sum(
+          losses.scae_part_log_likelihood(x, jnp.zeros((1, 2)), v, jnp.ones((1, 3, 2)), jnp.zeros((1, 3, 2)))
+        ),
+        (np.zeros((1, 2, 6), np.float32), np.zeros((1, 3, 2, 6), np.float32)),
+      )
+    ],
+  }
+)
 
 
 def test_every_loss_has_degenerate_cases():
-  public = {name for name, f in inspect.getmembers(losses, inspect.isfunction)
-            if f.__module__ == losses.__name__ and not name.startswith('_')}
+  public = {
+    name
+    for name, f in inspect.getmembers(losses, inspect.isfunction)
+    if f.__module__ == losses.__name__ and not name.startswith('_')
+  }
   assert public == set(CASES), f'add degenerate cases for {public - set(CASES)}'
 
 
@@ -129,6 +196,7 @@ def test_l2_normalize_value_and_gradient_match_the_norm_formula(scale):
 
 def test_info_nce_matches_numpy_at_small_temperature():
   q, k = _unit(Q), _unit(RNG.normal(size=(2, 4)))
-  value = losses.info_nce(jnp.asarray(q, jnp.float32), jnp.asarray(k, jnp.float32), jnp.asarray(_unit(QUEUE), jnp.float32),
-                          1e-3)
+  value = losses.info_nce(
+    jnp.asarray(q, jnp.float32), jnp.asarray(k, jnp.float32), jnp.asarray(_unit(QUEUE), jnp.float32), 1e-3
+  )
   assert float(value) == pytest.approx(_numpy_info_nce(q, k, _unit(QUEUE), 1e-3), rel=1e-4)

@@ -14,14 +14,14 @@ def test_agrees_with_sklearn_on_random_labelings(seed):
   y_pred = rng.integers(0, n_clusters, n)
   if seed % 3 == 0:  # partially correlated labelings, not only noise
     y_pred = np.where(rng.random(n) < 0.7, y_true + 5, y_pred)
-  assert metrics.nmi(y_true, y_pred) == pytest.approx(
-      sk_metrics.normalized_mutual_info_score(y_true, y_pred), abs=1e-6)
+  assert metrics.nmi(y_true, y_pred) == pytest.approx(sk_metrics.normalized_mutual_info_score(y_true, y_pred), abs=1e-6)
   assert metrics.ari(y_true, y_pred) == pytest.approx(sk_metrics.adjusted_rand_score(y_true, y_pred), abs=1e-6)
 
 
 def _brute_force_accuracy(y_true, y_pred):
   """Best accuracy over all injective cluster->class maps (tiny cases only)."""
   import itertools
+
   classes, clusters = np.unique(y_true), np.unique(y_pred)
   best = 0
   if len(clusters) <= len(classes):
@@ -90,8 +90,9 @@ def test_largest_confusions_names_the_biggest_off_diagonal_counts():
   y_true = np.array([7] * 10 + [2] * 10 + [1] * 10)
   y_pred = np.array([0] * 6 + [1] * 4 + [1] * 9 + [2] + [2] * 10)  # 4 sevens and 1 two in wrong clusters
   confusion = metrics.matched_confusion(y_true, y_pred)
-  assert (metrics.largest_confusions(confusion, top=2)
-          == '4 of class 7 in the cluster of 2; 1 of class 2 in the cluster of 1')
+  assert (
+    metrics.largest_confusions(confusion, top=2) == '4 of class 7 in the cluster of 2; 1 of class 2 in the cluster of 1'
+  )
   assert metrics.largest_confusions(metrics.matched_confusion(y_true, y_true)) == 'none'
 
 
@@ -102,8 +103,9 @@ def test_ari_large_n_no_overflow():
   assert metrics.ari(y_true, y_pred) == pytest.approx(sk_metrics.adjusted_rand_score(y_true, y_pred), abs=1e-9)
 
 
-@pytest.mark.parametrize('y_true,y_pred,match', [
-    ([], [], 'empty'), ([0, 1], [0], 'differ in length'), ([[0]], [[0]], '1-D')])
+@pytest.mark.parametrize(
+  'y_true,y_pred,match', [([], [], 'empty'), ([0, 1], [0], 'differ in length'), ([[0]], [[0]], '1-D')]
+)
 def test_bad_labels(y_true, y_pred, match):
   with pytest.raises(ValueError, match=match):
     metrics.clustering_scores(np.asarray(y_true), np.asarray(y_pred))

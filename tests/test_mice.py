@@ -5,6 +5,7 @@ per-expert queue, learning on a toy mixture, what each ablation cell takes away,
 The non-MNIST flagfiles run end to end (ResNet-34, tfds mock data) only with ``MICE_RESNET_SMOKE=1`` or an
 accelerator: each compiles a ResNet-34 training step, minutes on a shared 2-core CPU.
 """
+
 import ast
 import json
 import os
@@ -16,10 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import PartitionSpec as P
 
 from unsupervised_jax import losses
 from unsupervised_jax.methods import mice
+from unsupervised_jax.models import mice as models_mice
 from unsupervised_jax.models import resnet
 from unsupervised_jax.training import contract
 from unsupervised_jax.training import loop
@@ -54,17 +55,24 @@ def _numpy_terms(f, v, g, mu, omega, queue, tau, kappa):
 
 def _tiny(seed=0, b=3, k=4, d=5, nu=6):
   rng = np.random.default_rng(seed)
-  return (_unit(rng.normal(size=(b, k, d))), _unit(rng.normal(size=(b, k, d))), _unit(rng.normal(size=(b, d))),
-          _unit(rng.normal(size=(k, d))), _unit(rng.normal(size=(k, d))), rng.normal(size=(nu, k, d)) * 0.5)
+  return (
+    _unit(rng.normal(size=(b, k, d))),
+    _unit(rng.normal(size=(b, k, d))),
+    _unit(rng.normal(size=(b, d))),
+    _unit(rng.normal(size=(k, d))),
+    _unit(rng.normal(size=(k, d))),
+    rng.normal(size=(nu, k, d)) * 0.5,
+  )
 
 
 def test_posterior_sums_to_one_and_matches_numpy():
   f, v, g, mu, omega, queue = _tiny()
   log_pi, log_phi, q = _numpy_terms(f, v, g, mu, omega, queue, TAU, KAPPA)
-  got_pi, got_phi, got_q = jax.jit(lambda f, v, g, mu, omega, queue: (
-      lambda lp, lf: (lp, lf, losses.mice_posterior(lp, lf)))(losses.mice_log_gating(g, omega, KAPPA),
-                                                             losses.mice_log_expert(f, v, mu, queue, TAU)))(
-      f, v, g, mu, omega, queue)
+  got_pi, got_phi, got_q = jax.jit(
+    lambda f, v, g, mu, omega, queue: (lambda lp, lf: (lp, lf, losses.mice_posterior(lp, lf)))(
+      losses.mice_log_gating(g, omega, KAPPA), losses.mice_log_expert(f, v, mu, queue, TAU)
+    )
+  )(f, v, g, mu, omega, queue)
   got_q = np.asarray(got_q)
   np.testing.assert_allclose(got_pi, log_pi, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(got_phi, log_phi, rtol=1e-5, atol=1e-6)
@@ -101,7 +109,7 @@ def _official_learning_rates(config, epochs):
       w = config.warmup_epochs
       lr = config.learning_rate * (1.0 if epoch >= w else epoch / w)
     elif steps > 0:
-      lr = config.learning_rate * config.lr_decay_rate ** steps
+      lr = config.learning_rate * config.lr_decay_rate**steps
     rates.append(lr)
   return rates
 
@@ -118,13 +126,13 @@ def test_learning_rate_per_epoch_is_the_official_schedule(warmup, decays):
 
 @pytest.mark.parametrize('k,d', [(2, 1), (10, 128), (15, 128), (20, 19)])
 def test_gating_prototypes_are_an_equiangular_simplex(k, d):
-  omega = mice.simplex_prototypes(k, d)
+  omega = models_mice.simplex_prototypes(k, d)
   assert omega.shape == (k, d)
   gram = omega.astype(np.float64) @ omega.T.astype(np.float64)
   np.testing.assert_allclose(np.diag(gram), 1.0, atol=1e-5)
   np.testing.assert_allclose(gram[~np.eye(k, dtype=bool)], -1.0 / (k - 1), atol=1e-5)
   with pytest.raises(ValueError, match='D >= K - 1'):
-    mice.simplex_prototypes(k + 2, k)
+    models_mice.simplex_prototypes(k + 2, k)
 
 
 def _toy_mixture(n_per=48, seed=0):
@@ -140,8 +148,20 @@ def _toy_mixture(n_per=48, seed=0):
 
 
 def _toy_method(batch_size=16, queue_size=32, n=144, **kwargs):
-  config = mice.MiceConfig(**dict(dict(experts=3, embedding_dim=8, queue_size=queue_size, view='digits',
-                                       learning_rate=0.05, warmup_epochs=0, lr_decay_epochs=()), **kwargs))
+  config = mice.MiceConfig(
+    **dict(
+      dict(
+        experts=3,
+        embedding_dim=8,
+        queue_size=queue_size,
+        view='digits',
+        learning_rate=0.05,
+        warmup_epochs=0,
+        lr_decay_epochs=(),
+      ),
+      **kwargs,
+    )
+  )
   train = loop.TrainConfig(num_steps=27, batch_size=batch_size, log_every=1, checkpoint_every=27, progress=False)
   return mice.mice(config, train, contract.DataInfo(n, (8, 8, 1))), train
 
@@ -161,15 +181,19 @@ def test_elbo_rises_over_m_steps_on_a_toy_mixture(toy_step):
   method, step = toy_step
   state = method.init(jax.random.key(0), images[:1])
   others = jnp.asarray(images[1::3][:32], jnp.float32) / 255.0  # 32 images of all three components
-  net = mice.MiceNet(3, 8, 'convnet')
+  net = models_mice.MiceNet(3, 8, 'convnet')
   queue, _ = net.apply({'params': state.teacher_params}, others)
   teacher = state.teacher_params
   batch, keys = images[::9][:16], jax.random.split(jax.random.key(5), 16)
   assert len(set(labels[::9][:16].tolist())) == 3
   elbo = []
   for _ in range(8):
-    state = state.replace(step=jnp.zeros((), jnp.int32), queue=jnp.copy(queue), queue_ptr=jnp.zeros((), jnp.int32),
-                          teacher_params=jax.tree.map(jnp.copy, teacher))  # copies: the step donates its state
+    state = state.replace(
+      step=jnp.zeros((), jnp.int32),
+      queue=jnp.copy(queue),
+      queue_ptr=jnp.zeros((), jnp.int32),
+      teacher_params=jax.tree.map(jnp.copy, teacher),
+    )  # copies: the step donates its state
     state, metrics = step(state, batch, keys[0])  # step 0 every time: the same draw from batch, the same views
     elbo.append(float(metrics['elbo']))
   assert np.all(np.isfinite(elbo)) and elbo[-1] > elbo[0] + 0.1 and np.mean(np.diff(elbo) > 0) >= 0.7, elbo
@@ -196,15 +220,16 @@ def test_per_expert_queue_wraps_in_the_train_step(toy_step):
 
 def _numpy_update(method_config, state, images, hard):
   """mu from the networks' outputs with numpy for the posterior, the weights and the normalisation."""
-  net = mice.MiceNet(method_config.experts, method_config.embedding_dim, method_config.backbone)
+  net = models_mice.MiceNet(method_config.experts, method_config.embedding_dim, method_config.backbone)
   x = jnp.asarray(images, jnp.float32) / 255.0
   f, g = (np.asarray(a, np.float64) for a in net.apply({'params': state.params['net']}, x))
   v, _ = (np.asarray(a, np.float64) for a in net.apply({'params': state.teacher_params}, x))
   mu, omega = _unit(np.asarray(state.params['mu'], np.float64)), _unit(np.asarray(state.params['omega'], np.float64))
   queue = np.asarray(state.queue, np.float64)
   log_pi = _log_softmax(g @ omega.T / method_config.kappa)
-  logits = np.concatenate([np.sum(v * (f + mu), -1)[..., None],
-                           np.einsum('nkd,jkd->nkj', f, queue) + np.einsum('kd,jkd->kj', mu, queue)], -1)
+  logits = np.concatenate(
+    [np.sum(v * (f + mu), -1)[..., None], np.einsum('nkd,jkd->nkj', f, queue) + np.einsum('kd,jkd->kj', mu, queue)], -1
+  )
   log_phi = _log_softmax(logits / method_config.tau)[..., 0]
   q = np.exp(log_pi + log_phi)
   q /= q.sum(1, keepdims=True)
@@ -235,18 +260,22 @@ def test_analytic_prototype_update_of_the_pass_matches_numpy_and_has_unit_norm(u
 # The ablation cells' settings (experiments/mice_ablation.py), each against what it must take away or keep:
 # (omega on the simplex, a train step moves mu, moves omega, the epoch-end pass moves mu); None: not checked
 # (each check compiles a step or a pass, seconds here; the full method is checked for all).
-ABLATIONS = [('full', {}, (True, True, False, True)),
-             ('no_analytic_mu', {'prototype_update': 'none'}, (True, None, None, False)),
-             ('no_mu_gradient', {'prototype_gradient': False}, (True, False, False, None)),
-             ('uniform_omega', {'gating_init': 'uniform'}, (False, None, None, None)),
-             ('learned_omega', {'learn_gating': True}, (True, True, True, None))]
+ABLATIONS = [
+  ('full', {}, (True, True, False, True)),
+  ('no_analytic_mu', {'prototype_update': 'none'}, (True, None, None, False)),
+  ('no_mu_gradient', {'prototype_gradient': False}, (True, False, False, None)),
+  ('uniform_omega', {'gating_init': 'uniform'}, (False, None, None, None)),
+  ('learned_omega', {'learn_gating': True}, (True, True, True, None)),
+]
 
 
 @pytest.mark.parametrize('cell,settings,expected', ABLATIONS, ids=[cell for cell, *_ in ABLATIONS])
 def test_each_ablation_takes_away_its_part_and_only_that(cell, settings, expected):
   simplex, step_moves_mu, step_moves_omega, end_moves_mu = expected
   images, _ = _toy_mixture(n_per=16)
-  method, _ = _toy_method(tau=0.2, kappa=0.2, **settings)  # toy_step's settings: full's step may come from the XLA cache
+  method, _ = _toy_method(
+    tau=0.2, kappa=0.2, **settings
+  )  # toy_step's settings: full's step may come from the XLA cache
   state = method.init(jax.random.key(0), images[:1])
   omega = np.asarray(state.params['omega'])
   np.testing.assert_allclose(np.linalg.norm(omega, axis=1), 1.0, rtol=1e-5)
@@ -267,16 +296,33 @@ def test_each_ablation_takes_away_its_part_and_only_that(cell, settings, expecte
 
 def test_the_ablation_command_runs_the_cells_tested_above():
   tree = ast.parse((ROOT / 'experiments' / 'mice_ablation.py').read_text())
-  [cells] = [ast.literal_eval(node.value) for node in tree.body
-             if isinstance(node, ast.Assign) and getattr(node.targets[0], 'id', None) == 'CELLS']
+  [cells] = [
+    ast.literal_eval(node.value)
+    for node in tree.body
+    if isinstance(node, ast.Assign) and getattr(node.targets[0], 'id', None) == 'CELLS'
+  ]
   assert cells == {cell: settings for cell, settings, _ in ABLATIONS}
 
 
 def test_ablation_command_on_digits_tabulates_its_cells_and_refuses_unknown_ones(tmp_path):
-  args = [sys.executable, '-m', 'experiments.mice_ablation', '--flagfile=experiments/configs/mice_mnist.flags',
-          '--dataset=digits', '--batch_size=64', '--queue_size=128', '--num_steps=4', '--warmup_epochs=0',
-          '--lr_decay_epochs=', '--seeds=0', '--knn_k=20', '--nofigures', '--noprogress',
-          f'--workdir={tmp_path / "grid"}', f'--results_dir={tmp_path / "results"}']
+  args = [
+    sys.executable,
+    '-m',
+    'experiments.mice_ablation',
+    '--flagfile=experiments/configs/mice_mnist.flags',
+    '--dataset=digits',
+    '--batch_size=64',
+    '--queue_size=128',
+    '--num_steps=4',
+    '--warmup_epochs=0',
+    '--lr_decay_epochs=',
+    '--seeds=0',
+    '--knn_k=20',
+    '--nofigures',
+    '--noprogress',
+    f'--workdir={tmp_path / "grid"}',
+    f'--results_dir={tmp_path / "results"}',
+  ]
   proc = subprocess.run(args + ['--ablations=full,bogus'], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2 and 'got full,bogus' in proc.stderr and not (tmp_path / 'grid').exists(), proc.stderr
   # One cell: the grid's runner (several cells, reuse) is tested with the MoCo grid; this is MiCE's wiring.
@@ -340,15 +386,24 @@ def test_epoch_end_update_on_two_devices_equals_one_device():
   assert proc.returncode == 0 and 'OK' in proc.stdout, proc.stderr[-3000:]
 
 
-BAD_FLAGS = [('--experts=1', 'experts must be >= 2'), ('--tau=0', 'tau must be > 0'),
-             ('--kappa=-1', 'kappa must be > 0'), ('--queue_size=1000', 'multiple of the global batch')]
+BAD_FLAGS = [
+  ('--experts=1', 'experts must be >= 2'),
+  ('--tau=0', 'tau must be > 0'),
+  ('--kappa=-1', 'kappa must be > 0'),
+  ('--queue_size=1000', 'multiple of the global batch'),
+]
 
 
 def test_bad_flags_fail_in_one_line_before_any_file_is_written(tmp_path, run_entry):
   for i, (flag, message) in enumerate(BAD_FLAGS):
     workdir = tmp_path / f'run{i}'
-    proc = run_entry('experiments.mice', '--flagfile=experiments/configs/mice_mnist.flags', f'--workdir={workdir}',
-                     f'--results_dir={tmp_path / "results"}', flag)
+    proc = run_entry(
+      'experiments.mice',
+      '--flagfile=experiments/configs/mice_mnist.flags',
+      f'--workdir={workdir}',
+      f'--results_dir={tmp_path / "results"}',
+      flag,
+    )
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], (flag, proc.stderr[-2000:])
     assert not workdir.exists()
@@ -358,11 +413,30 @@ def test_bad_flags_fail_in_one_line_before_any_file_is_written(tmp_path, run_ent
 def test_entry_point_on_digits_scores_the_posterior_and_draws_the_cluster_sizes_over_training(tmp_path):
   workdir = tmp_path / 'run'
   proc = subprocess.run(
-      [sys.executable, '-m', 'experiments.mice', '--flagfile=experiments/configs/mice_mnist.flags', '--dataset=digits',
-       '--batch_size=128', '--queue_size=256', '--num_steps=28', '--warmup_epochs=1', '--lr_decay_epochs=',
-       '--seeds=0', '--knn_k=20', '--log_every=14', '--checkpoint_every=28', '--noprogress',
-       f'--workdir={workdir}', f'--results_dir={tmp_path / "results"}'],
-      cwd=ROOT, capture_output=True, text=True, timeout=900)
+    [
+      sys.executable,
+      '-m',
+      'experiments.mice',
+      '--flagfile=experiments/configs/mice_mnist.flags',
+      '--dataset=digits',
+      '--batch_size=128',
+      '--queue_size=256',
+      '--num_steps=28',
+      '--warmup_epochs=1',
+      '--lr_decay_epochs=',
+      '--seeds=0',
+      '--knn_k=20',
+      '--log_every=14',
+      '--checkpoint_every=28',
+      '--noprogress',
+      f'--workdir={workdir}',
+      f'--results_dir={tmp_path / "results"}',
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   record = json.loads((tmp_path / 'results' / 'mice_digits.json').read_text())
   assert {'acc', 'nmi', 'ari', 'knn_acc', 'linear_acc'} <= set(record['metrics'])
@@ -397,8 +471,8 @@ MOCK_DRIVER = r'''
 import os, sys
 sys.path.insert(0, '.')
 import tensorflow_datasets as tfds
-from unsupervised_jax import data
-data.network_available = lambda *a, **k: True  # tfds' mock needs no network; the loader would refuse offline
+from unsupervised_jax import data_tfds
+data_tfds.network_available = lambda *a, **k: True  # tfds' mock needs no network; the loader would refuse offline
 from experiments import common
 from experiments import mice as entry
 flagfile, workdir, data_dir = sys.argv[1:4]
@@ -420,8 +494,21 @@ def test_non_mnist_flagfiles_run_end_to_end_on_mock_data(tmp_path, name, backbon
   workdir = tmp_path / 'run'
   (tmp_path / 'tfds').mkdir()  # the loader refuses a data directory that does not exist
   override = ['--backbone=convnet'] if backbone == 'convnet' else []
-  proc = subprocess.run([sys.executable, '-c', MOCK_DRIVER, f'experiments/configs/mice_{name}.flags', str(workdir),
-                         str(tmp_path / 'tfds'), *override], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      '-c',
+      MOCK_DRIVER,
+      f'experiments/configs/mice_{name}.flags',
+      str(workdir),
+      str(tmp_path / 'tfds'),
+      *override,
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=1800,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   record = json.loads((workdir / 'metrics.json').read_text())
   assert {'acc', 'nmi', 'ari', 'knn_acc', 'linear_acc'} <= set(record['metrics'])
@@ -433,17 +520,24 @@ def test_non_mnist_flagfiles_run_end_to_end_on_mock_data(tmp_path, name, backbon
 def test_imagenet_dog_flagfile_validates_and_its_resnet_step_runs_on_random_images():
   """No ImageNet copy and tfds' mock of imagenet2012 draws 1,000 classes at random sizes: the flagfile is
   parsed and validated, and (with MICE_RESNET_SMOKE=1) its step runs on random 96x96 images."""
-  flags = dict(l[2:].split('=', 1) for l in (ROOT / 'experiments/configs/mice_imagenet_dog.flags').read_text()
-               .splitlines() if l.startswith('--'))
-  config = mice.MiceConfig(experts=int(flags['experts']), backbone=flags['backbone'], view=flags['view'],
-                           queue_size=int(flags['queue_size']))
+  flags = dict(
+    l[2:].split('=', 1)
+    for l in (ROOT / 'experiments/configs/mice_imagenet_dog.flags').read_text().splitlines()
+    if l.startswith('--')
+  )
+  config = mice.MiceConfig(
+    experts=int(flags['experts']), backbone=flags['backbone'], view=flags['view'], queue_size=int(flags['queue_size'])
+  )
   assert (config.experts, config.backbone) == (15, 'resnet34')
   config.validate(loop.TrainConfig(batch_size=int(flags['batch_size'])))
   if not SMOKE:
     return
   images = np.random.default_rng(0).integers(0, 256, (16, 96, 96, 3), dtype=np.uint8)
-  method = mice.mice(mice.MiceConfig(experts=15, backbone='resnet34', queue_size=16), loop.TrainConfig(batch_size=8),
-                     contract.DataInfo.of(images))
+  method = mice.mice(
+    mice.MiceConfig(experts=15, backbone='resnet34', queue_size=16),
+    loop.TrainConfig(batch_size=8),
+    contract.DataInfo.of(images),
+  )
   step = parallel.data_parallel_step(method.train_step, parallel.make_mesh(1), 8)
   state, metrics = step(method.init(jax.random.key(0), images[:1]), images, jax.random.key(1))
   assert bool(metrics['finite']) and int(state.queue_ptr) == 8

@@ -4,6 +4,7 @@ log-likelihoods, the posterior, the gradients, the queue after enqueue, the epoc
 analytic update. float64 within 1e-10; float32 within its rounding. The fixture stays outside the repository:
 the tests skip where it is absent.
 """
+
 import pathlib
 
 import jax
@@ -13,7 +14,7 @@ import pytest
 
 from unsupervised_jax import losses
 from unsupervised_jax.methods import base
-from unsupervised_jax.methods import mice
+from unsupervised_jax.methods import mice_prototypes
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'fixtures' / 'mice_official'
 CASES = ('mice_official_tau1_init_queue', 'mice_official_tau0.2_unit_queue')
@@ -37,20 +38,39 @@ def _ours(case, dtype):
     return losses.mice_loss(f, inputs['v'], g, mu_raw, inputs['gating_prototypes'], inputs['queue'], tau, kappa)
 
   (neg_elbo, (log_gating, log_expert, posterior)), grads = jax.jit(
-      jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(inputs['f'], inputs['g'], inputs['mu_raw'])
+    jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)
+  )(inputs['f'], inputs['g'], inputs['mu_raw'])
   queue, pointer = base.enqueue(inputs['queue'], jnp.zeros((), jnp.int32), inputs['v'])
-  sums = mice.epoch_sums(posterior, log_gating, inputs['v'], 'hard')
-  return {'neg_elbo': neg_elbo, 'log_gating': log_gating, 'log_expert_positive': log_expert, 'posterior': posterior,
-          'grad_f': grads[0], 'grad_g': grads[1], 'grad_mu_raw': grads[2], 'queue_after_enqueue': queue,
-          'pointer': pointer, 'centre_sums': sums['centres'], 'sizes': sums['sizes'],
-          'mu_after_update': mice.update_prototypes(sums['centres'], inputs['mu_raw'])}
+  sums = mice_prototypes.epoch_sums(posterior, log_gating, inputs['v'], 'hard')
+  return {
+    'neg_elbo': neg_elbo,
+    'log_gating': log_gating,
+    'log_expert_positive': log_expert,
+    'posterior': posterior,
+    'grad_f': grads[0],
+    'grad_g': grads[1],
+    'grad_mu_raw': grads[2],
+    'queue_after_enqueue': queue,
+    'pointer': pointer,
+    'centre_sums': sums['centres'],
+    'sizes': sums['sizes'],
+    'mu_after_update': mice_prototypes.update(sums['centres'], inputs['mu_raw']),
+  }
 
 
 # name -> float32 tolerance, relative to the official array's largest magnitude: float32's epsilon is 1.2e-7
 # and the sums run over up to 257 queue entries, 32 images and 128 dimensions (measured: at most 2.1e-6, for
 # grad_g of the tau = 1 case; the loss 7e-9, the posterior 7e-7).
-FLOAT32 = {'neg_elbo': 1e-6, 'log_gating': 1e-6, 'log_expert_positive': 1e-6, 'posterior': 1e-5,
-           'grad_f': 1e-5, 'grad_g': 1e-5, 'grad_mu_raw': 1e-5, 'centre_sums': 1e-6}
+FLOAT32 = {
+  'neg_elbo': 1e-6,
+  'log_gating': 1e-6,
+  'log_expert_positive': 1e-6,
+  'posterior': 1e-5,
+  'grad_f': 1e-5,
+  'grad_g': 1e-5,
+  'grad_mu_raw': 1e-5,
+  'centre_sums': 1e-6,
+}
 
 
 @pytest.mark.parametrize('dtype', ['float64', 'float32'])

@@ -4,9 +4,9 @@ import sys
 
 import jax
 import jax.numpy as jnp
+from jax.test_util import check_grads
 import numpy as np
 import pytest
-from jax.test_util import check_grads
 
 from unsupervised_jax import losses
 from unsupervised_jax.methods import base
@@ -26,15 +26,15 @@ def _numpy_info_nce(q, k, negatives, t):
 def test_info_nce_matches_numpy():
   rng = np.random.default_rng(0)
   q, k, negatives = rng.normal(size=(8, 5)), rng.normal(size=(8, 5)), rng.normal(size=(13, 5))
-  assert float(losses.info_nce(q, k, negatives, 0.2)) == pytest.approx(_numpy_info_nce(q, k, negatives, 0.2),
-                                                                     rel=1e-5)
+  assert float(losses.info_nce(q, k, negatives, 0.2)) == pytest.approx(_numpy_info_nce(q, k, negatives, 0.2), rel=1e-5)
 
 
 def test_info_nce_gradients():
   rng = np.random.default_rng(1)
   q, k, negatives = (jnp.asarray(rng.normal(size=s)) for s in ((4, 3), (4, 3), (6, 3)))
-  check_grads(lambda q, k, n: losses.info_nce(q, k, n, 0.5), (q, k, negatives), order=1, modes=['rev'],
-              atol=1e-2, rtol=1e-2)
+  check_grads(
+    lambda q, k, n: losses.info_nce(q, k, n, 0.5), (q, k, negatives), order=1, modes=['rev'], atol=1e-2, rtol=1e-2
+  )
 
 
 def test_moco_loss_is_the_normalised_info_nce_and_stops_key_gradients():
@@ -42,7 +42,8 @@ def test_moco_loss_is_the_normalised_info_nce_and_stops_key_gradients():
   q, k, queue = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), rng.normal(size=(6, 3))
   unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
   assert float(losses.moco_loss(q, k, queue, 0.1)) == pytest.approx(
-      _numpy_info_nce(unit(q), unit(k), queue, 0.1), rel=1e-5)
+    _numpy_info_nce(unit(q), unit(k), queue, 0.1), rel=1e-5
+  )
   assert np.all(np.asarray(jax.grad(lambda k: losses.moco_loss(q, k, queue, 0.1))(jnp.asarray(k))) == 0)
 
 
@@ -94,7 +95,8 @@ queue, ptr = jnp.zeros((16, 3)), jnp.int32(12)
 def per_device(queue, ptr, local_keys):
     gathered = jax.lax.all_gather(local_keys, parallel.AXIS, tiled=True)
     return base.enqueue(queue, ptr, gathered)
-f = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(parallel.AXIS)), out_specs=(P(), P()), check_vma=False))
+f = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(parallel.AXIS)), out_specs=(P(), P()),
+                          check_vma=False))
 q2, p2 = f(queue, ptr, keys)
 q1, p1 = base.enqueue(queue, ptr, keys)
 np.testing.assert_array_equal(np.asarray(q2), np.asarray(q1)); assert int(p2) == int(p1) == 4
@@ -107,11 +109,16 @@ def test_enqueue_on_two_devices_equals_single_device_enqueue_of_gathered_keys():
   assert proc.returncode == 0 and 'OK' in proc.stdout, proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize('kwargs,match', [({'queue_size': 100}, 'multiple of the global batch'),
-                                          ({'temperature': 0.0}, 'temperature'),
-                                          ({'momentum': 1.0}, 'momentum'),
-                                          ({'momentum': -0.1}, 'momentum'),
-                                          ({'momentum_schedule': 'linear'}, 'momentum_schedule')])
+@pytest.mark.parametrize(
+  'kwargs,match',
+  [
+    ({'queue_size': 100}, 'multiple of the global batch'),
+    ({'temperature': 0.0}, 'temperature'),
+    ({'momentum': 1.0}, 'momentum'),
+    ({'momentum': -0.1}, 'momentum'),
+    ({'momentum_schedule': 'linear'}, 'momentum_schedule'),
+  ],
+)
 def test_bad_config(kwargs, match):
   with pytest.raises(ValueError, match=match):
     moco.MoCoConfig(**kwargs).validate(loop.TrainConfig(batch_size=64))
@@ -119,11 +126,13 @@ def test_bad_config(kwargs, match):
 
 def test_train_step_learns_on_digits(tmp_path):
   from unsupervised_jax import data
+
   images = data.load('digits', 'all').images
   train = loop.TrainConfig(num_steps=60, batch_size=64, log_every=10, checkpoint_every=60, progress=False)
   learner = moco.moco(moco.MoCoConfig(queue_size=256), train, contract.DataInfo.of(images))
-  state = loop.train(learner, learner.init(jax.random.key(0), images[:1]), images, train, tmp_path,
-                     key=jax.random.key(0))
+  state = loop.train(
+    learner, learner.init(jax.random.key(0), images[:1]), images, train, tmp_path, key=jax.random.key(0)
+  )
   lines = [__import__('json').loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert lines[-1]['loss'] < lines[0]['loss'] - 0.3  # the contrastive loss goes down
   assert int(state.queue_ptr) == (60 * 64) % 256

@@ -3,6 +3,7 @@
 The processes talk through a coordinator on 127.0.0.1, as two hosts would (docs/multihost.md). ~20-30 s on
 2 cores.
 """
+
 import pathlib
 import socket
 import subprocess
@@ -22,8 +23,13 @@ def _free_port() -> int:
 
 
 def _driver(out, *args):
-  return subprocess.Popen([sys.executable, str(DRIVER), str(out), str(STEPS), *map(str, args)], cwd=ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen(
+    [sys.executable, str(DRIVER), str(out), str(STEPS), *map(str, args)],
+    cwd=ROOT,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
 
 
 def _finish(proc, timeout=180):

@@ -4,6 +4,7 @@ Builds the wheel from a copy of the checkout (offline, no build isolation), inst
 into a fresh venv outside the checkout that sees the project venv's packages (jax, flax, ...) but not its
 editable install, and imports every module from there. ~15-30 s on 2 cores.
 """
+
 import json
 import os
 import pathlib
@@ -16,8 +17,9 @@ import zipfile
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-_SKIP = shutil.ignore_patterns('.git', '.venv', 'runs', 'build', 'dist', '*.egg-info', '__pycache__', '.pytest_cache',
-                               'results', '*.npz')
+_SKIP = shutil.ignore_patterns(
+  '.git', '.venv', 'runs', 'build', 'dist', '*.egg-info', '__pycache__', '.pytest_cache', 'results', '*.npz'
+)
 
 # Run in the venv from a directory outside the checkout: every module of the package, with the file it came from.
 _IMPORT_ALL = """
@@ -47,10 +49,12 @@ def _can_build_wheels() -> bool:
   """setuptools >= 70.1 builds wheels itself; older ones need the ``wheel`` package (both: the dev extras)."""
   try:
     import setuptools.command.bdist_wheel  # noqa: F401
+
     return True
   except ImportError:
     try:
       import wheel.bdist_wheel  # noqa: F401
+
       return True
     except ImportError:
       return False
@@ -60,9 +64,25 @@ def _build_wheel(tmp_path):
   source = tmp_path / 'source'
   shutil.copytree(ROOT, source, ignore=_SKIP)  # the build writes build/ and *.egg-info: not into the checkout
   wheels = tmp_path / 'wheels'
-  proc = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '--no-index',
-                         '--quiet', '--wheel-dir', str(wheels), str(source)], capture_output=True, text=True,
-                        timeout=120, cwd=tmp_path)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'pip',
+      'wheel',
+      '--no-deps',
+      '--no-build-isolation',
+      '--no-index',
+      '--quiet',
+      '--wheel-dir',
+      str(wheels),
+      str(source),
+    ],
+    capture_output=True,
+    text=True,
+    timeout=120,
+    cwd=tmp_path,
+  )
   assert proc.returncode == 0, proc.stderr
   (wheel,) = wheels.glob('unsupervised_jax-*.whl')
   return wheel
@@ -79,8 +99,12 @@ def _venv_with(wheel, tmp_path):
   (own_site,) = venv.glob('lib/python*/site-packages')
   # A plain path line: the project venv's packages are importable, its editable finder (a .pth hook) never runs.
   (own_site / 'project_venv.pth').write_text('\n'.join(site.getsitepackages()) + '\n')
-  proc = subprocess.run([sys.executable, '-m', 'pip', '--python', str(python), 'install', '--no-deps', '--no-index',
-                         '--quiet', str(wheel)], capture_output=True, text=True, timeout=120)
+  proc = subprocess.run(
+    [sys.executable, '-m', 'pip', '--python', str(python), 'install', '--no-deps', '--no-index', '--quiet', str(wheel)],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 0, proc.stderr
   return python, own_site
 
@@ -99,8 +123,9 @@ def test_wheel_holds_the_library_not_experiments_and_imports_outside_the_checkou
   elsewhere = tmp_path / 'elsewhere'
   elsewhere.mkdir()
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
-  proc = subprocess.run([str(python), '-c', _IMPORT_ALL], cwd=elsewhere, capture_output=True, text=True, timeout=180,
-                        env=env)
+  proc = subprocess.run(
+    [str(python), '-c', _IMPORT_ALL], cwd=elsewhere, capture_output=True, text=True, timeout=180, env=env
+  )
   assert proc.returncode == 0, proc.stderr
   files = json.loads(proc.stdout.strip().splitlines()[-1])
   assert 'experiments' not in files, files['experiments']

@@ -1,4 +1,5 @@
 """The library's figures: written as PNG, without touching matplotlib's backend (notebooks keep their inline one)."""
+
 import os
 import subprocess
 import sys
@@ -10,7 +11,8 @@ import sys
 import matplotlib
 import numpy as np
 from unsupervised_jax import plots
-plots.image_grid(np.random.default_rng(0).random((3, 8, 8, 1)), sys.argv[1] + '/grid.png', ncols=2, titles=['a', 'b', 'c'])
+plots.image_grid(np.random.default_rng(0).random((3, 8, 8, 1)), sys.argv[1] + '/grid.png', ncols=2,
+                 titles=['a', 'b', 'c'])
 plots.scatter(np.random.default_rng(1).random((20, 2)), np.arange(20) % 3, sys.argv[1] + '/scatter.png', title='t')
 plots.cluster_sizes([273, 546], [[0, 5, 15], [6, 7, 7]], sys.argv[1] + '/cluster_sizes.png', title='t')
 try:
@@ -23,8 +25,9 @@ print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)
 
 def test_figures_are_written_and_leave_the_backend_and_pyplot_alone(tmp_path):
   env = dict(os.environ, MPLBACKEND='svg')  # a notebook's would be the inline backend
-  proc = subprocess.run([sys.executable, '-c', SCRIPT, str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=120)
+  proc = subprocess.run(
+    [sys.executable, '-c', SCRIPT, str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   refused, backend = proc.stdout.splitlines()
   assert refused == 'refused: sizes must be [len(steps), K], got (2, 3) for 1 steps.'

@@ -1,4 +1,5 @@
 """The README's results table and docs/records.md are what results/ holds; their links resolve."""
+
 import json
 import pathlib
 import re
@@ -30,8 +31,19 @@ def test_readme_stays_a_front_door():
   assert len((ROOT / 'README.md').read_bytes()) < 12_000
 
 
-@pytest.mark.parametrize('page', ['README.md', 'docs/library.md', 'docs/moco.md', 'docs/infogan.md',
-                                  'docs/records.md', 'docs/multihost.md', 'benchmarks/README.md', 'colab/README.md'])
+@pytest.mark.parametrize(
+  'page',
+  [
+    'README.md',
+    'docs/library.md',
+    'docs/moco.md',
+    'docs/infogan.md',
+    'docs/records.md',
+    'docs/multihost.md',
+    'benchmarks/README.md',
+    'colab/README.md',
+  ],
+)
 def test_relative_links_resolve(page):
   path = ROOT / page
   targets = re.findall(r'\]\(([^)#:]+)(?:#[^)]*)?\)', path.read_text())
@@ -41,9 +53,17 @@ def test_relative_links_resolve(page):
 
 def _record(acc, machine='2 cores AMD EPYC; jax 0.10.2 on 1 x cpu (cpu)'):
   metric = lambda mean: {'mean': mean, 'std': 0.01, 'per_seed': [mean - 0.01, mean + 0.01]}
-  return {'method': 'kmeans', 'dataset': 'mnist', 'protocol': 'p', 'command': 'c', 'git_commit': 'g',
-          'machine': machine, 'wall_time_s': 1.0, 'seeds': [0, 1],
-          'metrics': {'acc': metric(acc), 'nmi': metric(0.5), 'ari': metric(0.25)}}
+  return {
+    'method': 'kmeans',
+    'dataset': 'mnist',
+    'protocol': 'p',
+    'command': 'c',
+    'git_commit': 'g',
+    'machine': machine,
+    'wall_time_s': 1.0,
+    'seeds': [0, 1],
+    'metrics': {'acc': metric(acc), 'nmi': metric(0.5), 'ari': metric(0.25)},
+  }
 
 
 def test_summary_table_rows_references_and_missing_records(tmp_path):
@@ -53,8 +73,10 @@ def test_summary_table_rows_references_and_missing_records(tmp_path):
     (tmp_path / f'{name}.json').write_text(json.dumps(_record(0.5 + i / 100, *([machine] if machine else []))))
   lines = tables.summary_table(tmp_path).splitlines()
   assert len(lines) == 2 + len(tables.headline_records())
-  assert lines[2] == ('| K-means | 0.500 ± 0.010 | 0.500 ± 0.010 | 0.250 ± 0.010 | 2 | CPU, 2 cores | 0.752 (poster) | '
-                      'raw pixels; k-means++, 10 restarts | `kmeans_mnist` |')
+  assert lines[2] == (
+    '| K-means | 0.500 ± 0.010 | 0.500 ± 0.010 | 0.250 ± 0.010 | 2 | CPU, 2 cores | 0.752 (poster) | '
+    'raw pixels; k-means++, 10 restarts | `kmeans_mnist` |'
+  )
   moco = next(line for line in lines if line.startswith('| MoCo |'))
   assert '| 1 x H100 | 0.969 (poster) |' in moco
   assert '| capsules (SCAE) | not yet |  |  |  |  | 0.985 (poster) |  |  |' in lines

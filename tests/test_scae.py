@@ -12,7 +12,9 @@ import pytest
 from unsupervised_jax import losses
 from unsupervised_jax import rendering
 from unsupervised_jax.methods import scae
+from unsupervised_jax.methods import scae_figures
 from unsupervised_jax.models import capsules
+from unsupervised_jax.models import set_transformer
 from unsupervised_jax.training import contract
 from unsupervised_jax.training import loop
 
@@ -46,8 +48,9 @@ def test_rotation_by_90_degrees_is_rot90():
   template = _template()
   pose = rendering.geometric_transform(jnp.array([0.99, 0.99, math.pi / 2, 0.0, 0.0, 0.0]), nonlinear=False)
   np.testing.assert_allclose(pose, [0, -1, 0, 1, 0, 0], atol=1e-6)  # unit scale, theta = 90 degrees
-  np.testing.assert_allclose(rendering.render(template, pose, 7), np.rot90(np.asarray(template), k=-1, axes=(0, 1)),
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    rendering.render(template, pose, 7), np.rot90(np.asarray(template), k=-1, axes=(0, 1)), atol=1e-5
+  )
 
 
 def test_vmapped_rendering_equals_a_loop_and_map_coordinates():
@@ -58,7 +61,8 @@ def test_vmapped_rendering_equals_a_loop_and_map_coordinates():
   assert vmapped.shape == (3, 4, 9, 9, 2)
   np.testing.assert_allclose(vmapped, rendering.render_batch_loop(templates, poses, 9), atol=1e-6)
   by_scipy = jax.vmap(jax.vmap(rendering.render_map_coordinates, in_axes=(0, 0, None)), in_axes=(0, 0, None))(
-      templates, poses, 9)
+    templates, poses, 9
+  )
   np.testing.assert_allclose(vmapped, by_scipy, atol=1e-5)
   tent = rendering.render_batch_vmap(templates, poses, 9, rendering.bilinear_sample_tent)
   np.testing.assert_allclose(vmapped, tent, atol=1e-5)
@@ -89,8 +93,9 @@ def test_render_batch_equals_the_vmapped_reference_in_values_and_gradients(chunk
   loss = lambda render: lambda t, p: jnp.sum(render(t, p) * cotangent)
   ours = jax.jit(jax.value_and_grad(loss(lambda t, p: rendering.render_batch(t, p, 13, chunk_size)), (0, 1)))
   reference = jax.jit(jax.value_and_grad(loss(lambda t, p: rendering.render_batch_vmap(t, p, 13)), (0, 1)))
-  np.testing.assert_array_equal(rendering.render_batch(templates, poses, 13, chunk_size),
-                                rendering.render_batch_vmap(templates, poses, 13))
+  np.testing.assert_array_equal(
+    rendering.render_batch(templates, poses, 13, chunk_size), rendering.render_batch_vmap(templates, poses, 13)
+  )
   (value, grads), (expected_value, expected) = ours(templates, poses), reference(templates, poses)
   assert float(value) == pytest.approx(float(expected_value), rel=1e-6)
   for got, want in zip(grads, expected):
@@ -132,7 +137,7 @@ def _official_conv_att(out, n_caps):
   """numpy of the official primary.py ``conv_att`` pooling (TF's row-major reshapes, no transpose)."""
   batch, positions, channels = out.shape
   n_dims = channels // n_caps - 1
-  h, a = out[..., :n_dims * n_caps], out[..., n_dims * n_caps:]
+  h, a = out[..., : n_dims * n_caps], out[..., n_dims * n_caps :]
   h = h.reshape(batch, positions, n_dims, n_caps)
   a = np.exp(a - a.max(1, keepdims=True))
   a = (a / a.sum(1, keepdims=True)).reshape(batch, positions, 1, n_caps)
@@ -146,7 +151,7 @@ def test_attention_pooling_is_the_official_reshape_by_default_and_per_part_on_re
   official = capsules.attention_pool(jnp.asarray(out), n_caps)
   np.testing.assert_allclose(official, _official_conv_att(out.astype(np.float64), n_caps), rtol=1e-5, atol=1e-6)
   # Part m's d-th value: channel m D + d, pooled with map (m D + d) mod M.
-  values, logits = out[..., :n_caps * n_dims], out[..., n_caps * n_dims:]
+  values, logits = out[..., : n_caps * n_dims], out[..., n_caps * n_dims :]
   maps = np.exp(logits - logits.max(1, keepdims=True))
   maps /= maps.sum(1, keepdims=True)
   m, d = 3, 2
@@ -184,8 +189,9 @@ def test_image_log_likelihood_matches_numpy():
   weights = rng.dirichlet(np.ones(4), size=(2, 3, 3)).transpose(0, 3, 1, 2)  # [B, M+1, H, W]
   normal = np.exp(-0.5 * (images[:, None] - means) ** 2) / np.sqrt(2 * np.pi)
   expected = np.log((weights[..., None] * normal).sum(1)).sum((1, 2, 3))
-  got = losses.scae_image_log_likelihood(jnp.asarray(images, jnp.float32), jnp.asarray(means, jnp.float32),
-                                         jnp.log(jnp.asarray(weights, jnp.float32)))
+  got = losses.scae_image_log_likelihood(
+    jnp.asarray(images, jnp.float32), jnp.asarray(means, jnp.float32), jnp.log(jnp.asarray(weights, jnp.float32))
+  )
   np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
@@ -197,16 +203,18 @@ def test_part_log_likelihood_matches_numpy(normalize):
   votes, scales = rng.normal(size=(b, k, m, 6)), rng.uniform(0.5, 2.0, size=(b, k, m))
   a_k, a_km = rng.uniform(size=(b, k, 1)), rng.uniform(size=(b, k, m))
   dummy = 0.01  # exp(-2 log 10), the official dummy's weight and density
-  density = np.prod(np.exp(-0.5 * ((parts[:, None] - votes) / scales[..., None]) ** 2)
-                    / (np.sqrt(2 * np.pi) * scales[..., None]), -1)  # [B, K, M]
+  density = np.prod(
+    np.exp(-0.5 * ((parts[:, None] - votes) / scales[..., None]) ** 2) / (np.sqrt(2 * np.pi) * scales[..., None]), -1
+  )  # [B, K, M]
   weight = a_k * a_km
   total = weight.sum(1, keepdims=True) + dummy if normalize else 1.0
   mixture = (weight * density).sum(1) / np.squeeze(total, 1) if normalize else (weight * density).sum(1)
   mixture = mixture + dummy * dummy / (np.squeeze(total, 1) if normalize else 1.0)
   expected = (np.log(mixture) * presence).sum(-1)
   posterior_expected = weight * density / ((weight * density).sum(1, keepdims=True) + dummy * dummy)
-  ll, posterior = losses.scae_part_log_likelihood(*(jnp.asarray(v, jnp.float32) for v in (
-      parts, presence, votes, scales, a_k * a_km)), normalize=normalize)
+  ll, posterior = losses.scae_part_log_likelihood(
+    *(jnp.asarray(v, jnp.float32) for v in (parts, presence, votes, scales, a_k * a_km)), normalize=normalize
+  )
   np.testing.assert_allclose(ll, expected, rtol=1e-4)
   np.testing.assert_allclose(posterior, posterior_expected, rtol=1e-4, atol=1e-7)
 
@@ -228,10 +236,10 @@ def test_rmsprop_is_tf1_rmsprop():
   w = rng.normal(size=(3,)).astype(np.float32)
   grads = [rng.normal(size=(3,)).astype(np.float32) for _ in range(3)]
   lr, batch = 0.01, 4
-  eps = 1e-2 / batch ** 2
+  eps = 1e-2 / batch**2
   ms, mom, expected = np.ones(3), np.zeros(3), w.astype(np.float64)
   for g in grads:  # tf.train.RMSPropOptimizer(lr, decay=0.9, momentum=0.9, epsilon=eps)
-    ms = 0.9 * ms + 0.1 * g ** 2
+    ms = 0.9 * ms + 0.1 * g**2
     mom = 0.9 * mom + lr * g / np.sqrt(ms + eps)
     expected = expected - mom
   optimizer = scae.tf_rmsprop(lr, batch)
@@ -243,8 +251,7 @@ def test_rmsprop_is_tf1_rmsprop():
 
 
 def _set_transformer_outputs(presence_mask, presence, inputs):
-  from unsupervised_jax.models import capsules
-  model = capsules.SetTransformer(8, n_output_dims=16, presence_mask=presence_mask)
+  model = set_transformer.SetTransformer(8, n_output_dims=16, presence_mask=presence_mask)
   params = model.init(jax.random.key(0), inputs[0], presence)
   return [np.asarray(model.apply(params, x, presence)) for x in inputs]
 
@@ -265,9 +272,14 @@ def test_official_presence_mask_attends_only_to_the_most_present_part_the_log_ma
 
 
 def test_saturated_parts_counts_presences_of_exactly_one():
-  out = {'posterior': jnp.full((2, 3, 4), 0.1), 'prior': jnp.full((2, 3), 0.2), 'image_ll': jnp.zeros(2),
-         'part_ll': jnp.zeros(2), 'dynamic_l2': 0.0,
-         'part_presence': jax.nn.sigmoid(jnp.asarray([[17.5, 3.0, 20.0, -1.0], [0.0, 30.0, 16.0, 2.0]]))}
+  out = {
+    'posterior': jnp.full((2, 3, 4), 0.1),
+    'prior': jnp.full((2, 3), 0.2),
+    'image_ll': jnp.zeros(2),
+    'part_ll': jnp.zeros(2),
+    'dynamic_l2': 0.0,
+    'part_presence': jax.nn.sigmoid(jnp.asarray([[17.5, 3.0, 20.0, -1.0], [0.0, 30.0, 16.0, 2.0]])),
+  }
   assert float(scae.scae_loss(scae.SCAEConfig(), out)[1]['saturated_parts']) == 1.5  # logits >= ~17
 
 
@@ -275,8 +287,8 @@ def test_log_presence_mask_equals_the_official_mask_for_binary_presences():
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.normal(size=(3, 7, 10)), jnp.float32)
   presence = jnp.asarray(rng.uniform(size=(3, 7)) > 0.4, jnp.float32).at[:, 0].set(1.0)
-  official, = _set_transformer_outputs('official', presence, [x])
-  log, = _set_transformer_outputs('log', presence, [x])
+  (official,) = _set_transformer_outputs('official', presence, [x])
+  (log,) = _set_transformer_outputs('log', presence, [x])
   np.testing.assert_allclose(log, official, atol=1e-5)
 
 
@@ -289,17 +301,29 @@ def test_pad_and_shift_keeps_the_image_whole():
   assert float(centred[2:10, 2:10].sum()) == 64.0
 
 
-TINY = dict(n_part_caps=6, n_obj_caps=4, n_part_features=4, n_obj_params=8, template_size=5, canvas_size=12,
-            max_shift=2, encoder_channels=16, encoder_strides=(1, 2), learning_rate=1e-3)
+TINY = dict(
+  n_part_caps=6,
+  n_obj_caps=4,
+  n_part_features=4,
+  n_obj_params=8,
+  template_size=5,
+  canvas_size=12,
+  max_shift=2,
+  encoder_channels=16,
+  encoder_strides=(1, 2),
+  learning_rate=1e-3,
+)
 
 
 def test_short_digits_run_lowers_the_loss(tmp_path):
   from unsupervised_jax import data
+
   images = data.load('digits', 'all').images
   train = loop.TrainConfig(num_steps=40, batch_size=32, log_every=5, checkpoint_every=40, progress=False)
   learner = scae.scae(scae.SCAEConfig(**TINY), train, contract.DataInfo.of(images))
-  state = loop.train(learner, learner.init(jax.random.key(0), images[:1]), images, train, tmp_path,
-                     key=jax.random.key(0))
+  state = loop.train(
+    learner, learner.init(jax.random.key(0), images[:1]), images, train, tmp_path, key=jax.random.key(0)
+  )
   lines = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert all(math.isfinite(line['loss']) for line in lines)
   assert np.mean([l['loss'] for l in lines[-3:]]) < lines[0]['loss'] - 10, [l['loss'] for l in lines]
@@ -307,7 +331,7 @@ def test_short_digits_run_lowers_the_loss(tmp_path):
   codes = embed(state, images[:16])
   assert codes.shape == (16, 4) and np.all(np.isfinite(codes))
   np.testing.assert_allclose(embed(state, images[4:20])[:12], codes[4:], atol=1e-6)  # batch-independent
-  scae.figures(learner.config, state, images[:16], tmp_path)
+  scae_figures.figures(learner.config, state, images[:16], tmp_path)
   assert (tmp_path / 'scae_templates.png').is_file() and (tmp_path / 'scae_reconstructions.png').is_file()
   # The monitor: the mixture mean's squared error beside a blank canvas's, and the templates that differ.
   monitored = {k: float(v) for k, v in jax.jit(learner.monitor)(state, images[:16]).items()}
@@ -328,10 +352,15 @@ def test_distinct_templates_counts_those_apart_from_every_earlier_one():
   assert scae.distinct_templates(apart[::2], tolerance=0.25) == 2  # 0.0 and 0.4
 
 
-@pytest.mark.parametrize('flag,match', [('--n_part_caps=0', 'n_part_caps must be >= 1'),
-                                        ('--n_obj_caps=-1', 'n_obj_caps must be >= 1'),
-                                        ('--template_size=41', 'template_size 41 exceeds canvas_size 40'),
-                                        ('--encoder_strides=2,2,2,2,2', 'leaves nothing')])
+@pytest.mark.parametrize(
+  'flag,match',
+  [
+    ('--n_part_caps=0', 'n_part_caps must be >= 1'),
+    ('--n_obj_caps=-1', 'n_obj_caps must be >= 1'),
+    ('--template_size=41', 'template_size 41 exceeds canvas_size 40'),
+    ('--encoder_strides=2,2,2,2,2', 'leaves nothing'),
+  ],
+)
 def test_bad_flags_fail_in_one_line_before_anything_is_written(tmp_path, flag, match, run_entry):
   proc = run_entry('experiments.scae', flag, f'--workdir={tmp_path / "run"}')
   assert proc.returncode == 2 and match in proc.stderr, proc.stderr
@@ -354,8 +383,9 @@ common.run(scae_ablation.main)
 
 
 def _ablation(*flags):
-  return subprocess.run([sys.executable, '-c', _ABLATION_DRIVER, *flags], cwd=ROOT, capture_output=True, text=True,
-                        timeout=120)
+  return subprocess.run(
+    [sys.executable, '-c', _ABLATION_DRIVER, *flags], cwd=ROOT, capture_output=True, text=True, timeout=120
+  )
 
 
 def test_capsule_ablation_builds_each_cell_with_its_counts_and_the_posters_number(tmp_path):
@@ -363,7 +393,10 @@ def test_capsule_ablation_builds_each_cell_with_its_counts_and_the_posters_numbe
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert [(c['part_capsules'], c['object_capsules'], c['poster_linear_acc']) for c in out['cells']] == [
-      (30, 16, 0.9847), (40, 32, 0.9906), (60, 40, 0.9674)]
+    (30, 16, 0.9847),
+    (40, 32, 0.9906),
+    (60, 40, 0.9674),
+  ]
   for cell in out['cells']:  # each cell's method and run built with its own counts, in its own directory
     assert (cell['parts'], cell['objects']) == (cell['part_capsules'], cell['object_capsules'])
     assert cell['method'] == 'scae' and cell['results_dir'] is None
@@ -371,7 +404,9 @@ def test_capsule_ablation_builds_each_cell_with_its_counts_and_the_posters_numbe
   assert out['results_path'] == 'results/scae_ablation.json' and out['reference']['acc'] == 0.987
   other = json.loads(_ablation('--capsules=8:4', '--dataset=digits', f'--workdir={tmp_path}').stdout.splitlines()[-1])
   assert [(c['parts'], c['objects'], c['poster_linear_acc']) for c in other['cells']] == [(8, 4, '')]
-  for flag, match in (('--capsules=30x16', '--capsules must be parts:objects'),
-                      ('--capsules=0:16', 'n_part_caps must be >= 1')):
+  for flag, match in (
+    ('--capsules=30x16', '--capsules must be parts:objects'),
+    ('--capsules=0:16', 'n_part_caps must be >= 1'),
+  ):
     bad = _ablation(flag, f'--workdir={tmp_path}')
     assert bad.returncode != 0 and match in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

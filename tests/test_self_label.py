@@ -34,11 +34,17 @@ def test_select_confident_keeps_the_top_fraction_of_every_cluster():
   np.testing.assert_array_equal(chosen, [1, 3, 5, 6])  # 2 of 4, 1 of 2, and at least 1 of the singleton
 
 
-@pytest.mark.parametrize('kwargs,match', [({'steps': -1}, 'self_label_steps'), ({'fraction': 0}, 'self_label_fraction'),
-                                          ({'fraction': 1.5}, 'self_label_fraction'),
-                                          ({'neighbors': 0}, 'self_label_neighbors'),
-                                          ({'learning_rate': 0}, 'self_label_learning_rate'),
-                                          ({'threshold': 1.0}, 'self_label_threshold')])
+@pytest.mark.parametrize(
+  'kwargs,match',
+  [
+    ({'steps': -1}, 'self_label_steps'),
+    ({'fraction': 0}, 'self_label_fraction'),
+    ({'fraction': 1.5}, 'self_label_fraction'),
+    ({'neighbors': 0}, 'self_label_neighbors'),
+    ({'learning_rate': 0}, 'self_label_learning_rate'),
+    ({'threshold': 1.0}, 'self_label_threshold'),
+  ],
+)
 def test_bad_config(kwargs, match):
   with pytest.raises(ValueError, match=match):
     self_label.SelfLabelConfig(**kwargs).validate()
@@ -55,14 +61,21 @@ def test_self_labelling_beats_the_clustering_it_starts_from(tmp_path):
   chosen = self_label.select_confident(assignments, confidence, 0.5)
   assert metrics.cluster_accuracy(split.labels[chosen], assignments[chosen]) > start_acc + 0.05  # purer
 
-  encoder = moco.moco(moco.MoCoConfig(queue_size=64), loop.TrainConfig(batch_size=64), contract.DataInfo.of(split.images))
+  encoder = moco.moco(
+    moco.MoCoConfig(queue_size=64), loop.TrainConfig(batch_size=64), contract.DataInfo.of(split.images)
+  )
   config = self_label.SelfLabelConfig(steps=150)
-  refiner = self_label.self_label(config, encoder.backbone, encoder.init(jax.random.key(1), split.images[:1]).params,
-                                  10)
-  state = loop.train(refiner, refiner.init(jax.random.key(2), split.images[:1]),
-                     self_label.pseudo_labelled(config, split.images, assignments, chosen),
-                     loop.TrainConfig(num_steps=150, batch_size=64, log_every=50, checkpoint_every=150, progress=False),
-                     tmp_path, key=jax.random.key(2))
+  refiner = self_label.self_label(
+    config, encoder.backbone, encoder.init(jax.random.key(1), split.images[:1]).params, 10
+  )
+  state = loop.train(
+    refiner,
+    refiner.init(jax.random.key(2), split.images[:1]),
+    self_label.pseudo_labelled(config, split.images, assignments, chosen),
+    loop.TrainConfig(num_steps=150, batch_size=64, log_every=50, checkpoint_every=150, progress=False),
+    tmp_path,
+    key=jax.random.key(2),
+  )
   predictions = np.asarray(jax.jit(refiner.assign)(state, split.images))
   assert predictions.shape == (len(split.images),)
 
@@ -78,8 +91,10 @@ def test_online_targets_take_sure_predictions_and_ignore_the_rest():
   model = self_label.Classifier(encoder.backbone.module, 10)
   labels, confident = np.array([1, 2, 5, 6], np.int32), np.array([True, False, True, False])
   x = images.astype(np.float32) / 255
-  for bias, expected_targets, expected_weights in ((0.0, None, [1, 0, 1, 0]),  # uniform 0.1: not sure
-                                                   (30.0, [1, 3, 5, 3], [1, 1, 1, 1])):  # sure of class 3
+  for bias, expected_targets, expected_weights in (
+    (0.0, None, [1, 0, 1, 0]),  # uniform 0.1: not sure
+    (30.0, [1, 3, 5, 3], [1, 1, 1, 1]),
+  ):  # sure of class 3
     head = {'kernel': np.zeros_like(params['head']['kernel']), 'bias': np.eye(10, dtype=np.float32)[3] * bias}
     targets, weights = self_label.targets(model, 0.9, dict(params, head=head), x, labels, confident)
     np.testing.assert_array_equal(weights, expected_weights)

@@ -23,14 +23,14 @@ to match): scikit-learn's own float64 expansions (``X^2 @ P - 2 X @ (mu P)``)
 lose every digit at an offset of 1e6 with a spread of 1e-3, and the lower
 bound and responsibilities do not depend on the shift.
 """
+
 import warnings
 
 import hypothesis
-import jax
+from hypothesis import strategies as st
 import numpy as np
 import pytest
 import scipy.special
-from hypothesis import strategies as st
 from sklearn import cluster as sk_cluster
 from sklearn import decomposition
 from sklearn import mixture
@@ -40,9 +40,12 @@ from unsupervised_jax.clustering import gmm
 from unsupervised_jax.clustering import kmeans
 
 N, D = 12, 3
-SETTINGS = hypothesis.settings(deadline=None, derandomize=True, database=None,
-                               suppress_health_check=[hypothesis.HealthCheck.too_slow,
-                                                      hypothesis.HealthCheck.filter_too_much])
+SETTINGS = hypothesis.settings(
+  deadline=None,
+  derandomize=True,
+  database=None,
+  suppress_health_check=[hypothesis.HealthCheck.too_slow, hypothesis.HealthCheck.filter_too_much],
+)
 
 
 def examples(n):
@@ -87,7 +90,9 @@ def test_kmeans_inertia_as_sklearn_from_the_same_centres(x, k, data):
   assert float(ours.inertia) == pytest.approx(ref.inertia_, rel=1e-4, abs=1e-9 * _sum_of_squares(x64) + floor)
   # It is the inertia of its own labels and centres (returned in float32: half an ulp of the offset).
   own = ((x64 - np.asarray(ours.centers, np.float64)[np.asarray(ours.labels)]) ** 2).sum()
-  assert float(ours.inertia) == pytest.approx(own, rel=1e-4, abs=N * float(np.spacing(np.float32(np.abs(x).max()))) ** 2)
+  assert float(ours.inertia) == pytest.approx(
+    own, rel=1e-4, abs=N * float(np.spacing(np.float32(np.abs(x).max()))) ** 2
+  )
 
 
 @st.composite
@@ -102,9 +107,11 @@ def _initial_parameters(x64, labels, k, covariance_type, reg_covar):
   resp = np.eye(k)[labels]
   nk = resp.sum(0) + 10 * np.finfo(np.float64).eps
   means = resp.T @ x64 / nk[:, None]
-  compute = {'full': mixture._gaussian_mixture._estimate_gaussian_covariances_full,
-             'diag': mixture._gaussian_mixture._estimate_gaussian_covariances_diag,
-             'spherical': mixture._gaussian_mixture._estimate_gaussian_covariances_spherical}[covariance_type]
+  compute = {
+    'full': mixture._gaussian_mixture._estimate_gaussian_covariances_full,
+    'diag': mixture._gaussian_mixture._estimate_gaussian_covariances_diag,
+    'spherical': mixture._gaussian_mixture._estimate_gaussian_covariances_spherical,
+  }[covariance_type]
   return nk / len(x64), means, compute(resp, x64, nk, means, reg_covar)
 
 
@@ -140,8 +147,9 @@ def test_gmm_lower_bound_and_responsibilities_as_sklearn(covariance_type):
     # Collapsed components get a width of 10% of the data's spread (sklearn's reg_covar is absolute).
     reg_covar = float(1e-2 * centred.var(0).mean() + 1e-6)
     # Both start from the same float32 numbers (the means rounded where the data are).
-    weights, means, covariances = (np.asarray(a, np.float32) for a in _initial_parameters(
-        centred, labels, k, covariance_type, reg_covar))
+    weights, means, covariances = (
+      np.asarray(a, np.float32) for a in _initial_parameters(centred, labels, k, covariance_type, reg_covar)
+    )
     means = (means + x64.mean(0)).astype(np.float32)
     start = gmm.make_params(weights, means, covariances, covariance_type)
     if covariance_type == 'full':  # float32 Cholesky factors resolve eigenvalues down to eps * largest only
@@ -159,20 +167,31 @@ def test_gmm_lower_bound_and_responsibilities_as_sklearn(covariance_type):
       history = []
       for m in range(1, n_iter + 1):  # the lower bound after each iteration
         last = mixture.GaussianMixture(
-            k, covariance_type=covariance_type, reg_covar=reg_covar, tol=0.0, max_iter=m, weights_init=weights,
-            means_init=means, precisions_init=precisions).fit(centred)
+          k,
+          covariance_type=covariance_type,
+          reg_covar=reg_covar,
+          tol=0.0,
+          max_iter=m,
+          weights_init=weights,
+          means_init=means,
+          precisions_init=precisions,
+        ).fit(centred)
         history.append(last.lower_bound_)
     if covariance_type == 'full':
       hypothesis.assume(_max_condition(last.covariances_) < 1e3)
     hypothesis.assume(_resolved(x, last.covariances_, covariance_type))
-    ours = gmm.fit_gmm(None, x, k, covariance_type=covariance_type, init_params=start, tol=0.0, max_iter=n_iter,
-                       reg_covar=reg_covar)
+    ours = gmm.fit_gmm(
+      None, x, k, covariance_type=covariance_type, init_params=start, tol=0.0, max_iter=n_iter, reg_covar=reg_covar
+    )
     np.testing.assert_allclose(np.asarray(ours.lower_bound_history), history, atol=1e-3, rtol=1e-5)
     # Responsibilities at the common start (the fitted float32 means are rounded where the data lie,
     # which moves responsibilities of components as narrow as that rounding).
     log_prob = mixture._gaussian_mixture._estimate_log_gaussian_prob(
-        centred, means, mixture._gaussian_mixture._compute_precision_cholesky(covariances, covariance_type),
-        covariance_type) + np.log(weights)
+      centred,
+      means,
+      mixture._gaussian_mixture._compute_precision_cholesky(covariances, covariance_type),
+      covariance_type,
+    ) + np.log(weights)
     expected = np.exp(log_prob - scipy.special.logsumexp(log_prob, axis=1, keepdims=True))
     np.testing.assert_allclose(gmm.predict_proba(x, start, covariance_type), expected, atol=1e-4)
 

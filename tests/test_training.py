@@ -1,4 +1,5 @@
 """The training core: data-parallel step, resume, non-finite guard, single compilation."""
+
 import json
 import os
 import pathlib
@@ -14,7 +15,6 @@ import pytest
 
 from unsupervised_jax import data
 from unsupervised_jax.methods import autoencoder
-from unsupervised_jax.methods import base
 from unsupervised_jax.training import checkpoints
 from unsupervised_jax.training import contract
 from unsupervised_jax.training import loop
@@ -54,8 +54,10 @@ for n in (1, 4):
         state, metrics = step(state, dataset, key)
         jax.block_until_ready(state)  # XLA:CPU collectives: see training.loop._needs_step_sync
     finals.append(jax.device_get(state))
-diff = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(finals[0].params), jax.tree.leaves(finals[1].params)))
-moved = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(finals[0].params), jax.tree.leaves(jax.device_get(learner.init(jax.random.key(1), images[:1]).params))))
+leaves = lambda tree: jax.tree.leaves(tree)
+diff = max(float(np.max(np.abs(a - b))) for a, b in zip(leaves(finals[0].params), leaves(finals[1].params)))
+start = jax.device_get(learner.init(jax.random.key(1), images[:1]).params)
+moved = max(float(np.max(np.abs(a - b))) for a, b in zip(leaves(finals[0].params), leaves(start)))
 print('MAXDIFF', diff, 'MOVED', moved, 'STEP', int(finals[1].step))
 '''
 
@@ -77,8 +79,13 @@ def test_kill_9_and_resume_is_bitwise_equal_to_one_run(tmp_path):
   images = data.load('digits', 'all').images
   straight, crashed = tmp_path / 'straight', tmp_path / 'crashed'
   run = lambda workdir, steps, env=None: subprocess.run(
-      [sys.executable, str(DRIVER), str(workdir), str(steps), '1', '64', 'epochs'], cwd=ROOT, capture_output=True,
-      text=True, timeout=300, env=env)
+    [sys.executable, str(DRIVER), str(workdir), str(steps), '1', '64', 'epochs'],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=env,
+  )
   assert run(straight, 40).returncode == 0
   env = dict(os.environ, **{loop.CRASH_ENV: '25'})  # SIGKILL after step 25; last checkpoint: 20
   killed = run(crashed, 40, env)
@@ -108,6 +115,7 @@ def _toy_method(nan_from_step):
     del keys
     loss = jnp.mean(images.astype(jnp.float32)) * 0 + jnp.where(state.step >= nan_from_step, jnp.nan, 1.0)
     return state.replace(params=state.params + loss), {'loss': loss}
+
   return contract.Method('toy', None, train_step, None)
 
 
@@ -115,8 +123,11 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   images = np.zeros((16, 2, 2, 1), np.uint8)
   config = loop.TrainConfig(num_steps=10, batch_size=4, log_every=1, checkpoint_every=2, progress=False)
   state = _ToyState(jnp.zeros((), jnp.int32), jnp.zeros(()))
-  with pytest.raises(loop.NonFiniteLossError, match=r'step 6 made loss, state.params non-finite; that update was not '
-                                                    r'kept .*\(latest: step 4\) hold only finite states'):
+  with pytest.raises(
+    loop.NonFiniteLossError,
+    match=r'step 6 made loss, state.params non-finite; that update was not '
+    r'kept .*\(latest: step 4\) hold only finite states',
+  ):
     loop.train(_toy_method(nan_from_step=5), state, images, config, tmp_path, key=jax.random.key(0))
   mngr = checkpoints.manager(tmp_path)
   assert mngr.latest_step() == 4
@@ -130,8 +141,9 @@ def test_step_compiles_once(tmp_path):
   traced = chex.assert_max_traces(learner.train_step, n=1)
   method = learner._replace(train_step=traced)
   config = loop.TrainConfig(num_steps=6, batch_size=16, log_every=2, checkpoint_every=3, progress=False)
-  state = loop.train(method, learner.init(jax.random.key(0), images[:1]), images, config, tmp_path,
-                     key=jax.random.key(0))
+  state = loop.train(
+    method, learner.init(jax.random.key(0), images[:1]), images, config, tmp_path, key=jax.random.key(0)
+  )
   assert int(state.step) == 6
 
 
@@ -140,13 +152,14 @@ def _tensorboard_scalars(workdir, tag):
   import struct
 
   from tensorboardX.proto import event_pb2
+
   out = []
   for path in sorted(pathlib.Path(workdir).glob('events.out.tfevents.*')):
     raw = path.read_bytes()
     offset = 0
     while offset < len(raw):
-      (length,) = struct.unpack('<Q', raw[offset:offset + 8])
-      event = event_pb2.Event.FromString(raw[offset + 12:offset + 12 + length])
+      (length,) = struct.unpack('<Q', raw[offset : offset + 8])
+      event = event_pb2.Event.FromString(raw[offset + 12 : offset + 12 + length])
       offset += 12 + length + 4
       out += [(event.step, v.simple_value) for v in event.summary.value if v.tag == tag]
   return out
@@ -162,8 +175,9 @@ def test_metrics_jsonl_and_resume_noop(tmp_path):
   losses = _tensorboard_scalars(tmp_path, 'loss')  # the TensorBoard events hold the same curve
   assert [step for step, _ in losses] == [2, 4]
   assert [value for _, value in losses] == pytest.approx([json.loads(l)['loss'] for l in lines])
-  state = loop.train(learner, learner.init(jax.random.key(0), images[:1]), images, config, tmp_path,
-                     key=jax.random.key(0))
+  state = loop.train(
+    learner, learner.init(jax.random.key(0), images[:1]), images, config, tmp_path, key=jax.random.key(0)
+  )
   assert int(state.step) == 4  # already done: restored, no new step
   assert len((tmp_path / 'metrics.jsonl').read_text().splitlines()) == 2
 
@@ -189,13 +203,21 @@ def test_read_evaluations_gives_the_accuracy_against_steps(tmp_path):
   assert loop.read_evaluations(tmp_path / 'no_run') == {}
 
 
-@pytest.mark.parametrize('kwargs,match', [({'num_steps': 0}, 'num_steps'), ({'batch_size': 0}, 'batch_size'),
-                                          ({'checkpoint_every': 0}, 'checkpoint_every')])
+@pytest.mark.parametrize(
+  'kwargs,match',
+  [({'num_steps': 0}, 'num_steps'), ({'batch_size': 0}, 'batch_size'), ({'checkpoint_every': 0}, 'checkpoint_every')],
+)
 def test_bad_loop_config(tmp_path, kwargs, match):
   config = loop.TrainConfig(**{'num_steps': 2, 'batch_size': 2, **kwargs})
   with pytest.raises(ValueError, match=match):
-    loop.train(_toy_method(99), _ToyState(jnp.zeros((), jnp.int32), jnp.zeros(())), np.zeros((4, 1, 1, 1), np.uint8),
-               config, tmp_path / 'run', key=jax.random.key(0))
+    loop.train(
+      _toy_method(99),
+      _ToyState(jnp.zeros((), jnp.int32), jnp.zeros(())),
+      np.zeros((4, 1, 1, 1), np.uint8),
+      config,
+      tmp_path / 'run',
+      key=jax.random.key(0),
+    )
   assert not (tmp_path / 'run').exists()
 
 
@@ -203,9 +225,11 @@ def test_batch_not_divisible_by_devices_is_a_clear_error():
   mesh = parallel.make_mesh(1)
   with pytest.raises(ValueError, match='multiple'):
     parallel.check_batch_size(0, mesh)
-  script = ('import jax; jax.config.update("jax_num_cpu_devices", 2)\n'
-            'from unsupervised_jax.training import parallel\n'
-            'parallel.check_batch_size(7, parallel.make_mesh())')
+  script = (
+    'import jax; jax.config.update("jax_num_cpu_devices", 2)\n'
+    'from unsupervised_jax.training import parallel\n'
+    'parallel.check_batch_size(7, parallel.make_mesh())'
+  )
   proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0 and 'batch size 7 must be a positive multiple of the 2 devices' in proc.stderr
 
@@ -213,9 +237,15 @@ def test_batch_not_divisible_by_devices_is_a_clear_error():
 def test_sample_batch_is_independent_of_device_split():
   images = jnp.arange(100, dtype=jnp.uint8).reshape(100, 1, 1, 1)
   mesh = parallel.make_mesh(1)
-  fn = jax.jit(jax.shard_map(lambda im, k: parallel.sample_batch(im, k, jnp.int32(3), 8)[0], mesh=mesh,
-                             in_specs=(jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec()),
-                             out_specs=jax.sharding.PartitionSpec(parallel.AXIS), check_vma=False))
+  fn = jax.jit(
+    jax.shard_map(
+      lambda im, k: parallel.sample_batch(im, k, jnp.int32(3), 8)[0],
+      mesh=mesh,
+      in_specs=(jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec()),
+      out_specs=jax.sharding.PartitionSpec(parallel.AXIS),
+      check_vma=False,
+    )
+  )
   a = np.asarray(fn(images, jax.random.key(0))).ravel()
   b = np.asarray(fn(images, jax.random.key(0))).ravel()
   np.testing.assert_array_equal(a, b)
@@ -226,9 +256,15 @@ def _epoch_batches(n, batch, steps, key=0):
   """The global batches of ``steps`` steps drawn by epochs from ``arange(n)`` on one device, ``[steps, batch]``."""
   ids = jnp.arange(n, dtype=jnp.int32)
   spec = jax.sharding.PartitionSpec()
-  draw = jax.jit(jax.shard_map(lambda d, k, s: parallel.sample_batch(d, k, s, batch, 'epochs')[0],
-                               mesh=parallel.make_mesh(1), in_specs=(spec, spec, spec), out_specs=spec,
-                               check_vma=False))
+  draw = jax.jit(
+    jax.shard_map(
+      lambda d, k, s: parallel.sample_batch(d, k, s, batch, 'epochs')[0],
+      mesh=parallel.make_mesh(1),
+      in_specs=(spec, spec, spec),
+      out_specs=spec,
+      check_vma=False,
+    )
+  )
   return np.stack([np.asarray(draw(ids, jax.random.key(key), jnp.int32(s))) for s in range(steps)])
 
 
@@ -251,12 +287,26 @@ def test_sample_batch_indexes_every_array_of_a_pytree_data_set_alike():
   dataset = {'images': images, 'labels': jnp.arange(100, dtype=jnp.int32) * 3}
   mesh = parallel.make_mesh(1)
   spec = jax.sharding.PartitionSpec()
-  fn = jax.jit(jax.shard_map(lambda d, k: parallel.sample_batch(d, k, jnp.int32(3), 8)[0], mesh=mesh,
-                             in_specs=(spec, spec), out_specs=spec, check_vma=False))
+  fn = jax.jit(
+    jax.shard_map(
+      lambda d, k: parallel.sample_batch(d, k, jnp.int32(3), 8)[0],
+      mesh=mesh,
+      in_specs=(spec, spec),
+      out_specs=spec,
+      check_vma=False,
+    )
+  )
   batch = fn(dataset, jax.random.key(0))
   np.testing.assert_array_equal(np.asarray(batch['labels']), np.asarray(batch['images']).ravel().astype(np.int32) * 3)
-  single = jax.jit(jax.shard_map(lambda im, k: parallel.sample_batch(im, k, jnp.int32(3), 8)[0], mesh=mesh,
-                                 in_specs=(spec, spec), out_specs=spec, check_vma=False))
+  single = jax.jit(
+    jax.shard_map(
+      lambda im, k: parallel.sample_batch(im, k, jnp.int32(3), 8)[0],
+      mesh=mesh,
+      in_specs=(spec, spec),
+      out_specs=spec,
+      check_vma=False,
+    )
+  )
   np.testing.assert_array_equal(np.asarray(single(images, jax.random.key(0))), np.asarray(batch['images']))
   with pytest.raises(ValueError, match='same number of examples'):
     parallel.num_examples({'images': images, 'labels': jnp.zeros(99)})
@@ -298,9 +348,11 @@ def test_data_parallel_map_equals_fn_and_pads_small_inputs_only_to_what_the_devi
 
 def test_data_parallel_map_is_compiled_once_for_repeated_evaluations():
   traces = []
+
   def fn(scale, batch):
     traces.append(batch.shape)
     return batch * scale
+
   mesh, x = parallel.make_mesh(1), np.ones((10, 3), np.float32)
   for _ in range(3):  # as protocol.progress does at every eval_every
     np.testing.assert_allclose(np.asarray(parallel.data_parallel_map(fn, mesh, 4)(np.float32(2), x)), 2 * x)

@@ -4,6 +4,7 @@ Every function takes one PRNG key and one float image ``[H, W, C]`` in [0, 1]
 and returns an image of the same shape; ``jax.vmap`` them over a batch with
 one key per example. Geometric transforms share one bilinear affine warp.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,13 @@ def affine_warp(image: Array, matrix: Array, fill: float = 0.0) -> Array:
   return jax.vmap(warp, in_axes=2, out_axes=1)(image).reshape(image.shape)
 
 
-def random_affine(key: Array, image: Array, max_rotation_deg: float = 15.0,
-                  scale: Tuple[float, float] = (0.9, 1.1), max_translation: float = 0.1) -> Array:
+def random_affine(
+  key: Array,
+  image: Array,
+  max_rotation_deg: float = 15.0,
+  scale: Tuple[float, float] = (0.9, 1.1),
+  max_translation: float = 0.1,
+) -> Array:
   """Random rotation, isotropic scaling and translation (fraction of the size); zeros fill the border."""
   k_rot, k_scale, k_shift = jax.random.split(key, 3)
   angle = jax.random.uniform(k_rot, (), minval=-1, maxval=1) * math.radians(max_rotation_deg)
@@ -54,8 +60,12 @@ def random_affine(key: Array, image: Array, max_rotation_deg: float = 15.0,
   return affine_warp(image, matrix)
 
 
-def random_resized_crop(key: Array, image: Array, area: Tuple[float, float] = (0.2, 1.0),
-                        log_ratio: Tuple[float, float] = (math.log(3 / 4), math.log(4 / 3))) -> Array:
+def random_resized_crop(
+  key: Array,
+  image: Array,
+  area: Tuple[float, float] = (0.2, 1.0),
+  log_ratio: Tuple[float, float] = (math.log(3 / 4), math.log(4 / 3)),
+) -> Array:
   """Crop of random area fraction and aspect ratio, resized back to the image size (as torchvision's)."""
   k_area, k_ratio, k_pos = jax.random.split(key, 3)
   h, w = image.shape[:2]
@@ -91,8 +101,14 @@ def random_grayscale(key: Array, image: Array, probability: float = 0.2) -> Arra
   return jnp.where(jax.random.bernoulli(key, probability), grayscale(image), image)
 
 
-def color_jitter(key: Array, image: Array, brightness: float = 0.4, contrast: float = 0.4,
-                 saturation: float = 0.4, probability: float = 0.8) -> Array:
+def color_jitter(
+  key: Array,
+  image: Array,
+  brightness: float = 0.4,
+  contrast: float = 0.4,
+  saturation: float = 0.4,
+  probability: float = 0.8,
+) -> Array:
   """Random brightness, contrast and saturation factors in ``[1 - s, 1 + s]``, applied with ``probability``."""
   k_apply, k_b, k_c, k_s = jax.random.split(key, 4)
   factor = lambda k, s: jax.random.uniform(k, (), minval=1 - s, maxval=1 + s)
@@ -144,5 +160,7 @@ def check_view(view: str, channels: int) -> None:
     raise ValueError(f'view must be one of {", ".join(sorted(VIEWS))}; got {view!r}.')
   allowed = VIEW_CHANNELS.get(view)
   if allowed is not None and channels not in allowed:
-    raise ValueError(f'the {view} view takes images of {" or ".join(map(str, allowed))} channels, these have '
-                     f'{channels}; drop the alpha channel or use --view=digits.')
+    raise ValueError(
+      f'the {view} view takes images of {" or ".join(map(str, allowed))} channels, these have '
+      f'{channels}; drop the alpha channel or use --view=digits.'
+    )

@@ -26,43 +26,34 @@ Splits: ``'train'``, ``'test'``, ``'unlabelled'`` (STL-10), joined with ``+``
 (``'train+test'``); ``'all'`` means every labelled split. Unlabelled images get
 label -1.
 """
+
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gzip
-import logging
 import os
 import pathlib
-import socket
-import threading
+from typing import NamedTuple
+from typing import Optional
+from typing import Sequence
+from typing import Tuple
 import zipfile
-from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from unsupervised_jax.training import contract
 
 DATA_DIR_ENV = 'UNSUPERVISED_JAX_DATA_DIR'
-OFFLINE_ENV = 'UNSUPERVISED_JAX_OFFLINE'
-# Where tfds downloads from; only probed (one TCP connect) before a download.
-_DOWNLOAD_PROBE = ('storage.googleapis.com', 443)
-_PROBE_TIMEOUT_S = 5.0
-
-# The 15 ImageNet dog classes used by the clustering literature (DAC, PICA,
-# MiCE: "ImageNet-Dog"), as WordNet ids, in label order.
-IMAGENET_DOG_WNIDS = (
-    'n02085936', 'n02086646', 'n02088238', 'n02091467', 'n02097130', 'n02099601', 'n02101388',
-    'n02101556', 'n02102177', 'n02105056', 'n02105412', 'n02105855', 'n02107142', 'n02110958',
-    'n02112137')
 
 
 class DataUnavailableError(ValueError):
-  """The data set is neither local (or its local file is unreadable) nor downloadable; the message says what to put where."""
+  """The data set is neither local (or its local file is unreadable) nor downloadable; the message says what to
+  put where."""
 
 
 class Dataset(NamedTuple):
   """A data set split: ``images [N, H, W, C]`` uint8 and ``labels [N]`` int32 (-1 = unlabelled)."""
+
   images: np.ndarray
   labels: np.ndarray
 
@@ -70,6 +61,7 @@ class Dataset(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
   """What :func:`load` knows about a named data set."""
+
   name: str
   tfds_name: Optional[str]
   image_shape: Tuple[int, int, int]
@@ -81,21 +73,47 @@ class DatasetInfo:
 
 
 DATASETS = {
-    'digits': DatasetInfo('digits', None, (8, 8, 1), 10, ('train', 'test'), ('train', 'test'),
-                          notes="scikit-learn's bundled 8x8 digits (0-16 scaled to 0-255); "
-                                'train = first 1,437, test = last 360.'),
-    'mnist': DatasetInfo('mnist', 'mnist', (28, 28, 1), 10, ('train', 'test'), ('train', 'test')),
-    'cifar10': DatasetInfo('cifar10', 'cifar10', (32, 32, 3), 10, ('train', 'test'), ('train', 'test')),
-    'cifar100_20': DatasetInfo('cifar100_20', 'cifar100', (32, 32, 3), 20, ('train', 'test'),
-                               ('train', 'test'), label_key='coarse_label',
-                               notes='CIFAR-100 labelled with its 20 coarse super-classes.'),
-    'stl10': DatasetInfo('stl10', 'stl10', (96, 96, 3), 10, ('train', 'test', 'unlabelled'),
-                         ('train', 'test'), notes="'unlabelled' is the 100k extra split (labels -1)."),
-    'imagenet_dog': DatasetInfo(
-        'imagenet_dog', 'imagenet2012', (96, 96, 3), 15, ('train', 'validation'), ('train', 'validation'),
-        notes='The 15 dog classes of IMAGENET_DOG_WNIDS from a manually prepared ImageNet '
-              '(tfds imagenet2012: put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in '
-              '<tfds data_dir>/downloads/manual/), resized to 96x96.'),
+  'digits': DatasetInfo(
+    'digits',
+    None,
+    (8, 8, 1),
+    10,
+    ('train', 'test'),
+    ('train', 'test'),
+    notes="scikit-learn's bundled 8x8 digits (0-16 scaled to 0-255); train = first 1,437, test = last 360.",
+  ),
+  'mnist': DatasetInfo('mnist', 'mnist', (28, 28, 1), 10, ('train', 'test'), ('train', 'test')),
+  'cifar10': DatasetInfo('cifar10', 'cifar10', (32, 32, 3), 10, ('train', 'test'), ('train', 'test')),
+  'cifar100_20': DatasetInfo(
+    'cifar100_20',
+    'cifar100',
+    (32, 32, 3),
+    20,
+    ('train', 'test'),
+    ('train', 'test'),
+    label_key='coarse_label',
+    notes='CIFAR-100 labelled with its 20 coarse super-classes.',
+  ),
+  'stl10': DatasetInfo(
+    'stl10',
+    'stl10',
+    (96, 96, 3),
+    10,
+    ('train', 'test', 'unlabelled'),
+    ('train', 'test'),
+    notes="'unlabelled' is the 100k extra split (labels -1).",
+  ),
+  'imagenet_dog': DatasetInfo(
+    'imagenet_dog',
+    'imagenet2012',
+    (96, 96, 3),
+    15,
+    ('train', 'validation'),
+    ('train', 'validation'),
+    notes='The 15 dog classes of IMAGENET_DOG_WNIDS from a manually prepared ImageNet '
+    '(tfds imagenet2012: put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in '
+    '<tfds data_dir>/downloads/manual/), resized to 96x96.',
+  ),
 }
 _DIGITS_TRAIN = 1437
 
@@ -105,8 +123,10 @@ def info(name: str) -> DatasetInfo:
   try:
     return DATASETS[name]
   except KeyError:
-    raise ValueError(f'unknown dataset {name!r}; known: {", ".join(sorted(DATASETS))}, '
-                     'or the path of an .npz file with x_<split>/y_<split> arrays.') from None
+    raise ValueError(
+      f'unknown dataset {name!r}; known: {", ".join(sorted(DATASETS))}, '
+      'or the path of an .npz file with x_<split>/y_<split> arrays.'
+    ) from None
 
 
 def from_arrays(images, labels=None) -> Dataset:
@@ -122,8 +142,10 @@ def from_arrays(images, labels=None) -> Dataset:
     if np.issubdtype(images.dtype, np.integer) and images.min() >= 0 and images.max() <= 255:
       images = images.astype(np.uint8)
     else:
-      raise ValueError(f'images must be uint8 in [0, 255], got dtype {images.dtype}; e.g. '
-                       '(np.clip(x, 0, 1) * 255).round().astype(np.uint8) for floats in [0, 1].')
+      raise ValueError(
+        f'images must be uint8 in [0, 255], got dtype {images.dtype}; e.g. '
+        '(np.clip(x, 0, 1) * 255).round().astype(np.uint8) for floats in [0, 1].'
+      )
   if labels is None:
     labels = np.full(images.shape[0], -1, np.int32)
   labels = np.asarray(labels)
@@ -138,15 +160,20 @@ def _split_names(split: str, dataset: DatasetInfo) -> Sequence[str]:
   names = list(dataset.labelled_splits) if split == 'all' else split.split('+')
   for s in names:
     if s not in dataset.splits:
-      raise ValueError(f'unknown split {s!r} for {dataset.name}; known: {", ".join(dataset.splits)}, '
-                       "'all', or several joined with '+'.")
+      raise ValueError(
+        f'unknown split {s!r} for {dataset.name}; known: {", ".join(dataset.splits)}, '
+        "'all', or several joined with '+'."
+      )
   return names
 
 
 def _concat(parts: Sequence[Dataset]) -> Dataset:
   """The splits joined; every data source returns through here, so its images meet the image contract."""
-  joined = parts[0] if len(parts) == 1 else Dataset(np.concatenate([p.images for p in parts]),
-                                                    np.concatenate([p.labels for p in parts]))
+  joined = (
+    parts[0]
+    if len(parts) == 1
+    else Dataset(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))
+  )
   contract.check_images(joined.images)
   return joined
 
@@ -177,11 +204,14 @@ def load(name: str, split: str = 'train', data_dir: Optional[str] = None, *, dow
     local = _find_local(pathlib.Path(data_dir), dataset, splits)
     if local is not None:
       return local
-  return _concat([_load_tfds(dataset, s, data_dir, download) for s in splits])
+  from unsupervised_jax import data_tfds  # tensorflow-datasets only where nothing is local
+
+  return _concat([data_tfds.load_split(dataset, s, data_dir, download) for s in splits])
 
 
 def _load_digits(split: str) -> Dataset:
   from sklearn import datasets as sk_datasets  # bundled with scikit-learn, no download
+
   digits = sk_datasets.load_digits()
   images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
   labels = digits.target.astype(np.int32)
@@ -192,13 +222,16 @@ def _load_digits(split: str) -> Dataset:
 def _check_data_dir(root: pathlib.Path, dataset: DatasetInfo):
   """A data directory that was named must exist: fail here, before tensorflow-datasets logs about it."""
   if not root.is_dir():
-    raise DataUnavailableError(f'data directory {root} does not exist; create it (tensorflow-datasets downloads '
-                               f'into it) or point data_dir / ${DATA_DIR_ENV} at the one holding {dataset.name}.npz.')
+    raise DataUnavailableError(
+      f'data directory {root} does not exist; create it (tensorflow-datasets downloads '
+      f'into it) or point data_dir / ${DATA_DIR_ENV} at the one holding {dataset.name}.npz.'
+    )
 
 
 def _not_npz(path: pathlib.Path) -> DataUnavailableError:
-  return DataUnavailableError(f'{path} is not a valid .npz file (numpy arrays in a zip archive); replace it, '
-                              'e.g. with the keras mnist.npz.')
+  return DataUnavailableError(
+    f'{path} is not a valid .npz file (numpy arrays in a zip archive); replace it, e.g. with the keras mnist.npz.'
+  )
 
 
 def _load_npz_file(path: pathlib.Path, split: str) -> Dataset:
@@ -228,8 +261,10 @@ def _read_member(npz, key: str, path: pathlib.Path) -> np.ndarray:
   try:
     return npz[key]
   except ValueError:  # object arrays (pickles) under allow_pickle=False, or a malformed .npy header
-    raise DataUnavailableError(f'{path}: array {key} is not a plain numeric array (pickled objects or a corrupt '
-                               'member); save it with np.savez from uint8/int arrays.') from None
+    raise DataUnavailableError(
+      f'{path}: array {key} is not a plain numeric array (pickled objects or a corrupt '
+      'member); save it with np.savez from uint8/int arrays.'
+    ) from None
 
 
 _IDX_PREFIX = {'train': 'train', 'test': 't10k'}
@@ -243,7 +278,7 @@ def _read_idx(path: pathlib.Path) -> np.ndarray:
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
     raise ValueError(f'{path} is not an unsigned-byte IDX file (bad magic number).')
   ndim = raw[3]
-  shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], 'big') for i in range(ndim))
+  shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], 'big') for i in range(ndim))
   data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
   if data.size != int(np.prod(shape)):
     raise ValueError(f'{path} is truncated: header says {shape}, found {data.size} bytes.')
@@ -271,97 +306,6 @@ def _find_local(root: pathlib.Path, dataset: DatasetInfo, splits: Sequence[str])
     else:
       return _concat(parts)
   return None
-
-
-def network_available(address=_DOWNLOAD_PROBE, timeout_s: float = _PROBE_TIMEOUT_S) -> bool:
-  """One TCP connect to the download host, bounded by ``timeout_s`` including DNS."""
-  if os.environ.get(OFFLINE_ENV, '') not in ('', '0'):
-    return False
-  ok = []
-
-  def probe():
-    try:
-      socket.create_connection(address, timeout=timeout_s).close()
-      ok.append(True)
-    except OSError:
-      pass
-
-  thread = threading.Thread(target=probe, daemon=True)  # DNS look-ups ignore socket timeouts
-  thread.start()
-  thread.join(timeout_s)
-  return bool(ok)
-
-
-def _unavailable_message(dataset: DatasetInfo, data_dir) -> str:
-  where = data_dir or f'${DATA_DIR_ENV}'
-  if dataset.name == 'mnist':
-    hint = f'put the keras mnist.npz (x_train, y_train, x_test, y_test) in {where}'
-  elif dataset.name == 'imagenet_dog':
-    hint = dataset.notes
-  else:
-    hint = (f'put {dataset.name}.npz with x_<split>/y_<split> uint8 arrays in {where}, '
-            f'or a prepared tfds "{dataset.tfds_name}" under --data_dir')
-  return f'{dataset.name} is not available offline: {hint} (or go online for tensorflow-datasets).'
-
-
-class _DropUnpreparedWarnings(logging.Filter):
-  """Drops tfds' "Variant folder ... has no dataset_info.json": it only means "not prepared yet"."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith('Variant folder')
-
-
-@contextlib.contextmanager
-def _quiet_tfds_probe():
-  """While tfds looks for a prepared data set: its warnings about unprepared folders are not shown."""
-  quiet = _DropUnpreparedWarnings()
-  logger = logging.getLogger('absl')
-  logger.addFilter(quiet)
-  try:
-    yield
-  finally:
-    logger.removeFilter(quiet)
-
-
-def _load_tfds(dataset: DatasetInfo, split: str, data_dir, download: bool) -> Dataset:
-  import tensorflow_datasets as tfds  # heavy import, only when needed
-
-  tfds_split = 'validation' if (dataset.name == 'imagenet_dog' and split == 'test') else split
-  with _quiet_tfds_probe():
-    builder = tfds.builder(dataset.tfds_name, data_dir=data_dir)
-    prepared = builder.is_prepared()
-  if not prepared:
-    if dataset.name == 'imagenet_dog':
-      root = data_dir or os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')
-      manual = pathlib.Path(root).expanduser() / 'downloads' / 'manual'
-      if not manual.is_dir():
-        raise DataUnavailableError(_unavailable_message(dataset, data_dir))
-    elif not (download and network_available()):
-      raise DataUnavailableError(_unavailable_message(dataset, data_dir))
-  source = tfds.data_source(dataset.tfds_name, split=tfds_split, data_dir=data_dir, download=download)
-  if dataset.name == 'imagenet_dog':
-    return _imagenet_dog(source, builder)
-  images, labels = [], []
-  for i in range(len(source)):
-    example = source[i]
-    images.append(example['image'])
-    labels.append(example.get(dataset.label_key, -1))
-  return from_arrays(np.stack(images), np.asarray(labels, np.int64))
-
-
-def _imagenet_dog(source, builder) -> Dataset:
-  from PIL import Image  # pillow comes with matplotlib
-
-  names = builder.info.features['label'].names
-  keep = {names.index(w): i for i, w in enumerate(IMAGENET_DOG_WNIDS)}
-  images, labels = [], []
-  for i in range(len(source)):
-    example = source[i]
-    if int(example['label']) in keep:
-      image = Image.fromarray(example['image']).convert('RGB').resize((96, 96), Image.BICUBIC)
-      images.append(np.asarray(image))
-      labels.append(keep[int(example['label'])])
-  return from_arrays(np.stack(images), np.asarray(labels))
 
 
 def as_float_features(images, *, flatten: bool = True) -> np.ndarray:

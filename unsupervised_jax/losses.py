@@ -1,4 +1,5 @@
 """Losses as pure functions, importable on their own."""
+
 from __future__ import annotations
 
 import jax
@@ -52,8 +53,9 @@ def info_nce(query: Array, positive_key: Array, negatives: Array, temperature: f
 def moco_loss(query: Array, key: Array, queue: Array, temperature: float) -> Array:
   """MoCo's contrastive loss: InfoNCE of normalised queries ``[B, D]`` against their keys ``[B, D]``
   (no gradient, they come from the EMA teacher) and the queue ``[K, D]`` of earlier keys."""
-  return info_nce(l2_normalize(query), jax.lax.stop_gradient(l2_normalize(key)), jax.lax.stop_gradient(queue),
-                  temperature)
+  return info_nce(
+    l2_normalize(query), jax.lax.stop_gradient(l2_normalize(key)), jax.lax.stop_gradient(queue), temperature
+  )
 
 
 # Stacked Capsule Autoencoders (Kosiorek, Sabour, Teh, Hinton, NeurIPS 2019): likelihoods and sparsity terms,
@@ -101,8 +103,9 @@ def scae_image_log_likelihood(images: Array, means: Array, log_weights: Array, s
   return jnp.sum(per_pixel, axis=(1, 2, 3))
 
 
-def scae_part_log_likelihood(parts: Array, part_presence: Array, votes: Array, scales: Array,
-                             vote_presence: Array, normalize: bool = False) -> Tuple[Array, Array]:
+def scae_part_log_likelihood(
+  parts: Array, part_presence: Array, votes: Array, scales: Array, vote_presence: Array, normalize: bool = False
+) -> Tuple[Array, Array]:
   """The object capsules' likelihood of the part poses, per image ``[B]``, and the posterior ``[B, K, M]``.
 
   ``log p(x) = sum_m d_m log sum_k w_km N(x_m | V_km, lambda_km^2 I)``, with the official dummy component
@@ -125,8 +128,9 @@ def scae_part_log_likelihood(parts: Array, part_presence: Array, votes: Array, s
     for part ``m`` (the dummy's dropped).
   """
   scales = scales[..., None]
-  log_normal = (-0.5 * jnp.square((parts[:, None] - votes) / scales) - jnp.log(scales)
-                - 0.5 * math.log(2 * math.pi)).sum(-1)  # [B, K, M]
+  log_normal = (
+    -0.5 * jnp.square((parts[:, None] - votes) / scales) - jnp.log(scales) - 0.5 * math.log(2 * math.pi)
+  ).sum(-1)  # [B, K, M]
   dummy = jnp.full_like(log_normal[:, :1], _DUMMY_LOG)
   log_normal = jnp.concatenate([log_normal, dummy], axis=1)
   logits = jnp.concatenate([safe_log(vote_presence), dummy], axis=1)  # [B, K + 1, M]
@@ -144,8 +148,10 @@ def capsule_entropy_sparsity(probs: Array) -> Tuple[Array, Array]:
   ``between = H(sum_b p_b / sum_bk p_bk)`` (to be raised: every capsule used in the batch); the
   official ``_capsule_entropy`` (normalisation adds 1e-8).
   """
+
   def entropy(p, axis):
     return -jnp.sum(p * safe_log(p), axis=axis)
+
   p_within = probs / (probs.sum(1, keepdims=True) + 1e-8)
   within = jnp.mean(entropy(p_within, 1))
   total = probs.sum(0)
@@ -226,8 +232,16 @@ def mice_elbo(log_gating: Array, log_expert: Array, posterior: Array) -> Array:
   return jnp.mean(jnp.sum(posterior * (log_expert + log_gating - log_q), axis=-1))
 
 
-def mice_loss(student: Array, teacher: Array, gating: Array, prototypes: Array, gating_prototypes: Array,
-              queue: Array, tau: float, kappa: float) -> Tuple[Array, Tuple[Array, Array, Array]]:
+def mice_loss(
+  student: Array,
+  teacher: Array,
+  gating: Array,
+  prototypes: Array,
+  gating_prototypes: Array,
+  queue: Array,
+  tau: float,
+  kappa: float,
+) -> Tuple[Array, Tuple[Array, Array, Array]]:
   """MiCE's training loss, ``-ELBO``, as the official ``MiCE_ELBO.forward`` computes it.
 
   The cluster prototypes are normalised here (the official ``F.normalize(expert_prototype)``, so the
@@ -278,9 +292,14 @@ def categorical_entropy(probs: Array) -> Array:
   return -jnp.sum(jnp.where(probs > 0, probs * jnp.log(jnp.where(probs > 0, probs, 1.0)), 0.0), axis=-1)
 
 
-def infogan_mutual_information(categorical_logits: Array, categories: Array, continuous_means: Array,
-                               continuous_codes: Array, categorical_weight: float = 1.0,
-                               continuous_weight: float = 1.0) -> tuple[Array, Array, Array]:
+def infogan_mutual_information(
+  categorical_logits: Array,
+  categories: Array,
+  continuous_means: Array,
+  continuous_codes: Array,
+  categorical_weight: float = 1.0,
+  continuous_weight: float = 1.0,
+) -> tuple[Array, Array, Array]:
   """InfoGAN's variational lower bound on ``I(c; G(z, c))`` (Chen et al. 2016, Eq. 4 and Lemma 5.1).
 
   ``L_I = E[log Q(c|x)] + H(c)`` on generated images ``x = G(z, c)``, for a uniform K-way categorical code
@@ -301,8 +320,9 @@ def infogan_mutual_information(categorical_logits: Array, categories: Array, con
     ``(weighted L_I, categorical term, continuous term)``, each ``[]`` (nats; the bound to maximise).
   """
   num_categories, num_continuous = categorical_logits.shape[-1], continuous_codes.shape[-1]
-  log_q = jnp.take_along_axis(jax.nn.log_softmax(categorical_logits), categories[:, None].astype(jnp.int32),
-                              axis=-1)[:, 0]
+  log_q = jnp.take_along_axis(jax.nn.log_softmax(categorical_logits), categories[:, None].astype(jnp.int32), axis=-1)[
+    :, 0
+  ]
   categorical = jnp.mean(log_q) + jnp.log(num_categories)
   log_q_continuous = jnp.sum(-0.5 * (continuous_codes - continuous_means) ** 2 - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
   continuous = jnp.mean(log_q_continuous) + num_continuous * jnp.log(2.0)

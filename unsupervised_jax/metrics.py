@@ -6,9 +6,12 @@ the host in float64 (they are evaluation code, called once per evaluation, and
 the Hungarian matching needs scipy anyway). The definitions are those of
 scikit-learn (NMI with arithmetic normalisation), which the tests check to 1e-6.
 """
+
 from __future__ import annotations
 
-from typing import Dict, Hashable, NamedTuple
+from typing import Dict
+from typing import Hashable
+from typing import NamedTuple
 
 import numpy as np
 from scipy import optimize
@@ -23,6 +26,7 @@ class Contingency(NamedTuple):
     classes: ``[C]`` the sorted distinct true labels.
     clusters: ``[K]`` the sorted distinct predicted labels.
   """
+
   table: np.ndarray
   classes: np.ndarray
   clusters: np.ndarray
@@ -98,11 +102,14 @@ def largest_confusions(confusion: Contingency, top: int = 3) -> str:
       surplus cluster is no class's cluster).
   """
   table, classes, _ = confusion
-  off = table[:, :classes.size].copy()
+  off = table[:, : classes.size].copy()
   np.fill_diagonal(off, 0)
   order = np.argsort(-off, axis=None, kind='stable')[:top]
-  parts = [f'{off.flat[i]} of class {classes[i // classes.size]} in the cluster of {classes[i % classes.size]}'
-           for i in order if off.flat[i]]
+  parts = [
+    f'{off.flat[i]} of class {classes[i // classes.size]} in the cluster of {classes[i % classes.size]}'
+    for i in order
+    if off.flat[i]
+  ]
   return '; '.join(parts) or 'none'
 
 

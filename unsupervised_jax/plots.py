@@ -3,10 +3,12 @@
 Figures are made with matplotlib's object API (``matplotlib.figure.Figure``), never through pyplot: no
 backend is chosen or switched, so a notebook's own inline figures keep working after the library writes one.
 """
+
 from __future__ import annotations
 
 import pathlib
-from typing import Optional, Sequence
+from typing import Optional
+from typing import Sequence
 
 import numpy as np
 
@@ -14,6 +16,7 @@ import numpy as np
 def _figure(**kwargs):
   """A figure outside pyplot (``savefig`` renders with Agg): works headless and leaves the backend alone."""
   from matplotlib import figure
+
   return figure.Figure(**kwargs)
 
 
@@ -25,8 +28,9 @@ def _save(fig, path) -> pathlib.Path:
   return path
 
 
-def image_grid(images, path, *, ncols: int = 10, titles: Optional[Sequence[str]] = None,
-               suptitle: str = '') -> pathlib.Path:
+def image_grid(
+  images, path, *, ncols: int = 10, titles: Optional[Sequence[str]] = None, suptitle: str = ''
+) -> pathlib.Path:
   """Saves ``images [N, H, W, C]`` (uint8, or floats in [0, 1]) as one grid PNG."""
   images = np.asarray(images)
   if images.dtype != np.uint8:
@@ -52,6 +56,7 @@ def scatter(points, labels, path, *, title: str = '') -> pathlib.Path:
   """2-D points ``[N, 2]`` coloured by integer label, with a legend; saved as PNG."""
   points, labels = np.asarray(points), np.asarray(labels)
   import matplotlib
+
   fig = _figure(figsize=(6, 6))
   ax = fig.subplots()
   cmap = matplotlib.colormaps['tab10' if labels.max() < 10 else 'tab20']
@@ -82,6 +87,7 @@ def cluster_sizes(steps, sizes, path, *, title: str = '') -> pathlib.Path:
   if sizes.ndim != 2 or len(steps) != len(sizes):
     raise ValueError(f'sizes must be [len(steps), K], got {sizes.shape} for {len(steps)} steps.')
   import matplotlib
+
   fig = _figure(figsize=(6, 3.5))
   ax = fig.subplots()
   cmap = matplotlib.colormaps['tab10' if sizes.shape[1] <= 10 else 'tab20']

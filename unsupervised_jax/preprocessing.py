@@ -9,10 +9,12 @@ variance is negative. Directions the data do not span to working precision
 get variance 0, and whitening maps them to 0 (scikit-learn divides by
 ``max(std, eps)``, which gives the same 0 on the training data).
 """
+
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Optional
+from typing import NamedTuple
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +36,7 @@ class PCA(NamedTuple):
       far from the origin, ``mean`` alone is off by up to half a unit of its
       last place, which :func:`transform` would pass on to every output.
   """
+
   mean: Array
   components: Array
   explained_variance: Array
@@ -54,8 +57,9 @@ def fit_pca(x: Array, n_components: int) -> PCA:
   if n < 2:
     raise ValueError(f'PCA needs at least 2 samples to estimate variances, got {n}.')
   if not isinstance(n_components, (int, np.integer)) or not 1 <= n_components <= min(n, d):
-    raise ValueError(f'n_components must be in [1, min(n_samples, n_features)] = [1, {min(n, d)}], '
-                     f'got {n_components!r}.')
+    raise ValueError(
+      f'n_components must be in [1, min(n_samples, n_features)] = [1, {min(n, d)}], got {n_components!r}.'
+    )
   if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
     raise ValueError(f'x must be floating point, got dtype {jnp.result_type(x)}.')
   if not isinstance(x, jax.core.Tracer) and not bool(np.isfinite(np.asarray(x)).all()):

@@ -10,15 +10,23 @@ A learned method has a :class:`~unsupervised_jax.training.contract.Factory`; the
 (K-means, GMM) have none: ``unsupervised_jax.runner.pixels`` runs them with their options. :func:`register`
 adds a method (docs/adding-a-method.md).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Any
+from typing import Callable
+from typing import Dict
+from typing import Mapping
+from typing import NamedTuple
+from typing import Optional
+from typing import Tuple
 
 from unsupervised_jax.methods import autoencoder
 from unsupervised_jax.methods import infogan
 from unsupervised_jax.methods import mice
 from unsupervised_jax.methods import moco
 from unsupervised_jax.methods import scae
+from unsupervised_jax.methods import scae_figures
 from unsupervised_jax.runner import pixels
 from unsupervised_jax.training import contract
 
@@ -40,6 +48,7 @@ class Entry(NamedTuple):
     train_defaults: defaults of the training flags for this method's entry point, where they differ from
       ``TrainConfig``'s (MiCE: batches in shuffled epochs).
   """
+
   name: str
   title: str
   config: type
@@ -87,10 +96,14 @@ def names(learned: Optional[bool] = None) -> Tuple[str, ...]:
 
 register(Entry('kmeans', 'K-means', pixels.KMeansOptions, 'kmeans_mnist.flags'))
 register(Entry('gmm', 'GMM', pixels.GMMOptions, 'gmm_mnist.flags'))
-register(Entry('autoencoder', 'autoencoder', autoencoder.AEConfig, 'ae_mnist.flags', autoencoder.autoencoder,
-               autoencoder.figures))
+register(
+  Entry(
+    'autoencoder', 'autoencoder', autoencoder.AEConfig, 'ae_mnist.flags', autoencoder.autoencoder, autoencoder.figures
+  )
+)
 register(Entry('moco', 'MoCo', moco.MoCoConfig, 'moco_mnist.flags', moco.moco))
 register(Entry('infogan', 'InfoGAN', infogan.InfoGANConfig, 'infogan_mnist.flags', infogan.infogan, infogan.figures))
-register(Entry('scae', 'capsules (SCAE)', scae.SCAEConfig, 'scae_mnist.flags', scae.scae, scae.figures))
-register(Entry('mice', 'MiCE', mice.MiceConfig, 'mice_mnist.flags', mice.mice,
-               train_defaults={'sampling': 'epochs'}))  # the official loader: shuffled epochs, drop_last
+register(Entry('scae', 'capsules (SCAE)', scae.SCAEConfig, 'scae_mnist.flags', scae.scae, scae_figures.figures))
+register(
+  Entry('mice', 'MiCE', mice.MiceConfig, 'mice_mnist.flags', mice.mice, train_defaults={'sampling': 'epochs'})
+)  # the official loader: shuffled epochs, drop_last

@@ -26,6 +26,7 @@ dense tent weights, ``sum_ij T[i, j] relu(1 - |r - i|) relu(1 - |c - j|)``, with
 no gather or scatter (slower on CPU, forward and gradient). At a whole-pixel
 coordinate every form takes the one-sided derivative ``T[i + 1] - T[i]``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -83,7 +84,8 @@ def _tent_weights(coords: Array, size: int) -> Array:
 
 
 def bilinear_sample(image: Array, rows: Array, cols: Array) -> Array:
-  """Samples ``image [h, w, C]`` at pixel coordinates ``rows [P]``, ``cols [P]`` (bilinear, zeros outside) -> ``[P, C]``.
+  """Samples ``image [h, w, C]`` at pixel coordinates ``rows [P]``, ``cols [P]`` (bilinear, zeros outside):
+  ``[P, C]``.
 
   ``sum_{corners} (1 - |r - i|)(1 - |c - j|) image[i, j]`` over the four whole-pixel neighbours, those off the
   image weighted 0; one gather of all channels per corner.
@@ -231,13 +233,21 @@ def _sample_bwd(residuals, g):
   width = w + 3
   top = jnp.clip(jnp.floor(rows), -2, h).astype(jnp.int32) + 2
   left = jnp.clip(jnp.floor(cols), -2, w).astype(jnp.int32) + 2
-  weights = jnp.concatenate([(1 - frac_rows) * (1 - frac_cols), (1 - frac_rows) * frac_cols,
-                             frac_rows * (1 - frac_cols), frac_rows * frac_cols], -1)  # [P, 4]
+  weights = jnp.concatenate(
+    [
+      (1 - frac_rows) * (1 - frac_cols),
+      (1 - frac_rows) * frac_cols,
+      frac_rows * (1 - frac_cols),
+      frac_rows * frac_cols,
+    ],
+    -1,
+  )  # [P, 4]
   hoods = jnp.zeros(((h + 3) * width, 4, c), g.dtype).at[top * width + left].add(weights[:, :, None] * g[:, None, :])
   hoods = hoods.reshape(h + 3, width, 4, c)
   shift = lambda k, rows_pad, cols_pad: jnp.pad(hoods[:, :, k], (rows_pad, cols_pad, (0, 0)))
-  bordered = (shift(0, (0, 1), (0, 1)) + shift(1, (0, 1), (1, 0)) + shift(2, (1, 0), (0, 1)) +
-              shift(3, (1, 0), (1, 0)))  # [h + 4, w + 4, C]
+  bordered = (
+    shift(0, (0, 1), (0, 1)) + shift(1, (0, 1), (1, 0)) + shift(2, (1, 0), (0, 1)) + shift(3, (1, 0), (1, 0))
+  )  # [h + 4, w + 4, C]
   return bordered[2:-2, 2:-2], d_rows, d_cols
 
 
@@ -281,23 +291,27 @@ def render_batch(templates: Array, poses: Array, canvas_size: int, chunk_size: O
     return jax.vmap(_sample)(chunk_templates, rows, cols)
 
   per_chunk = (b // chunk, chunk * m)
-  out = jax.lax.map(lambda args: place(*args), (templates.reshape(per_chunk + templates.shape[2:]),
-                                                poses.reshape(per_chunk + (6,))))
+  out = jax.lax.map(
+    lambda args: place(*args), (templates.reshape(per_chunk + templates.shape[2:]), poses.reshape(per_chunk + (6,)))
+  )
   return out.reshape(b, m, canvas_size, canvas_size, c)
 
 
 def render_batch_loop(templates: Array, poses: Array, canvas_size: int) -> Array:
   """:func:`render_batch_vmap` with a Python loop over parts (a reference and a benchmark baseline)."""
   shared = templates.ndim == 4
-  parts = [jax.vmap(render, in_axes=(None if shared else 0, 0, None))(
-      templates[m] if shared else templates[:, m], poses[:, m], canvas_size) for m in range(poses.shape[1])]
+  parts = [
+    jax.vmap(render, in_axes=(None if shared else 0, 0, None))(
+      templates[m] if shared else templates[:, m], poses[:, m], canvas_size
+    )
+    for m in range(poses.shape[1])
+  ]
   return jnp.stack(parts, axis=1)
 
 
 def render_map_coordinates(template: Array, pose: Array, canvas_size: int) -> Array:
   """:func:`render` with ``jax.scipy.ndimage.map_coordinates`` (order 1, zeros outside) as the sampler."""
   rows, cols = canvas_coordinates(pose, template.shape[0], canvas_size)
-  sample = lambda channel: jax.scipy.ndimage.map_coordinates(channel, [rows, cols], order=1, mode='constant',
-                                                             cval=0.0)
+  sample = lambda channel: jax.scipy.ndimage.map_coordinates(channel, [rows, cols], order=1, mode='constant', cval=0.0)
   out = jax.vmap(sample, in_axes=2, out_axes=1)(template)
   return out.reshape(canvas_size, canvas_size, template.shape[-1])

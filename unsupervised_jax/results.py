@@ -23,6 +23,7 @@ Benchmarks::
 Accuracies are fractions in [0, 1]. Records are written by the code that
 measured them, never by hand.
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,7 +33,11 @@ import pathlib
 import platform
 import subprocess
 import sys
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any
+from typing import Dict
+from typing import Mapping
+from typing import Optional
+from typing import Sequence
 
 import numpy as np
 
@@ -48,11 +53,17 @@ def git_commit() -> str:
   """
   root = pathlib.Path(__file__).resolve().parent.parent
   try:
-    head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True,
-                          check=True, timeout=10).stdout.strip()
+    head = subprocess.run(
+      ['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True, check=True, timeout=10
+    ).stdout.strip()
     # results/ itself changes as runs write into it: not a change of the code.
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--', '.', ':!results'], cwd=root,
-                           capture_output=True, text=True, timeout=10).stdout.strip()
+    dirty = subprocess.run(
+      ['git', 'status', '--porcelain', '--untracked-files=no', '--', '.', ':!results'],
+      cwd=root,
+      capture_output=True,
+      text=True,
+      timeout=10,
+    ).stdout.strip()
     return head + ('+dirty' if dirty else '')
   except (OSError, subprocess.SubprocessError):
     return 'unknown'
@@ -61,6 +72,7 @@ def git_commit() -> str:
 def machine() -> str:
   """A one-line description of the host and the JAX backend."""
   import jax
+
   cpu = platform.processor() or platform.machine()
   try:
     with open('/proc/cpuinfo') as f:
@@ -72,8 +84,10 @@ def machine() -> str:
   except (OSError, KeyError):
     pass
   devices = jax.devices()
-  return (f'{os.cpu_count()} cores {cpu}; jax {jax.__version__} on {len(devices)} x '
-          f'{devices[0].device_kind} ({jax.default_backend()})')
+  return (
+    f'{os.cpu_count()} cores {cpu}; jax {jax.__version__} on {len(devices)} x '
+    f'{devices[0].device_kind} ({jax.default_backend()})'
+  )
 
 
 def command() -> str:
@@ -99,26 +113,47 @@ def summarize(per_seed: Sequence[Mapping[str, float]]) -> Dict[str, Dict[str, An
   return out
 
 
-def method_record(method: str, dataset: str, protocol: str, seeds: Sequence[int],
-                  per_seed_metrics: Sequence[Mapping[str, float]], wall_time_s: float,
-                  config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+def method_record(
+  method: str,
+  dataset: str,
+  protocol: str,
+  seeds: Sequence[int],
+  per_seed_metrics: Sequence[Mapping[str, float]],
+  wall_time_s: float,
+  config: Optional[Mapping[str, Any]] = None,
+) -> Dict[str, Any]:
   """A reproduction-run record in the schema above."""
-  record = {'method': method, 'dataset': dataset, 'protocol': protocol, 'command': command(),
-            'git_commit': git_commit(), 'machine': machine(), 'wall_time_s': float(wall_time_s),
-            'seeds': [int(s) for s in seeds], 'metrics': summarize(per_seed_metrics)}
+  record = {
+    'method': method,
+    'dataset': dataset,
+    'protocol': protocol,
+    'command': command(),
+    'git_commit': git_commit(),
+    'machine': machine(),
+    'wall_time_s': float(wall_time_s),
+    'seeds': [int(s) for s in seeds],
+    'metrics': summarize(per_seed_metrics),
+  }
   if config is not None:
     record['config'] = dict(config)
   return record
 
 
-def benchmark_record(benchmark: str, ours: Mapping[str, Any], reference: Mapping[str, Any],
-                     throughput_key: str) -> Dict[str, Any]:
+def benchmark_record(
+  benchmark: str, ours: Mapping[str, Any], reference: Mapping[str, Any], throughput_key: str
+) -> Dict[str, Any]:
   """A benchmark record; ``speedup = ours[throughput_key] / reference[throughput_key]``."""
   if benchmark not in BENCHMARKS:
     raise ValueError(f'unknown benchmark {benchmark!r}; known: {BENCHMARKS}.')
-  return {'benchmark': benchmark, 'command': command(), 'git_commit': git_commit(),
-          'machine': machine(), 'ours': dict(ours), 'reference': dict(reference),
-          'speedup': float(ours[throughput_key]) / float(reference[throughput_key])}
+  return {
+    'benchmark': benchmark,
+    'command': command(),
+    'git_commit': git_commit(),
+    'machine': machine(),
+    'ours': dict(ours),
+    'reference': dict(reference),
+    'speedup': float(ours[throughput_key]) / float(reference[throughput_key]),
+  }
 
 
 def write_json(path, record: Mapping[str, Any]) -> pathlib.Path:

@@ -7,16 +7,27 @@ The command-line flags of ``experiments/`` are made from these fields
 :func:`check` validates the declared choices and bounds, so a setting's name,
 default, help and range are written in one place.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional, Sequence
+from typing import Any
+from typing import Dict
+from typing import Optional
+from typing import Sequence
 
 import numpy as np
 
 
-def setting(default: Any, help: str, *, choices: Optional[Sequence[Any]] = None, minimum: Optional[float] = None,
-            above: Optional[float] = None, flag: bool = True):
+def setting(
+  default: Any,
+  help: str,
+  *,
+  choices: Optional[Sequence[Any]] = None,
+  minimum: Optional[float] = None,
+  above: Optional[float] = None,
+  flag: bool = True,
+):
   """A dataclass field with its help text and checks.
 
   Args:
@@ -26,8 +37,13 @@ def setting(default: Any, help: str, *, choices: Optional[Sequence[Any]] = None,
     minimum: values must be ``>= minimum``; ``above``: values must be ``> above``.
     flag: False for settings that are not command-line flags.
   """
-  metadata = {'help': help, 'choices': tuple(choices) if choices else None, 'minimum': minimum, 'above': above,
-              'flag': flag}
+  metadata = {
+    'help': help,
+    'choices': tuple(choices) if choices else None,
+    'minimum': minimum,
+    'above': above,
+    'flag': flag,
+  }
   if isinstance(default, (list, dict, set)):
     return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
   return dataclasses.field(default=default, metadata=metadata)
@@ -75,13 +91,14 @@ def _check_fits(name: str, value, meta) -> None:
     raise ValueError(f'{name} must be > {bound:g} in float32, got {value} (float32: {float(as_float32):g}).')
 
 
-
 def as_dict(config) -> Dict[str, Any]:
   """The config's fields as plain JSON-able values (tuples as lists)."""
+
   def plain(value):
     if isinstance(value, (tuple, list)):
       return [plain(v) for v in value]
     if isinstance(value, dict):
       return {k: plain(v) for k, v in value.items()}
     return value
+
   return {field.name: plain(getattr(config, field.name)) for field in dataclasses.fields(config)}

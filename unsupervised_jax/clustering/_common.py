@@ -7,9 +7,9 @@ that bound leaves a decision open (which centre is closest, whether a point
 sits on a centre), the distances of those rows are recomputed from their
 differences (:func:`refine_rows`), which has no cancellation. The expanded
 form thus only ever decides what it can decide exactly."""
+
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import jax
@@ -42,19 +42,23 @@ def check_points(x, n_clusters: int, *, name: str = 'x', what: str = 'n_clusters
   shape = np.shape(x)
   if len(shape) != 2:
     raise ValueError(
-        f'{name} must be a 2-D [N, D] array of points, got shape {shape}; '
-        'flatten images first, e.g. x.reshape(len(x), -1).')
+      f'{name} must be a 2-D [N, D] array of points, got shape {shape}; '
+      'flatten images first, e.g. x.reshape(len(x), -1).'
+    )
   n, d = shape
   if n == 0 or d == 0:
     raise ValueError(f'{name} is empty (shape {shape}): need at least one point with one feature.')
   if not isinstance(n_clusters, (int, np.integer)) or n_clusters < 1:
     raise ValueError(f'{what} must be a positive integer, got {n_clusters!r}.')
   if n_clusters > n:
-    raise ValueError(f'{what}={n_clusters} is larger than the number of points N={n}; '
-                     f'use at most {n} clusters or more data.')
+    raise ValueError(
+      f'{what}={n_clusters} is larger than the number of points N={n}; use at most {n} clusters or more data.'
+    )
   if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-    raise ValueError(f'{name} must be floating point, got dtype {jnp.result_type(x)}; '
-                     'convert it, e.g. images.astype(np.float32) / 255.')
+    raise ValueError(
+      f'{name} must be floating point, got dtype {jnp.result_type(x)}; '
+      'convert it, e.g. images.astype(np.float32) / 255.'
+    )
   if is_concrete(x):
     finite = np.isfinite(np.asarray(x)).all() if isinstance(x, np.ndarray) else bool(jnp.isfinite(x).all())
     if not finite:
@@ -99,8 +103,10 @@ def map_and_sum_blocks(fn: Callable, xs, block_rows: int):
     rows = jax.tree.map(lambda o, v: jax.lax.dynamic_update_slice_in_dim(o, v, start, 0), rows, block_rows_out)
     return rows, jax.tree.map(jnp.add, sums, block_sums)
 
-  init = (jax.tree.map(lambda s: jnp.zeros((n,) + s.shape[1:], s.dtype), row_shapes),
-          jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sum_shapes))
+  init = (
+    jax.tree.map(lambda s: jnp.zeros((n,) + s.shape[1:], s.dtype), row_shapes),
+    jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sum_shapes),
+  )
   return jax.lax.fori_loop(0, -(-n // block_rows), step, init)
 
 
@@ -127,17 +133,18 @@ def weighted_sums(weights: Array, values: Array) -> Array:
 def weighted_sums_over_row_blocks(fn: Callable, weights: Array, xs, block_rows: int) -> Array:
   """:func:`weighted_sums` of ``weights [N, K]`` and ``fn(xs)`` for a row-wise ``fn`` (``[B, ...] -> [B, D]``),
   ``block_rows`` rows at a time, so ``fn``'s ``[N, D]`` output is never made (:func:`map_and_sum_blocks`)."""
+
   def block(rows, fresh):
     w, block_xs = rows
     return (), weighted_sums(jnp.where(fresh[:, None], w, 0.0), fn(block_xs))
+
   return map_and_sum_blocks(block, (weights, xs), block_rows)[1]
 
 
 def sum_over_row_blocks(fn: Callable, xs, block_rows: int) -> Array:
   """``sum_n fn(xs)[n]`` for a row-wise ``fn`` (``[B, ...] -> [B]``), ``block_rows`` rows at a time
   (:func:`map_and_sum_blocks`), so no new ``[N, D]`` buffer is made."""
-  return map_and_sum_blocks(lambda block, fresh: ((), jnp.sum(jnp.where(fresh, fn(block), 0.0))), xs,
-                            block_rows)[1]
+  return map_and_sum_blocks(lambda block, fresh: ((), jnp.sum(jnp.where(fresh, fn(block), 0.0))), xs, block_rows)[1]
 
 
 def block_rows_for(n_columns: int, max_block_elements: int = DEFAULT_MAX_BLOCK_ELEMENTS) -> int:
@@ -231,8 +238,7 @@ def table_rows(table: Array, index: Array) -> Array:
   backend runs the equivalent gather element by element, several times
   slower (and its cost there depends on how the host vectorises scalar code).
   """
-  return jnp.dot(jax.nn.one_hot(index, table.shape[0], dtype=table.dtype), table,
-                 precision=jax.lax.Precision.HIGHEST)
+  return jnp.dot(jax.nn.one_hot(index, table.shape[0], dtype=table.dtype), table, precision=jax.lax.Precision.HIGHEST)
 
 
 def exact_squared_distances(x: Array, centers: Array) -> Array:
@@ -266,8 +272,9 @@ def fold_flagged_rows(body: Callable, rows: Array, chunk: int, carry):
   return jax.lax.cond(count > 0, fold, lambda carry: carry, carry)
 
 
-def refine_rows(x: Array, centers: Array, d: Array, err: Array, rows: Array,
-                max_block_elements: int = 1 << 20) -> tuple[Array, Array]:
+def refine_rows(
+  x: Array, centers: Array, d: Array, err: Array, rows: Array, max_block_elements: int = 1 << 20
+) -> tuple[Array, Array]:
   """Exact distances for the flagged rows: ``d, err [M, K]`` with rows ``rows [M]`` recomputed.
 
   Flagged rows get :func:`exact_squared_distances` and their relative error

@@ -28,11 +28,14 @@ Typical use::
   result = kmeans(jax.random.key(0), x, n_clusters=10, n_init=10)
   labels = predict(x_new, result.centers)
 """
+
 from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple
+from typing import Optional
+from typing import Union
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +56,7 @@ class KMeansResult(NamedTuple):
     n_iter: ``[]`` int32 Lloyd iterations run.
     converged: ``[]`` bool, whether the tolerance was met before ``max_iter``.
   """
+
   centers: Array
   labels: Array
   inertia: Array
@@ -62,6 +66,7 @@ class KMeansResult(NamedTuple):
 
 class Assignment(NamedTuple):
   """Closest centre of each point: ``labels [N]`` int32, ``distances [N]`` squared distance to it."""
+
   labels: Array
   distances: Array
 
@@ -73,6 +78,7 @@ class _Bounds(NamedTuple):
   distance to it, ``lower [M]`` a lower bound on the true distance to every
   other centre (``inf`` when K = 1).
   """
+
   labels: Array
   upper: Array
   lower: Array
@@ -111,12 +117,20 @@ def _exact_distances_to(x: Array, centers: Array, labels: Array) -> Array:
 
 def _exact_inertia(x: Array, centers: Array, labels: Array) -> Array:
   """``sum_n |x_n - centers[labels_n]|^2`` from differences, in blocks of rows (no new ``[N, D]`` buffer)."""
-  return _common.sum_over_row_blocks(lambda block: _exact_distances_to(block[0], centers, block[1]), (x, labels),
-                                     _common.block_rows_for(x.shape[1], 1 << 20))
+  return _common.sum_over_row_blocks(
+    lambda block: _exact_distances_to(block[0], centers, block[1]),
+    (x, labels),
+    _common.block_rows_for(x.shape[1], 1 << 20),
+  )
 
 
-def assign(x: Array, centers: Array, x_sq_norms: Optional[Array] = None, *,
-           max_block_elements: int = _common.DEFAULT_MAX_BLOCK_ELEMENTS) -> Assignment:
+def assign(
+  x: Array,
+  centers: Array,
+  x_sq_norms: Optional[Array] = None,
+  *,
+  max_block_elements: int = _common.DEFAULT_MAX_BLOCK_ELEMENTS,
+) -> Assignment:
   """Closest centre for each row of ``x [N, D]`` among ``centers [K, D]``.
 
   Labels are those of the exact distances (ties to the lowest index), and
@@ -130,8 +144,11 @@ def assign(x: Array, centers: Array, x_sq_norms: Optional[Array] = None, *,
     x, centers = x - reference, centers - reference
     x_sq_norms = jnp.sum(x * x, axis=-1)
   c_sq_norms = jnp.sum(centers * centers, axis=-1)
-  labels = _common.map_blocks(lambda inputs: _accurate_bounds(*inputs, centers, c_sq_norms).labels,
-                              (x, x_sq_norms), _common.block_rows_for(centers.shape[0], max_block_elements))
+  labels = _common.map_blocks(
+    lambda inputs: _accurate_bounds(*inputs, centers, c_sq_norms).labels,
+    (x, x_sq_norms),
+    _common.block_rows_for(centers.shape[0], max_block_elements),
+  )
   return Assignment(labels, _exact_distances_to(x, centers, labels))
 
 
@@ -170,8 +187,9 @@ def _distances_near_zero_exact(x_c: Array, x_sq_norms: Array, centers: Array) ->
   return _common.refine_rows(x_c, centers, d, err, jnp.any(d <= 2.0 * err, axis=-1))[0]
 
 
-def _kmeans_plusplus_indices(key: Array, x_c: Array, x_sq_norms: Array, n_clusters: int,
-                             n_local_trials: Optional[int]) -> Array:
+def _kmeans_plusplus_indices(
+  key: Array, x_c: Array, x_sq_norms: Array, n_clusters: int, n_local_trials: Optional[int]
+) -> Array:
   """Row indices ``[K]`` of the k-means++ seeds of centred ``x_c [N, D]``."""
   n = x_c.shape[0]
   if n_local_trials is None:
@@ -259,6 +277,7 @@ class LloydState(NamedTuple):
     n_iter: ``[]`` int32 iterations done.
     done: ``[]`` bool, tolerance met.
   """
+
   centers: Array
   labels: Array
   upper: Array
@@ -289,20 +308,26 @@ def _full_pass(x, x_sq_norms, state: LloydState, relocate: bool = True) -> Lloyd
   k = state.centers.shape[0]
   c_sq_norms = jnp.sum(state.centers * state.centers, axis=-1)
   labels, upper, lower = _common.map_blocks(
-      lambda inputs: _accurate_bounds(inputs[0], inputs[1], state.centers, c_sq_norms),
-      (x, x_sq_norms), _common.block_rows_for(k))
+    lambda inputs: _accurate_bounds(inputs[0], inputs[1], state.centers, c_sq_norms),
+    (x, x_sq_norms),
+    _common.block_rows_for(k),
+  )
   n_moved = jnp.sum(labels != state.labels)
   capacity = max(1, int(x.shape[0] * _MOVED_FRACTION))
 
   def from_scratch():
-    return (jax.ops.segment_sum(x, labels, k), jax.ops.segment_sum(jnp.ones(x.shape[0], x.dtype), labels, k),
-            jnp.zeros_like(state.churn))
+    return (
+      jax.ops.segment_sum(x, labels, k),
+      jax.ops.segment_sum(jnp.ones(x.shape[0], x.dtype), labels, k),
+      jnp.zeros_like(state.churn),
+    )
 
   def moves_only():
     idx = jnp.nonzero(labels != state.labels, size=capacity, fill_value=x.shape[0])[0]
     valid = jnp.arange(capacity) < n_moved
-    d_sums, d_counts, traffic = _transfer(x.at[idx].get(mode='clip'), labels.at[idx].get(mode='clip'),
-                                          state.labels.at[idx].get(mode='clip'), valid, k)
+    d_sums, d_counts, traffic = _transfer(
+      x.at[idx].get(mode='clip'), labels.at[idx].get(mode='clip'), state.labels.at[idx].get(mode='clip'), valid, k
+    )
     return state.sums + d_sums, state.counts + d_counts, state.churn + traffic
 
   # Labels of -1 (before the first pass) force the from-scratch sums.
@@ -314,13 +339,18 @@ def _full_pass(x, x_sq_norms, state: LloydState, relocate: bool = True) -> Lloyd
 
   def relocate_empty(state):
     sums, counts, moved, empty = _relocate_empty(
-        x, state.sums, state.counts, state.labels, _exact_distances_to(x, state.centers, state.labels))
+      x, state.sums, state.counts, state.labels, _exact_distances_to(x, state.centers, state.labels)
+    )
     moved = jnp.where(empty, moved, x.shape[0])  # only the relocated points; the rest dropped
     # Relocated points sit on their new centre; zero lower bounds force exact
     # distances for everything at the next iteration.
-    return state._replace(labels=state.labels.at[moved].set(jnp.arange(k, dtype=jnp.int32), mode='drop'),
-                          upper=state.upper.at[moved].set(0.0, mode='drop'), lower=jnp.zeros_like(state.lower),
-                          sums=sums, counts=counts)
+    return state._replace(
+      labels=state.labels.at[moved].set(jnp.arange(k, dtype=jnp.int32), mode='drop'),
+      upper=state.upper.at[moved].set(0.0, mode='drop'),
+      lower=jnp.zeros_like(state.lower),
+      sums=sums,
+      counts=counts,
+    )
 
   return jax.lax.cond(jnp.any(state.counts == 0), relocate_empty, lambda s: s, state)
 
@@ -333,8 +363,11 @@ def _transfer(xs, new, old, valid, k):
   """
   moved = (valid & (new != old)).astype(xs.dtype)
   transfer = (jax.nn.one_hot(new, k, dtype=xs.dtype) - jax.nn.one_hot(old, k, dtype=xs.dtype)) * moved[:, None]
-  return (jnp.dot(transfer.T, xs, precision=jax.lax.Precision.HIGHEST), jnp.sum(transfer, axis=0),
-          jnp.sum(jnp.abs(transfer), axis=0))
+  return (
+    jnp.dot(transfer.T, xs, precision=jax.lax.Precision.HIGHEST),
+    jnp.sum(transfer, axis=0),
+    jnp.sum(jnp.abs(transfer), axis=0),
+  )
 
 
 def _partial_pass(capacity, x, x_sq_norms, state: LloydState, needs_update) -> LloydState:
@@ -346,13 +379,18 @@ def _partial_pass(capacity, x, x_sq_norms, state: LloydState, needs_update) -> L
   idx = jnp.nonzero(needs_update, size=capacity, fill_value=n)[0]
   valid = jnp.arange(capacity) < n_needed
   xs = jax.lax.optimization_barrier(x.at[idx].get(mode='clip'))  # gather once, not once per consumer
-  labels, upper, lower = _accurate_bounds(xs, x_sq_norms.at[idx].get(mode='clip'), state.centers,
-                                          jnp.sum(state.centers * state.centers, axis=-1))
+  labels, upper, lower = _accurate_bounds(
+    xs, x_sq_norms.at[idx].get(mode='clip'), state.centers, jnp.sum(state.centers * state.centers, axis=-1)
+  )
   d_sums, d_counts, traffic = _transfer(xs, labels, state.labels.at[idx].get(mode='clip'), valid, k)
-  return state._replace(labels=state.labels.at[idx].set(labels, mode='drop'),
-                        upper=state.upper.at[idx].set(upper, mode='drop'),
-                        lower=state.lower.at[idx].set(lower, mode='drop'),
-                        sums=state.sums + d_sums, counts=state.counts + d_counts, churn=state.churn + traffic)
+  return state._replace(
+    labels=state.labels.at[idx].set(labels, mode='drop'),
+    upper=state.upper.at[idx].set(upper, mode='drop'),
+    lower=state.lower.at[idx].set(lower, mode='drop'),
+    sums=state.sums + d_sums,
+    counts=state.counts + d_counts,
+    churn=state.churn + traffic,
+  )
 
 
 def _may_change(state: LloydState) -> Array:
@@ -412,17 +450,29 @@ def lloyd_iteration(x: Array, x_sq_norms: Array, state: LloydState, abs_tol: Arr
     other_shift = jnp.where(state.labels == top2_idx[0], top2[1], top2[0])
   else:
     other_shift = jnp.zeros_like(state.lower)
-  return state._replace(centers=new_centers, upper=state.upper + shift[state.labels],
-                        lower=state.lower - other_shift, n_iter=state.n_iter + 1,
-                        done=unchanged | (jnp.sum(shift ** 2) <= abs_tol))
+  return state._replace(
+    centers=new_centers,
+    upper=state.upper + shift[state.labels],
+    lower=state.lower - other_shift,
+    n_iter=state.n_iter + 1,
+    done=unchanged | (jnp.sum(shift**2) <= abs_tol),
+  )
 
 
 def init_state(x: Array, initial_centers: Array) -> LloydState:
   """Loop state before the first iteration (no labels yet: the first pass is exact)."""
   n, k = x.shape[0], initial_centers.shape[0]
-  return LloydState(initial_centers, jnp.full(n, -1, jnp.int32), jnp.full(n, jnp.inf, x.dtype),
-                    jnp.zeros(n, x.dtype), jnp.zeros_like(initial_centers), jnp.zeros(k, x.dtype),
-                    jnp.zeros(k, x.dtype), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+  return LloydState(
+    initial_centers,
+    jnp.full(n, -1, jnp.int32),
+    jnp.full(n, jnp.inf, x.dtype),
+    jnp.zeros(n, x.dtype),
+    jnp.zeros_like(initial_centers),
+    jnp.zeros(k, x.dtype),
+    jnp.zeros(k, x.dtype),
+    jnp.zeros((), jnp.int32),
+    jnp.zeros((), bool),
+  )
 
 
 def lloyd(x: Array, initial_centers: Array, *, max_iter: int = 300, tol: float = 1e-4) -> KMeansResult:
@@ -451,9 +501,10 @@ def lloyd(x: Array, initial_centers: Array, *, max_iter: int = 300, tol: float =
 def _lloyd_centred(x_c, x_sq_norms, abs_tol, initial_centers, max_iter) -> KMeansResult:
   """:func:`lloyd` on centred ``x_c [N, D]`` from centred centres; the result stays centred."""
   final = jax.lax.while_loop(
-      lambda state: (state.n_iter < max_iter) & ~state.done,
-      lambda state: lloyd_iteration(x_c, x_sq_norms, state, abs_tol),
-      init_state(x_c, initial_centers))
+    lambda state: (state.n_iter < max_iter) & ~state.done,
+    lambda state: lloyd_iteration(x_c, x_sq_norms, state, abs_tol),
+    init_state(x_c, initial_centers),
+  )
   # Labels for the final centres (sklearn's closing E-step, no relocation),
   # then the inertia from differences.
   labels = _reassign(x_c, x_sq_norms, final, relocate=False).labels
@@ -481,8 +532,16 @@ def _check_iter(max_iter, tol):
     raise ValueError(f'tol must be a finite number >= 0, got {tol!r}.')
 
 
-def kmeans(key: Array, x: Array, n_clusters: int, *, n_init: int = 10,
-           init: Union[str, Array] = 'k-means++', max_iter: int = 300, tol: float = 1e-4) -> KMeansResult:
+def kmeans(
+  key: Array,
+  x: Array,
+  n_clusters: int,
+  *,
+  n_init: int = 10,
+  init: Union[str, Array] = 'k-means++',
+  max_iter: int = 300,
+  tol: float = 1e-4,
+) -> KMeansResult:
   """Fits K-means with ``n_init`` restarts; keeps the lowest inertia.
 
   Args:

@@ -5,9 +5,13 @@ Protocols (``protocol`` in the results records):
     most deep-clustering papers do;
   * ``'train->test'``: fit on train, predict and score test.
 """
+
 from __future__ import annotations
 
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any
+from typing import Dict
+from typing import NamedTuple
+from typing import Optional
 
 import jax
 import numpy as np
@@ -23,8 +27,7 @@ CLUSTERING_METHODS = ('kmeans', 'gmm')
 # The settings the pixel baselines and the evaluation of learned codes share, declared here once.
 def n_clusters_setting():
   """``n_clusters``: K, 0 for the data set's number of classes."""
-  return setting(0, 'Clusters K; 0 = the number of classes of the data set (required for unlabelled data).',
-                 minimum=0)
+  return setting(0, 'Clusters K; 0 = the number of classes of the data set (required for unlabelled data).', minimum=0)
 
 
 def covariance_type_setting():
@@ -34,6 +37,7 @@ def covariance_type_setting():
 
 class ClusteringOutcome(NamedTuple):
   """``scores`` ({'acc', 'nmi', 'ari'}), ``predictions [N]`` and the fitted ``model`` result."""
+
   scores: Dict[str, float]
   predictions: np.ndarray
   model: Any
@@ -55,9 +59,16 @@ def predict_clusters(model, features, method: str, options: Dict[str, Any]) -> n
   return np.asarray(gmm_lib.predict(features, model.params, options.get('covariance_type', 'full')))
 
 
-def cluster_and_score(key: jax.Array, fit_features, fit_labels, n_clusters: int, method: str = 'kmeans',
-                      options: Optional[Dict[str, Any]] = None, eval_features=None,
-                      eval_labels=None) -> ClusteringOutcome:
+def cluster_and_score(
+  key: jax.Array,
+  fit_features,
+  fit_labels,
+  n_clusters: int,
+  method: str = 'kmeans',
+  options: Optional[Dict[str, Any]] = None,
+  eval_features=None,
+  eval_labels=None,
+) -> ClusteringOutcome:
   """Fits a clustering on ``fit_features`` and scores it.
 
   Scores the fitted points against ``fit_labels`` (protocol ``'all'``) or,

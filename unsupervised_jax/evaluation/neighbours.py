@@ -1,4 +1,5 @@
 """Blocked nearest-neighbour search on cosine similarity, shared by kNN accuracy and self-labelling."""
+
 from __future__ import annotations
 
 import functools
@@ -21,8 +22,9 @@ def _block_top_k(queries, database, start, *, k: int, block_size: int, exclude_s
   return jax.lax.top_k(similarity, k)
 
 
-def cosine_top_k(queries, database, k: int, *, exclude_self: bool = False,
-                 block_size: int = 1024) -> Tuple[np.ndarray, np.ndarray]:
+def cosine_top_k(
+  queries, database, k: int, *, exclude_self: bool = False, block_size: int = 1024
+) -> Tuple[np.ndarray, np.ndarray]:
   """The ``k`` most cosine-similar database rows of every query, in blocks of queries.
 
   Args:
@@ -51,5 +53,5 @@ def cosine_top_k(queries, database, k: int, *, exclude_self: bool = False,
   for start in range(0, m, block_size):
     start = min(start, m - block_size)
     sim, idx = _block_top_k(queries, database, start, k=k, block_size=block_size, exclude_self=exclude_self)
-    similarities[start:start + block_size], indices[start:start + block_size] = np.asarray(sim), np.asarray(idx)
+    similarities[start : start + block_size], indices[start : start + block_size] = np.asarray(sim), np.asarray(idx)
   return similarities, indices

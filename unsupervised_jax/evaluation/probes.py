@@ -1,4 +1,5 @@
 """Representation probes on frozen features: weighted kNN and linear-probe accuracy (train -> test)."""
+
 from __future__ import annotations
 
 import functools
@@ -12,8 +13,17 @@ import optax
 from unsupervised_jax.evaluation import neighbours
 
 
-def knn_accuracy(train_features, train_labels, test_features, test_labels, *, k: int = 200,
-                 temperature: float = 0.07, num_classes: Optional[int] = None, block_size: int = 1024) -> float:
+def knn_accuracy(
+  train_features,
+  train_labels,
+  test_features,
+  test_labels,
+  *,
+  k: int = 200,
+  temperature: float = 0.07,
+  num_classes: Optional[int] = None,
+  block_size: int = 1024,
+) -> float:
   """Weighted kNN accuracy on cosine similarity (the MoCo / InstDisc CIFAR protocol; Wu et al. 2018).
 
   Each test point votes with its ``k`` most similar training points, weighted
@@ -40,8 +50,16 @@ def _vote(similarity, neighbour_labels, temperature, num_classes: int):
   return jnp.argmax(votes.sum(axis=1), axis=1)
 
 
-def linear_probe_accuracy(train_features, train_labels, test_features, test_labels, *, steps: int = 500,
-                          learning_rate: float = 0.05, weight_decay: float = 1e-4) -> float:
+def linear_probe_accuracy(
+  train_features,
+  train_labels,
+  test_features,
+  test_labels,
+  *,
+  steps: int = 500,
+  learning_rate: float = 0.05,
+  weight_decay: float = 1e-4,
+) -> float:
   """Accuracy of a softmax regression trained (full batch, Adam) on frozen, standardised features."""
   train = np.asarray(train_features, np.float32)
   mean, std = train.mean(0), train.std(0) + 1e-6
@@ -63,6 +81,7 @@ def linear_probe_accuracy(train_features, train_labels, test_features, test_labe
       grads = jax.grad(loss)(params, train, labels)
       updates, opt_state = optimizer.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), None
+
     (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), None, length=steps)
     return params
 

@@ -4,10 +4,12 @@ The poster's baseline (784-128-12, then a GMM on the codes) and DEC's
 784-500-500-2000-10 (Xie et al. 2016), whose codes N2D (McConville et al.
 2019) clusters after UMAP.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Tuple
+from typing import Any
+from typing import Tuple
 
 import flax
 import jax
@@ -17,14 +19,15 @@ import optax
 from unsupervised_jax import augment
 from unsupervised_jax import settings
 from unsupervised_jax.methods import base
-from unsupervised_jax.training import contract
 from unsupervised_jax.models import autoencoder as models
 from unsupervised_jax.settings import setting
+from unsupervised_jax.training import contract
 
 
 @flax.struct.dataclass
 class AEState:
   """``step`` [] int32, ``params`` of the model, ``opt_state`` of the optax optimizer."""
+
   step: jax.Array
   params: Any
   opt_state: Any
@@ -33,8 +36,9 @@ class AEState:
 @dataclasses.dataclass(frozen=True)
 class AEConfig:
   architecture: str = setting('mlp', 'Autoencoder architecture.', choices=('mlp', 'conv'))
-  hidden: Tuple[int, ...] = setting((128,), "MLP hidden widths of the encoder (the decoder mirrors them); the "
-                                    "poster's 784-128-12.", minimum=1)
+  hidden: Tuple[int, ...] = setting(
+    (128,), "MLP hidden widths of the encoder (the decoder mirrors them); the poster's 784-128-12.", minimum=1
+  )
   latent_dim: int = setting(12, 'Code size.', minimum=1)
   learning_rate: float = setting(1e-3, 'Adam learning rate.', above=0)
   noise_std: float = setting(0.0, 'Input noise of a denoising autoencoder; 0 = plain.', minimum=0)
@@ -86,8 +90,7 @@ def autoencoder(config: AEConfig, train, data: contract.DataInfo) -> contract.Me
     return state.replace(params=params, opt_state=opt_state), {'loss': value}
 
   def embed(state, images):
-    return _model(config, images.shape[1:]).apply({'params': state.params}, augment.to_float(images),
-                                                  method='encode')
+    return _model(config, images.shape[1:]).apply({'params': state.params}, augment.to_float(images), method='encode')
 
   return contract.Method('autoencoder', init, train_step, embed, config=config)
 
@@ -96,9 +99,14 @@ def figures(config: AEConfig, state, images, workdir, matching=None):
   """``reconstructions.png``: inputs (top rows) against reconstructions (bottom rows) of 20 of ``images``."""
   del matching  # the autoencoder's clusters come from the evaluation's clustering of its codes
   import numpy as np
+
   from unsupervised_jax import plots
+
   sample = np.asarray(images[:20])
   reconstructions = np.asarray(jax.jit(reconstruct, static_argnums=0)(config, state.params, sample))
-  plots.image_grid(np.concatenate([sample.astype(np.float32) / 255, reconstructions]),
-                   f'{workdir}/reconstructions.png', ncols=10,
-                   suptitle='inputs (rows 1-2) and reconstructions (rows 3-4)')
+  plots.image_grid(
+    np.concatenate([sample.astype(np.float32) / 255, reconstructions]),
+    f'{workdir}/reconstructions.png',
+    ncols=10,
+    suptitle='inputs (rows 1-2) and reconstructions (rows 3-4)',
+  )

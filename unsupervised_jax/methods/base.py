@@ -4,6 +4,7 @@
 :func:`apply_gradients` is the gradient -> ``pmean`` -> optimizer update of every method, :func:`ema` the
 EMA teachers' update and :func:`enqueue` the ring-buffer queues of any trailing shape.
 """
+
 from __future__ import annotations
 
 from typing import Tuple

@@ -22,6 +22,7 @@ D normalises real and generated batches separately (two calls, as the official c
 averages are updated from the real batch only (the images ``embed`` and ``assign`` see); G's from its
 own update's forward pass.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,10 +38,10 @@ from unsupervised_jax import augment
 from unsupervised_jax import losses
 from unsupervised_jax import settings
 from unsupervised_jax.methods import base
-from unsupervised_jax.training import contract
 from unsupervised_jax.models import conv
 from unsupervised_jax.models import infogan as models
 from unsupervised_jax.settings import setting
+from unsupervised_jax.training import contract
 
 TRAVERSAL = (-2.0, 2.0)  # continuous codes are drawn from U(-1, 1); the figures go beyond, as the paper's
 
@@ -49,6 +50,7 @@ TRAVERSAL = (-2.0, 2.0)  # continuous codes are drawn from U(-1, 1); the figures
 class InfoGANState:
   """``step``; ``generator`` params and ``generator_stats`` (BatchNorm); ``discriminator`` params of the
   shared trunk with the D and Q heads and ``discriminator_stats``; an Adam state for each network."""
+
   step: jax.Array
   generator: Any
   generator_stats: Any
@@ -70,11 +72,17 @@ class InfoGANConfig:
   beta1: float = setting(0.5, "Adam's beta1, in [0, 1).", minimum=0)
   leaky_slope: float = setting(0.01, 'Leaky ReLU slope of D and Q (the official code: 0.01).', minimum=0)
   categorical_view_rotation: float = setting(
-      0.0, "Degrees: when > 0, Q's categorical term is scored on a random affine view of each generated image "
-      '(rotation up to this, scale 0.9-1.1, shift up to 10%), so a category cannot be spent on slant; 0 = the '
-      'official InfoGAN.', minimum=0)
-  conv_implementation: str = setting('auto', "Strided and transposed convolutions: 'auto' = matrix products on "
-                                     "CPU, XLA's elsewhere.", choices=conv.IMPLEMENTATIONS)
+    0.0,
+    "Degrees: when > 0, Q's categorical term is scored on a random affine view of each generated image "
+    '(rotation up to this, scale 0.9-1.1, shift up to 10%), so a category cannot be spent on slant; 0 = the '
+    'official InfoGAN.',
+    minimum=0,
+  )
+  conv_implementation: str = setting(
+    'auto',
+    "Strided and transposed convolutions: 'auto' = matrix products on CPU, XLA's elsewhere.",
+    choices=conv.IMPLEMENTATIONS,
+  )
 
   def validate(self, train=None):
     """Raises ValueError (one line) on a bad setting; ``train`` (the run's ``TrainConfig``) is not needed."""
@@ -90,11 +98,15 @@ class InfoGANConfig:
 
 def sample_latents(config: InfoGANConfig, keys: jax.Array):
   """One latent per key: ``(noise [B, noise_dim], categories [B] int32, continuous [B, num_continuous])``."""
+
   def one(key):
     noise_key, category_key, continuous_key = jax.random.split(key, 3)
-    return (jax.random.uniform(noise_key, (config.noise_dim,), minval=-1.0, maxval=1.0),
-            jax.random.randint(category_key, (), 0, config.num_categories),
-            jax.random.uniform(continuous_key, (config.num_continuous,), minval=-1.0, maxval=1.0))
+    return (
+      jax.random.uniform(noise_key, (config.noise_dim,), minval=-1.0, maxval=1.0),
+      jax.random.randint(category_key, (), 0, config.num_categories),
+      jax.random.uniform(continuous_key, (config.num_continuous,), minval=-1.0, maxval=1.0),
+    )
+
   return jax.vmap(one)(keys)
 
 
@@ -106,16 +118,20 @@ def generator_input(config: InfoGANConfig, noise, categories, continuous):
 def networks(config: InfoGANConfig, image_shape):
   """``(generator, discriminator)`` modules for images of ``image_shape (H, W, C)``."""
   generator = models.Generator(tuple(image_shape), config.conv_implementation, axis_name=base.AXIS)
-  discriminator = models.Discriminator(config.num_categories, config.num_continuous, config.leaky_slope,
-                                       config.conv_implementation, axis_name=base.AXIS)
+  discriminator = models.Discriminator(
+    config.num_categories, config.num_continuous, config.leaky_slope, config.conv_implementation, axis_name=base.AXIS
+  )
   return generator, discriminator
 
 
 def generate(config: InfoGANConfig, state: InfoGANState, image_shape, noise, categories, continuous):
   """Images ``[B, H, W, C]`` in [0, 1] from latents, with G's running BatchNorm averages (evaluation mode)."""
   generator, _ = networks(config, image_shape)
-  return generator.apply({'params': state.generator, 'batch_stats': state.generator_stats},
-                         generator_input(config, noise, categories, continuous), train=False)
+  return generator.apply(
+    {'params': state.generator, 'batch_stats': state.generator_stats},
+    generator_input(config, noise, categories, continuous),
+    train=False,
+  )
 
 
 def information(config: InfoGANConfig, generator_vars, discriminator_vars, image_shape, keys):
@@ -130,18 +146,26 @@ def information(config: InfoGANConfig, generator_vars, discriminator_vars, image
   """
   generator, discriminator = networks(config, image_shape)
   noise, categories, continuous = sample_latents(config, keys)
-  fake, generator_stats = generator.apply(generator_vars, generator_input(config, noise, categories, continuous),
-                                          train=True, mutable=['batch_stats'])
-  (fake_logits, categorical_logits, means), _ = discriminator.apply(discriminator_vars, fake, train=True,
-                                                                    mutable=['batch_stats'])
+  fake, generator_stats = generator.apply(
+    generator_vars, generator_input(config, noise, categories, continuous), train=True, mutable=['batch_stats']
+  )
+  (fake_logits, categorical_logits, means), _ = discriminator.apply(
+    discriminator_vars, fake, train=True, mutable=['batch_stats']
+  )
   if config.categorical_view_rotation > 0:
-    views = jax.vmap(lambda key, image: augment.random_affine(
-        jax.random.fold_in(key, 1), image, max_rotation_deg=config.categorical_view_rotation,
-        scale=(0.9, 1.1), max_translation=0.1))(keys, fake)
-    (_, categorical_logits, _), _ = discriminator.apply(discriminator_vars, views, train=True,
-                                                         mutable=['batch_stats'])
-  mi, categorical, cont = losses.infogan_mutual_information(categorical_logits, categories, means, continuous,
-                                                            config.categorical_weight, config.continuous_weight)
+    views = jax.vmap(
+      lambda key, image: augment.random_affine(
+        jax.random.fold_in(key, 1),
+        image,
+        max_rotation_deg=config.categorical_view_rotation,
+        scale=(0.9, 1.1),
+        max_translation=0.1,
+      )
+    )(keys, fake)
+    (_, categorical_logits, _), _ = discriminator.apply(discriminator_vars, views, train=True, mutable=['batch_stats'])
+  mi, categorical, cont = losses.infogan_mutual_information(
+    categorical_logits, categories, means, continuous, config.categorical_weight, config.continuous_weight
+  )
   return mi, categorical, cont, fake_logits, generator_stats['batch_stats']
 
 
@@ -175,8 +199,15 @@ def infogan(config: InfoGANConfig, train, data: contract.DataInfo) -> contract.M
     generator_key, discriminator_key = jax.random.split(key)
     g = generator.init(generator_key, jnp.zeros((1, config.latent_dim)), train=False)
     d = discriminator.init(discriminator_key, augment.to_float(sample), train=False)
-    return InfoGANState(base.zeros_step(), g['params'], g['batch_stats'], d['params'], d['batch_stats'],
-                        generator_optimizer.init(g['params']), discriminator_optimizer.init(d['params']))
+    return InfoGANState(
+      base.zeros_step(),
+      g['params'],
+      g['batch_stats'],
+      d['params'],
+      d['batch_stats'],
+      generator_optimizer.init(g['params']),
+      discriminator_optimizer.init(d['params']),
+    )
 
   def train_step(state, images, example_keys):
     image_shape = images.shape[1:]
@@ -188,31 +219,36 @@ def infogan(config: InfoGANConfig, train, data: contract.DataInfo) -> contract.M
     def discriminator_loss(params):
       variables = {'params': params, 'batch_stats': state.discriminator_stats}
       (real_logits, _, _), real_stats = discriminator.apply(variables, real, train=True, mutable=['batch_stats'])
-      mi, categorical, cont, fake_logits, _ = information(config, jax.lax.stop_gradient(g_vars), variables,
-                                                          image_shape, d_keys)
+      mi, categorical, cont, fake_logits, _ = information(
+        config, jax.lax.stop_gradient(g_vars), variables, image_shape, d_keys
+      )
       gan = losses.gan_discriminator_loss(real_logits, fake_logits)
       return gan - mi, (real_stats['batch_stats'], gan, mi, categorical, cont)
 
-    grads, (d_stats, d_gan, mi, categorical, cont) = jax.grad(discriminator_loss, has_aux=True)(
-        state.discriminator)
-    d_params, d_opt_state = base.apply_gradients(discriminator_optimizer, grads, state.discriminator,
-                                                 state.discriminator_opt_state)
+    grads, (d_stats, d_gan, mi, categorical, cont) = jax.grad(discriminator_loss, has_aux=True)(state.discriminator)
+    d_params, d_opt_state = base.apply_gradients(
+      discriminator_optimizer, grads, state.discriminator, state.discriminator_opt_state
+    )
 
     def generator_loss(params):
       d_vars = {'params': d_params, 'batch_stats': d_stats}
-      g_mi, _, _, fake_logits, g_stats = information(config, {'params': params, 'batch_stats': state.generator_stats},
-                                                     d_vars, image_shape, g_keys)
+      g_mi, _, _, fake_logits, g_stats = information(
+        config, {'params': params, 'batch_stats': state.generator_stats}, d_vars, image_shape, g_keys
+      )
       gan = losses.gan_generator_loss(fake_logits)
       return gan - g_mi, (g_stats, gan)
 
     grads, (g_stats, g_gan) = jax.grad(generator_loss, has_aux=True)(state.generator)
-    g_params, g_opt_state = base.apply_gradients(generator_optimizer, grads, state.generator,
-                                                 state.generator_opt_state)
-    new_state = state.replace(generator=g_params, generator_stats=g_stats, discriminator=d_params,
-                              discriminator_stats=d_stats, generator_opt_state=g_opt_state,
-                              discriminator_opt_state=d_opt_state)
-    return new_state, {'d_loss': d_gan, 'g_loss': g_gan, 'mi': mi, 'mi_categorical': categorical,
-                       'mi_continuous': cont}
+    g_params, g_opt_state = base.apply_gradients(generator_optimizer, grads, state.generator, state.generator_opt_state)
+    new_state = state.replace(
+      generator=g_params,
+      generator_stats=g_stats,
+      discriminator=d_params,
+      discriminator_stats=d_stats,
+      generator_opt_state=g_opt_state,
+      discriminator_opt_state=d_opt_state,
+    )
+    return new_state, {'d_loss': d_gan, 'g_loss': g_gan, 'mi': mi, 'mi_categorical': categorical, 'mi_continuous': cont}
 
   def _discriminator(state, images, method=None):
     _, discriminator = networks(config, images.shape[1:])
@@ -237,6 +273,7 @@ def figures(config: InfoGANConfig, state, images, workdir, matching=None):
   without it, in code index order.
   """
   from unsupervised_jax import plots
+
   image_shape = tuple(images.shape[1:])
   k, num_continuous = config.num_categories, config.num_continuous
   order = category_order(k, matching)
@@ -245,14 +282,23 @@ def figures(config: InfoGANConfig, state, images, workdir, matching=None):
   noise = jax.random.uniform(jax.random.key(0), (10, config.noise_dim), minval=-1.0, maxval=1.0)
   render = jax.jit(lambda n, c, x, s: generate(config, s, image_shape, n, c, x))
   grid = render(jnp.repeat(noise, k, axis=0), jnp.tile(order, 10), jnp.zeros((10 * k, num_continuous)), state)
-  plots.image_grid(np.asarray(grid), f'{workdir}/categories.png', ncols=k, titles=names + [''] * (9 * k),
-                   suptitle=f'InfoGAN: rows = noise, columns = categorical code ({how})')
+  plots.image_grid(
+    np.asarray(grid),
+    f'{workdir}/categories.png',
+    ncols=k,
+    titles=names + [''] * (9 * k),
+    suptitle=f'InfoGAN: rows = noise, columns = categorical code ({how})',
+  )
   values = jnp.linspace(*TRAVERSAL, 9)
   for code in range(num_continuous):
     continuous = jnp.zeros((k * 9, num_continuous)).at[:, code].set(jnp.tile(values, k))
     grid = render(jnp.repeat(noise[:1], k * 9, axis=0), jnp.repeat(order, 9), continuous, state)
     titles = [name if column == 0 else '' for name in names for column in range(9)]
-    plots.image_grid(np.asarray(grid), f'{workdir}/continuous_{code}.png', ncols=9, titles=titles,
-                     suptitle=f'InfoGAN: continuous code {code} from {TRAVERSAL[0]:g} to {TRAVERSAL[1]:g} '
-                              f'(columns), one row per category ({how})')
-
+    plots.image_grid(
+      np.asarray(grid),
+      f'{workdir}/continuous_{code}.png',
+      ncols=9,
+      titles=titles,
+      suptitle=f'InfoGAN: continuous code {code} from {TRAVERSAL[0]:g} to {TRAVERSAL[1]:g} '
+      f'(columns), one row per category ({how})',
+    )

@@ -17,31 +17,26 @@ EM, all inside jitted pure functions:
   as the official code's loss, which differentiates through ``q``.
 * M-step: SGD on ``-ELBO = -mean_n sum_k q_nk (log phi_nk + log pi_nk - log q_nk)`` for the network
   (theta, psi) and ``mu`` (:func:`unsupervised_jax.losses.mice_loss`); and once per epoch the analytic
-  update (the paper's eq. 13) ``mu_k = normalise(sum_n w_nk v_{n,k})`` through the contract's
-  :class:`~unsupervised_jax.training.contract.EpochEnd`, with ``w = one_hot(argmax_k q)``
-  (``prototype_update='hard'``, the default and the official code) or ``w = q`` (``'soft'``). As the
-  official ``train_MiCE.py``, the sums run over the epoch's training batches as they go by (their
-  teacher embeddings ``v`` of view ``x2`` and posteriors, each step's networks), kept in the state
-  (``epoch_sums``, added over the devices) and turned into ``mu`` at the epoch's end;
-  ``--prototype_pass`` (a deviation) sums instead over a separate pass of the un-augmented images after
-  the epoch, networks in evaluation mode. An expert that no image chose keeps its prototype (the
-  official code sets it to the zero vector: docs/mice.md). The learning rate is set per epoch as the
-  official ``adjust_learning_rate`` (:func:`learning_rate_schedule`); epochs are shuffled passes without
-  replacement (``TrainConfig.sampling='epochs'``, the entry point's default).
+  update (the paper's eq. 13, :mod:`unsupervised_jax.methods.mice_prototypes`) through the contract's
+  :class:`~unsupervised_jax.training.contract.EpochEnd`. As the official ``train_MiCE.py``, its sums run over
+  the epoch's training batches as they go by, kept in the state (``epoch_sums``, added over the devices);
+  ``--prototype_pass`` (a deviation) sums over a pass of the un-augmented images after the epoch instead. The
+  learning rate is set per epoch (:func:`learning_rate_schedule`); epochs are shuffled passes
+  (``TrainConfig.sampling='epochs'``, MiCE's default). Deviations and their reasons: docs/mice.md.
 
-``assign`` is the argmax of the posterior on un-augmented images (student, teacher and gating in
-evaluation mode, the state's queue, as the official ``eval_MiCE.py``); the epoch-end pass logs the sizes of
-those clusters (``cluster_sizes``) beside the gating-only argmax's (``gating_cluster_sizes``) and their
-agreement. ``embed`` gives the student's backbone features (kNN, linear probe, t-SNE).
+``assign`` is the argmax of the posterior on un-augmented images (networks in evaluation mode, the state's
+queue, as the official ``eval_MiCE.py``); the epoch's end logs the sizes of the clusters, the empty experts
+and the gating-only argmax's agreement. ``embed`` gives the student's backbone features.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Tuple
+from typing import Any
+from typing import Tuple
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,11 +46,11 @@ from unsupervised_jax import augment
 from unsupervised_jax import losses
 from unsupervised_jax import settings
 from unsupervised_jax.methods import base
-from unsupervised_jax.training import contract
+from unsupervised_jax.methods import mice_prototypes as prototypes
 from unsupervised_jax.models import conv
-from unsupervised_jax.models import convnet
-from unsupervised_jax.models import resnet
+from unsupervised_jax.models import mice as models_mice
 from unsupervised_jax.settings import setting
+from unsupervised_jax.training import contract
 from unsupervised_jax.training import parallel
 
 BACKBONES = ('convnet', 'resnet34_cifar', 'resnet34')
@@ -73,6 +68,7 @@ class MiceState:
   BatchNorm ({} for the ConvNet); SGD ``opt_state``; the EMA teacher's ``teacher_params`` (of 'net') and its
   own ``teacher_batch_stats``; ``queue [nu, K, D]`` of teacher embeddings per expert; ``queue_ptr`` [] int32;
   ``epoch_sums``, this epoch's training-batch sums so far (:func:`epoch_sums`; zero after each epoch's end)."""
+
   step: jax.Array
   params: Any
   batch_stats: Any
@@ -88,34 +84,50 @@ class MiceState:
 class MiceConfig:
   experts: int = setting(10, 'Number of clusters (experts) K.', minimum=2)
   embedding_dim: int = setting(128, 'Size D of the unit embeddings f, v, g and of the prototypes.', minimum=1)
-  queue_size: int = setting(16384, 'Queue length nu, in teacher embeddings per expert (a multiple of the global '
-                            'batch).', minimum=1)
+  queue_size: int = setting(
+    16384, 'Queue length nu, in teacher embeddings per expert (a multiple of the global batch).', minimum=1
+  )
   tau: float = setting(1.0, 'Temperature of the experts.', above=0)
   kappa: float = setting(1.0, 'Concentration of the gating softmax (the official code ties it to tau).', above=0)
   momentum: float = setting(0.999, 'EMA momentum of the teacher, in [0, 1).', minimum=0)
   learning_rate: float = setting(1.0, 'SGD learning rate after the warm-up.', above=0)
   sgd_momentum: float = setting(0.9, 'SGD momentum.', minimum=0)
-  weight_decay: float = setting(1e-4, 'Weight decay (also on mu and a learned omega, as the official code).',
-                                minimum=0)
+  weight_decay: float = setting(1e-4, 'Weight decay (also on mu and a learned omega, as the official code).', minimum=0)
   warmup_epochs: float = setting(10.0, 'Linear learning-rate warm-up, in epochs.', minimum=0)
-  lr_decay_epochs: Tuple[int, ...] = setting((480, 640, 800), 'Epochs after which the learning rate is '
-                                             'multiplied by lr_decay_rate.', minimum=0)
+  lr_decay_epochs: Tuple[int, ...] = setting(
+    (480, 640, 800), 'Epochs after which the learning rate is multiplied by lr_decay_rate.', minimum=0
+  )
   lr_decay_rate: float = setting(0.1, 'Step decay factor.', above=0)
-  lr_schedule: str = setting('epochs', "'epochs': the learning rate set once an epoch (the official code: 0 through "
-                             "epoch 0); 'steps': warmed up and decayed per step (a deviation).", choices=LR_SCHEDULES)
-  prototype_update: str = setting('hard', "Analytic mu update once per epoch: 'hard' = argmax of q (official "
-                                  "code), 'soft' = q (paper), 'none' (ablation).", choices=PROTOTYPE_UPDATES)
-  prototype_pass: bool = setting(False, 'Sum the analytic update over a pass of the un-augmented images after each '
-                                 "epoch (a deviation) instead of the epoch's training batches (the official code).")
+  lr_schedule: str = setting(
+    'epochs',
+    "'epochs': the learning rate set once an epoch (the official code: 0 through "
+    "epoch 0); 'steps': warmed up and decayed per step (a deviation).",
+    choices=LR_SCHEDULES,
+  )
+  prototype_update: str = setting(
+    'hard',
+    "Analytic mu update once per epoch: 'hard' = argmax of q (official code), 'soft' = q (paper), 'none' (ablation).",
+    choices=PROTOTYPE_UPDATES,
+  )
+  prototype_pass: bool = setting(
+    False,
+    'Sum the analytic update over a pass of the un-augmented images after each '
+    "epoch (a deviation) instead of the epoch's training batches (the official code).",
+  )
   prototype_gradient: bool = setting(True, 'SGD on mu through the ELBO (--noprototype_gradient: ablation).')
-  gating_init: str = setting('simplex', "Gating prototypes omega: 'simplex' (equiangular) or 'uniform' (random "
-                             'directions, ablation).', choices=GATING_INITS)
+  gating_init: str = setting(
+    'simplex',
+    "Gating prototypes omega: 'simplex' (equiangular) or 'uniform' (random directions, ablation).",
+    choices=GATING_INITS,
+  )
   learn_gating: bool = setting(False, 'Learn omega by gradient (ablation); fixed by default.')
-  backbone: str = setting('convnet', "Encoder: the poster's small ConvNet, or ResNet-34 with the CIFAR or "
-                          'ImageNet stem.', choices=BACKBONES)
+  backbone: str = setting(
+    'convnet', "Encoder: the poster's small ConvNet, or ResNet-34 with the CIFAR or ImageNet stem.", choices=BACKBONES
+  )
   view: str = setting('natural', 'Augmentation family of the three views.', choices=tuple(sorted(augment.VIEWS)))
-  conv_implementation: str = setting('auto', "ConvNet convolution: 'auto' = matrix products on CPU, XLA's "
-                                     'elsewhere.', choices=conv.IMPLEMENTATIONS)
+  conv_implementation: str = setting(
+    'auto', "ConvNet convolution: 'auto' = matrix products on CPU, XLA's elsewhere.", choices=conv.IMPLEMENTATIONS
+  )
 
   def validate(self, train):
     """Raises ValueError (one line) on a bad setting; ``train`` is the run's ``TrainConfig``."""
@@ -123,57 +135,15 @@ class MiceConfig:
     if not self.momentum < 1:
       raise ValueError(f'momentum must be in [0, 1), got {self.momentum}.')
     if self.gating_init == 'simplex' and self.embedding_dim < self.experts - 1:
-      raise ValueError(f'embedding_dim {self.embedding_dim} is too small for {self.experts} equiangular gating '
-                       f'prototypes (needs >= {self.experts - 1}).')
+      raise ValueError(
+        f'embedding_dim {self.embedding_dim} is too small for {self.experts} equiangular gating '
+        f'prototypes (needs >= {self.experts - 1}).'
+      )
     if train.batch_size >= 1 and (self.queue_size < train.batch_size or self.queue_size % train.batch_size):
-      raise ValueError(f'queue_size {self.queue_size} must be a multiple of the global batch size '
-                       f'{train.batch_size} (whole batches of teacher embeddings are enqueued).')
-
-
-def simplex_prototypes(k: int, d: int) -> np.ndarray:
-  """``[K, D]`` float32 unit vectors with pairwise inner products ``-1/(K-1)`` (a regular simplex).
-
-  The official ``craft_MMcenters.m`` recurrence (row ``i``'s first ``i`` coordinates from the inner products
-  with the rows before, then the diagonal for unit norm); needs ``D >= K - 1``.
-
-  Raises:
-    ValueError: ``K < 2`` or ``D < K - 1``.
-  """
-  if k < 2 or d < k - 1:
-    raise ValueError(f'{k} equiangular prototypes need K >= 2 and D >= K - 1, got D={d}.')
-  m = np.zeros((k, d))
-  m[0, 0] = 1.0
-  for i in range(1, k):
-    for j in range(i):
-      m[i, j] = -(1.0 / (k - 1) + m[i] @ m[j]) / m[j, j]
-    if i < d:
-      m[i, i] = math.sqrt(abs(1.0 - m[i] @ m[i]))
-  return m.astype(np.float32)
-
-
-class MiceNet(nn.Module):
-  """Backbone, then K expert heads and a gating head: ``x [B, H, W, C]`` -> ``(f [B, K, D], g [B, D])``, unit
-  rows (the official ``linear_K`` and ``classifier`` layers, each L2-normalised)."""
-  experts: int
-  embedding_dim: int
-  backbone: str = 'convnet'
-  conv_implementation: str = 'auto'
-
-  def setup(self):
-    if self.backbone == 'convnet':
-      self.encoder = convnet.SmallConvNet(features=128, conv_implementation=self.conv_implementation)
-    else:
-      self.encoder = resnet.resnet34('cifar' if self.backbone == 'resnet34_cifar' else 'imagenet')
-    self.expert_head = nn.Dense(self.experts * self.embedding_dim)
-    self.gating_head = nn.Dense(self.embedding_dim)
-
-  def features(self, x, train: bool = False):
-    return self.encoder(x) if self.backbone == 'convnet' else self.encoder(x, train)
-
-  def __call__(self, x, train: bool = False):
-    h = self.features(x, train)
-    f = self.expert_head(h).reshape(h.shape[0], self.experts, self.embedding_dim)
-    return losses.l2_normalize(f), losses.l2_normalize(self.gating_head(h))
+      raise ValueError(
+        f'queue_size {self.queue_size} must be a multiple of the global batch size '
+        f'{train.batch_size} (whole batches of teacher embeddings are enqueued).'
+      )
 
 
 def learning_rate_schedule(config: MiceConfig, steps_per_epoch: int):
@@ -191,14 +161,16 @@ def learning_rate_schedule(config: MiceConfig, steps_per_epoch: int):
   decays_at = jnp.asarray(config.lr_decay_epochs or (np.iinfo(np.int32).max,), jnp.int32)
 
   if config.lr_schedule == 'epochs':
+
     def ramp(epoch):  # the official linear_rampup
       return jnp.where(epoch >= warmup, 1.0, epoch / warmup) if warmup > 0 else 1.0
 
     def schedule(step):
       epoch = step // steps_per_epoch
       decays = jnp.sum(epoch > decays_at)
-      after_warmup = jnp.where(decays > 0, config.lr_decay_rate ** decays, ramp(math.floor(warmup)))
+      after_warmup = jnp.where(decays > 0, config.lr_decay_rate**decays, ramp(math.floor(warmup)))
       return jnp.asarray(rate * jnp.where(epoch <= warmup, ramp(epoch), after_warmup), jnp.float32)
+
     return schedule
 
   warmup_steps = warmup * steps_per_epoch
@@ -209,45 +181,6 @@ def learning_rate_schedule(config: MiceConfig, steps_per_epoch: int):
     return jnp.asarray(rate * ramp * config.lr_decay_rate ** jnp.sum(step >= boundaries), jnp.float32)
 
   return schedule
-
-
-def epoch_sums(posterior: jax.Array, log_gating: jax.Array, teacher: jax.Array, rule: str, mask=None):
-  """One batch's share of the analytic prototype update and of the epoch's cluster statistics.
-
-  Args:
-    posterior: ``[B, K]`` q(z | x, y), the E-step.
-    log_gating: ``[B, K]`` log p(z | x), the gating.
-    teacher: ``[B, K, D]`` teacher embeddings ``v``.
-    rule: ``'hard'`` (weights ``one_hot(argmax_k q)``, the official ``train_MiCE.py``), ``'soft'`` (``q``,
-      the paper's eq. 13) or ``'none'`` (as ``'hard'``: only the statistics are used).
-    mask: optional ``[B]`` bool, the examples to count (padding is False).
-
-  Returns:
-    ``{'centres': [K, D] sum_n w_nk v_nk, 'sizes': [K] argmax-q counts, 'gating_sizes': [K] argmax-pi counts,
-    'agree': [] examples whose two argmaxes agree, 'count': [] examples}``, float32.
-  """
-  k = posterior.shape[-1]
-  m = jnp.ones(posterior.shape[:1], jnp.float32) if mask is None else mask.astype(jnp.float32)
-  hard = jax.nn.one_hot(jnp.argmax(posterior, axis=-1), k) * m[:, None]
-  gating = jax.nn.one_hot(jnp.argmax(log_gating, axis=-1), k) * m[:, None]
-  weights = posterior * m[:, None] if rule == 'soft' else hard
-  return {'centres': jnp.einsum('nk,nkd->kd', weights.astype(teacher.dtype), teacher), 'sizes': jnp.sum(hard, axis=0),
-          'gating_sizes': jnp.sum(gating, axis=0), 'agree': jnp.sum(hard * gating), 'count': jnp.sum(m)}
-
-
-def update_prototypes(centres: jax.Array, previous: jax.Array) -> jax.Array:
-  """The analytic update ``mu_k = normalise(sum_n w_nk v_nk)`` (the paper's eq. 13, the official
-  ``MiCE_ELBO.update_cluster``), ``[K, D]``.
-
-  An expert whose sum is zero (no image chose it) keeps ``previous[k]``; the official code writes the zero
-  vector there, whose normalisation then has a ``1 / eps`` gradient (docs/mice.md).
-
-  Args:
-    centres: ``[K, D]`` sums over the epoch.
-    previous: ``[K, D]`` the prototypes before the update.
-  """
-  empty = jnp.all(centres == 0, axis=-1, keepdims=True)
-  return jnp.where(empty, previous, losses.l2_normalize(centres))
 
 
 def mice(config: MiceConfig, train, data: contract.DataInfo) -> contract.Method:
@@ -267,16 +200,22 @@ def mice(config: MiceConfig, train, data: contract.DataInfo) -> contract.Method:
   augment.check_view(config.view, data.image_shape[-1])
   k, d = config.experts, config.embedding_dim
   steps_per_epoch = parallel.steps_per_epoch(data.num_examples, train.batch_size)
-  model = MiceNet(k, d, config.backbone, config.conv_implementation)
+  model = models_mice.MiceNet(k, d, config.backbone, config.conv_implementation)
   has_bn = config.backbone != 'convnet'
   schedule = learning_rate_schedule(config, steps_per_epoch)
-  sgd = optax.chain(optax.add_decayed_weights(config.weight_decay),  # PyTorch's SGD: decay before momentum
-                    optax.sgd(schedule, momentum=config.sgd_momentum or None))
-  trained = {'net': 'train', 'mu': 'train' if config.prototype_gradient else 'frozen',
-             'omega': 'train' if config.learn_gating else 'frozen'}
+  sgd = optax.chain(
+    optax.add_decayed_weights(config.weight_decay),  # PyTorch's SGD: decay before momentum
+    optax.sgd(schedule, momentum=config.sgd_momentum or None),
+  )
+  trained = {
+    'net': 'train',
+    'mu': 'train' if config.prototype_gradient else 'frozen',
+    'omega': 'train' if config.learn_gating else 'frozen',
+  }
   optimizer = optax.multi_transform(
-      {'train': sgd, 'frozen': optax.set_to_zero()},
-      lambda params: {name: jax.tree.map(lambda _: trained[name], tree) for name, tree in params.items()})
+    {'train': sgd, 'frozen': optax.set_to_zero()},
+    lambda params: {name: jax.tree.map(lambda _: trained[name], tree) for name, tree in params.items()},
+  )
   view = augment.VIEWS[config.view]
 
   def apply(net_params, batch_stats, x, train_mode):
@@ -288,7 +227,7 @@ def mice(config: MiceConfig, train, data: contract.DataInfo) -> contract.Method:
       return out, jax.lax.pmean(updates['batch_stats'], base.AXIS)
     return model.apply(variables, x, train=False), batch_stats
 
-  def prototypes(params):
+  def unit_prototypes(params):
     """``(mu [K, D], omega [K, D])``, unit rows (as the official ``F.normalize(expert_prototype)``)."""
     return losses.l2_normalize(params['mu']), losses.l2_normalize(params['omega'])
 
@@ -298,7 +237,7 @@ def mice(config: MiceConfig, train, data: contract.DataInfo) -> contract.Method:
     net_params = variables['params']
     batch_stats = variables.get('batch_stats', {})
     if config.gating_init == 'simplex':
-      omega = jnp.asarray(simplex_prototypes(k, d))
+      omega = jnp.asarray(models_mice.simplex_prototypes(k, d))
     else:
       omega = losses.l2_normalize(jax.random.uniform(omega_key, (k, d), minval=-1.0, maxval=1.0))
     mu = losses.l2_normalize(jax.random.normal(mu_key, (k, d)))
@@ -306,31 +245,45 @@ def mice(config: MiceConfig, train, data: contract.DataInfo) -> contract.Method:
     queue = jax.random.uniform(queue_key, (config.queue_size, k, d), minval=-bound, maxval=bound)
     params = {'net': net_params, 'mu': mu, 'omega': omega}
     copy = lambda tree: jax.tree.map(jnp.copy, tree)  # own buffers: the train step donates the state
-    return MiceState(base.zeros_step(), params, batch_stats, optimizer.init(params), copy(net_params),
-                     copy(batch_stats), queue, jnp.zeros((), jnp.int32), zero_sums())
+    return MiceState(
+      base.zeros_step(),
+      params,
+      batch_stats,
+      optimizer.init(params),
+      copy(net_params),
+      copy(batch_stats),
+      queue,
+      jnp.zeros((), jnp.int32),
+      zero_sums(),
+    )
 
   def zero_sums():
-    return jax.tree.map(jnp.zeros_like, epoch_sums(jnp.zeros((1, k)), jnp.zeros((1, k)), jnp.zeros((1, k, d)),
-                                                   config.prototype_update))
+    return jax.tree.map(
+      jnp.zeros_like,
+      prototypes.epoch_sums(jnp.zeros((1, k)), jnp.zeros((1, k)), jnp.zeros((1, k, d)), config.prototype_update),
+    )
 
   def train_step(state, images, example_keys):
     b = images.shape[0]
     views = jax.vmap(lambda key, x: jnp.stack([view(k_, x) for k_ in jax.random.split(key, 3)]))(
-        example_keys, augment.to_float(images))  # [B, 3, H, W, C]: x1 (experts), x2 (teacher), x3 (gating)
+      example_keys, augment.to_float(images)
+    )  # [B, 3, H, W, C]: x1 (experts), x2 (teacher), x3 (gating)
     teacher_params = base.ema(state.teacher_params, state.params['net'], config.momentum)
     (v, _), teacher_stats = apply(teacher_params, state.teacher_batch_stats, views[:, 1], True)
     v = jax.lax.stop_gradient(v)
 
     def loss_fn(params):
-      (f, g), batch_stats = apply(params['net'], state.batch_stats,
-                                  jnp.concatenate([views[:, 0], views[:, 2]]), True)
+      (f, g), batch_stats = apply(params['net'], state.batch_stats, jnp.concatenate([views[:, 0], views[:, 2]]), True)
       mu = params['mu'] if config.prototype_gradient else jax.lax.stop_gradient(params['mu'])
       omega = losses.l2_normalize(params['omega'] if config.learn_gating else jax.lax.stop_gradient(params['omega']))
-      loss, (log_pi, log_phi, q) = losses.mice_loss(f[:b], v, g[b:], mu, omega, state.queue, config.tau,
-                                                    config.kappa)
+      loss, (log_pi, log_phi, q) = losses.mice_loss(f[:b], v, g[b:], mu, omega, state.queue, config.tau, config.kappa)
       kl = jnp.mean(jnp.sum(q * (jnp.log(jnp.maximum(q, 1e-30)) - log_pi), axis=-1))
-      return loss, (batch_stats, log_pi, q, {'elbo': -loss, 'kl': kl, 'log_expert': kl - loss,
-                                             'posterior_max': jnp.mean(jnp.max(q, axis=-1))})
+      return loss, (
+        batch_stats,
+        log_pi,
+        q,
+        {'elbo': -loss, 'kl': kl, 'log_expert': kl - loss, 'posterior_max': jnp.mean(jnp.max(q, axis=-1))},
+      )
 
     (loss, (batch_stats, log_pi, q, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     params, opt_state = base.apply_gradients(optimizer, grads, state.params, state.opt_state)
@@ -338,10 +291,18 @@ def mice(config: MiceConfig, train, data: contract.DataInfo) -> contract.Method:
     queue, queue_ptr = base.enqueue(state.queue, state.queue_ptr, jax.lax.all_gather(v, base.AXIS, tiled=True))
     sums = state.epoch_sums
     if not config.prototype_pass:  # the official update's sums, over this step's global batch
-      batch_sums = jax.lax.psum(epoch_sums(q, log_pi, v, config.prototype_update), base.AXIS)
+      batch_sums = jax.lax.psum(prototypes.epoch_sums(q, log_pi, v, config.prototype_update), base.AXIS)
       sums = jax.tree.map(jnp.add, sums, batch_sums)
-    new = state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state, teacher_params=teacher_params,
-                        teacher_batch_stats=teacher_stats, queue=queue, queue_ptr=queue_ptr, epoch_sums=sums)
+    new = state.replace(
+      params=params,
+      batch_stats=batch_stats,
+      opt_state=opt_state,
+      teacher_params=teacher_params,
+      teacher_batch_stats=teacher_stats,
+      queue=queue,
+      queue_ptr=queue_ptr,
+      epoch_sums=sums,
+    )
     return new, dict(metrics, loss=loss, learning_rate=schedule(state.step))
 
   def posterior_terms(state, images):
@@ -349,9 +310,8 @@ def mice(config: MiceConfig, train, data: contract.DataInfo) -> contract.Method:
     x = augment.to_float(images)
     (f, g), _ = apply(state.params['net'], state.batch_stats, x, False)
     (v, _), _ = apply(state.teacher_params, state.teacher_batch_stats, x, False)
-    mu, omega = prototypes(state.params)
-    return v, losses.mice_log_gating(g, omega, config.kappa), losses.mice_log_expert(f, v, mu, state.queue,
-                                                                                      config.tau)
+    mu, omega = unit_prototypes(state.params)
+    return v, losses.mice_log_gating(g, omega, config.kappa), losses.mice_log_expert(f, v, mu, state.queue, config.tau)
 
   def assign(state, images):
     _, log_pi, log_phi = posterior_terms(state, images)
@@ -359,18 +319,22 @@ def mice(config: MiceConfig, train, data: contract.DataInfo) -> contract.Method:
 
   def accumulate(state, images, mask):  # --prototype_pass: the un-augmented images, evaluation mode
     v, log_pi, log_phi = posterior_terms(state, images)
-    return epoch_sums(losses.mice_posterior(log_pi, log_phi), log_pi, v, config.prototype_update, mask)
+    return prototypes.epoch_sums(losses.mice_posterior(log_pi, log_phi), log_pi, v, config.prototype_update, mask)
 
   def finalize(state, sums):
     """The analytic update from the epoch's sums (the state's, or the pass's); the state's sums restart at 0."""
     sums = state.epoch_sums if sums is None else sums
     params = state.params
     if config.prototype_update != 'none':
-      params = dict(params, mu=update_prototypes(sums['centres'], params['mu']))
+      params = dict(params, mu=prototypes.update(sums['centres'], params['mu']))
     count = jnp.maximum(sums['count'], 1.0)
-    metrics = {'cluster_sizes': sums['sizes'], 'gating_cluster_sizes': sums['gating_sizes'],
-               'largest_cluster_fraction': jnp.max(sums['sizes']) / count,
-               'empty_clusters': jnp.sum(sums['sizes'] == 0), 'gating_agreement': sums['agree'] / count}
+    metrics = {
+      'cluster_sizes': sums['sizes'],
+      'gating_cluster_sizes': sums['gating_sizes'],
+      'largest_cluster_fraction': jnp.max(sums['sizes']) / count,
+      'empty_clusters': jnp.sum(sums['sizes'] == 0),
+      'gating_agreement': sums['agree'] / count,
+    }
     return state.replace(params=params, epoch_sums=zero_sums()), metrics
 
   def embed(state, images):
@@ -381,5 +345,6 @@ def mice(config: MiceConfig, train, data: contract.DataInfo) -> contract.Method:
   if not has_bn:  # the self-labelling stage fine-tunes parameters only
     backbone = contract.Backbone(model, 'features', lambda state: state.params['net'], view)
   epoch_end = contract.EpochEnd(steps_per_epoch, accumulate if config.prototype_pass else None, finalize)
-  return contract.Method('mice', init, train_step, embed, assign=assign, epoch_end=epoch_end, backbone=backbone,
-                         config=config)
+  return contract.Method(
+    'mice', init, train_step, embed, assign=assign, epoch_end=epoch_end, backbone=backbone, config=config
+  )

@@ -16,24 +16,27 @@ clusters. The presence noise stays on in ``embed``, as in the official code;
 its key (and the shift's) comes from each image's pixels, so an image's code
 does not depend on the batch it is in.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Tuple
+from typing import Any
+from typing import Optional
+from typing import Tuple
 
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from unsupervised_jax import augment
 from unsupervised_jax import losses
 from unsupervised_jax import settings
 from unsupervised_jax.methods import base
-from unsupervised_jax.training import contract
 from unsupervised_jax.models import capsules
+from unsupervised_jax.models import set_transformer
 from unsupervised_jax.settings import setting
+from unsupervised_jax.training import contract
 
 CODES = ('prior', 'posterior')
 
@@ -41,6 +44,7 @@ CODES = ('prior', 'posterior')
 @flax.struct.dataclass
 class SCAEState:
   """``step``; the SCAE's ``params`` and their RMSProp ``opt_state``."""
+
   step: jax.Array
   params: Any
   opt_state: Any
@@ -54,40 +58,60 @@ class SCAEConfig:
   n_obj_params: int = setting(32, 'Feature size of each object capsule.', minimum=1)
   template_size: int = setting(11, 'Template side, in pixels (<= canvas_size).', minimum=2)
   canvas_size: int = setting(40, 'Images are padded onto a canvas of this side (MNIST: 40).', minimum=2)
-  max_shift: int = setting(6, 'Random shift of the image on the canvas, in pixels each way (train and evaluation).',
-                           minimum=0)
+  max_shift: int = setting(
+    6, 'Random shift of the image on the canvas, in pixels each way (train and evaluation).', minimum=0
+  )
   encoder_channels: int = setting(128, 'Channels of the part encoder CNN.', minimum=1)
-  encoder_strides: Tuple[int, ...] = setting((2, 2, 1, 1), 'Strides of the part encoder 3x3 VALID convolutions.',
-                                             minimum=1)
+  encoder_strides: Tuple[int, ...] = setting(
+    (2, 2, 1, 1), 'Strides of the part encoder 3x3 VALID convolutions.', minimum=1
+  )
   learning_rate: float = setting(3e-5, 'RMSProp learning rate (constant, as the official code runs).', above=0)
-  presence_noise: float = setting(4.0, 'Width s of the U(-s/2, s/2) noise on presence logits (also in embed).',
-                                  minimum=0)
+  presence_noise: float = setting(
+    4.0, 'Width s of the U(-s/2, s/2) noise on presence logits (also in embed).', minimum=0
+  )
   part_ll_weight: float = setting(1.0, 'Weight of the part log-likelihood.', minimum=0)
-  dynamic_l2_weight: float = setting(10.0, 'Weight of the L2 penalty on the dynamic object-part relations.',
-                                     minimum=0)
+  dynamic_l2_weight: float = setting(10.0, 'Weight of the L2 penalty on the dynamic object-part relations.', minimum=0)
   posterior_within_weight: float = setting(0.7, 'Posterior within-example entropy weight.', minimum=0)
   posterior_between_weight: float = setting(0.2, 'Posterior between-example entropy weight.', minimum=0)
   prior_within_weight: float = setting(2.0, 'Prior within-example L2 weight.', minimum=0)
   prior_between_weight: float = setting(0.35, 'Prior between-example L2 weight.', minimum=0)
-  prior_within_constant: float = setting(0.0, 'Active object capsules per image the prior L2 aims at; 0 = K / '
-                                         'num_classes (what the official MNIST run uses: 32/10).', minimum=0)
+  prior_within_constant: float = setting(
+    0.0,
+    'Active object capsules per image the prior L2 aims at; 0 = K / '
+    'num_classes (what the official MNIST run uses: 32/10).',
+    minimum=0,
+  )
   num_classes: int = setting(10, 'Classes assumed by the sparsity terms.', minimum=1)
-  normalize_part_mixture: bool = setting(False, "Normalise the part mixture's weights a_k a_km per part (the "
-                                         "poster's equation); default: the official code's unnormalised logits "
-                                         'log a_k a_km, whose gradient raises the responsible capsules\' presences '
-                                         '(normalised, only their ratios count and every presence settles near '
-                                         '0.1: docs/scae.md).')
-  presence_mask: str = setting('official', "How the Set Transformer's attention weighs parts by presence d: "
-                               "'official' subtracts (1 - d) 1e32 from the logits, which with fractional "
-                               "presences attends only to the most present part; 'log' adds log d (weights "
-                               "proportional to d; the same for d in {0, 1}; docs/scae.md).",
-                               choices=capsules.PRESENCE_MASKS)
-  attention_pooling: str = setting('official', "How the part encoder pools its 1x1 convolution over positions: "
-                                   "'official' (value channel i with attention map i mod M, the official reshape "
-                                   "without a transpose) or 'per_part' (part m with its own map m, the paper's "
-                                   'description; docs/scae.md).', choices=capsules.ATTENTION_POOLINGS)
-  codes: str = setting('prior', "What embed returns: the object capsules' prior presences max_m a_k a_km, or the "
-                       'posterior part mass sum_m p(k|x_m) / M.', choices=CODES)
+  normalize_part_mixture: bool = setting(
+    False,
+    "Normalise the part mixture's weights a_k a_km per part (the "
+    "poster's equation); default: the official code's unnormalised logits "
+    'log a_k a_km, whose gradient raises the responsible capsules\' presences '
+    '(normalised, only their ratios count and every presence settles near '
+    '0.1: docs/scae.md).',
+  )
+  presence_mask: str = setting(
+    'official',
+    "How the Set Transformer's attention weighs parts by presence d: "
+    "'official' subtracts (1 - d) 1e32 from the logits, which with fractional "
+    "presences attends only to the most present part; 'log' adds log d (weights "
+    "proportional to d; the same for d in {0, 1}; docs/scae.md).",
+    choices=set_transformer.PRESENCE_MASKS,
+  )
+  attention_pooling: str = setting(
+    'official',
+    "How the part encoder pools its 1x1 convolution over positions: "
+    "'official' (value channel i with attention map i mod M, the official reshape "
+    "without a transpose) or 'per_part' (part m with its own map m, the paper's "
+    'description; docs/scae.md).',
+    choices=capsules.ATTENTION_POOLINGS,
+  )
+  codes: str = setting(
+    'prior',
+    "What embed returns: the object capsules' prior presences max_m a_k a_km, or the "
+    'posterior part mass sum_m p(k|x_m) / M.',
+    choices=CODES,
+  )
 
   def validate(self, train=None):
     """Raises ValueError (one line) on a bad setting; ``train`` is the run's ``TrainConfig``."""
@@ -100,8 +124,9 @@ class SCAEConfig:
     for stride in self.encoder_strides:
       side = (side - 3) // stride + 1
     if side < 1:
-      raise ValueError(f'the part encoder (strides {list(self.encoder_strides)}) leaves nothing of a '
-                       f'{self.canvas_size}-pixel canvas.')
+      raise ValueError(
+        f'the part encoder (strides {list(self.encoder_strides)}) leaves nothing of a {self.canvas_size}-pixel canvas.'
+      )
 
 
 def pad_and_shift(key: jax.Array, image: jax.Array, canvas_size: int, max_shift: int) -> jax.Array:
@@ -126,8 +151,9 @@ def tf_rmsprop(learning_rate: float, batch_size: int) -> optax.GradientTransform
   """TF1's ``RMSPropOptimizer(lr, decay=0.9, momentum=0.9, epsilon=1e-2 / batch^2)``: the mean square starts at
   1, ``eps`` is inside the root, and ``mom = 0.9 mom + lr g / sqrt(ms + eps)`` (optax scales after the
   momentum, the same for a constant rate)."""
-  return optax.rmsprop(learning_rate, decay=0.9, eps=1e-2 / batch_size ** 2, initial_scale=1.0, eps_in_sqrt=True,
-                       momentum=0.9)
+  return optax.rmsprop(
+    learning_rate, decay=0.9, eps=1e-2 / batch_size**2, initial_scale=1.0, eps_in_sqrt=True, momentum=0.9
+  )
 
 
 def scae_loss(config: SCAEConfig, out, axis_name: Optional[str] = None) -> Tuple[jax.Array, dict]:
@@ -141,25 +167,50 @@ def scae_loss(config: SCAEConfig, out, axis_name: Optional[str] = None) -> Tuple
   gather = (lambda x: jax.lax.all_gather(x, axis_name, tiled=True)) if axis_name else (lambda x: x)
   n_parts = out['posterior'].shape[-1]
   post_within, post_between = losses.capsule_entropy_sparsity(gather(out['posterior'].sum(-1) / n_parts))
-  prior_within, prior_between = losses.capsule_l2_sparsity(gather(out['prior']), config.num_classes,
-                                                           config.prior_within_constant)
+  prior_within, prior_between = losses.capsule_l2_sparsity(
+    gather(out['prior']), config.num_classes, config.prior_within_constant
+  )
   image_ll, part_ll = jnp.mean(out['image_ll']), jnp.mean(out['part_ll'])
-  loss = (-image_ll - config.part_ll_weight * part_ll + config.dynamic_l2_weight * out['dynamic_l2']
-          + config.posterior_within_weight * post_within - config.posterior_between_weight * post_between
-          + config.prior_within_weight * prior_within + config.prior_between_weight * prior_between)
-  return loss, {'loss': loss, 'image_ll': image_ll, 'part_ll': part_ll, 'dynamic_l2': out['dynamic_l2'],
-                'posterior_within': post_within, 'posterior_between': post_between, 'prior_within': prior_within,
-                'prior_between': prior_between, 'part_presence': jnp.mean(out['part_presence'].sum(-1)),
-                'object_presence': jnp.mean(out['prior'].sum(-1)),
-                # Parts an image at presence exactly 1.0: beside the most present one, all the official mask lets
-                # the object capsules see (docs/scae.md).
-                'saturated_parts': jnp.mean(jnp.sum(out['part_presence'] == 1.0, -1))}
+  loss = (
+    -image_ll
+    - config.part_ll_weight * part_ll
+    + config.dynamic_l2_weight * out['dynamic_l2']
+    + config.posterior_within_weight * post_within
+    - config.posterior_between_weight * post_between
+    + config.prior_within_weight * prior_within
+    + config.prior_between_weight * prior_between
+  )
+  return loss, {
+    'loss': loss,
+    'image_ll': image_ll,
+    'part_ll': part_ll,
+    'dynamic_l2': out['dynamic_l2'],
+    'posterior_within': post_within,
+    'posterior_between': post_between,
+    'prior_within': prior_within,
+    'prior_between': prior_between,
+    'part_presence': jnp.mean(out['part_presence'].sum(-1)),
+    'object_presence': jnp.mean(out['prior'].sum(-1)),
+    # Parts an image at presence exactly 1.0: beside the most present one, all the official mask lets
+    # the object capsules see (docs/scae.md).
+    'saturated_parts': jnp.mean(jnp.sum(out['part_presence'] == 1.0, -1)),
+  }
 
 
 def model_of(config: SCAEConfig, channels: int = 1) -> capsules.SCAE:
-  return capsules.SCAE(config.n_part_caps, config.n_obj_caps, config.n_part_features, config.n_obj_params,
-                       config.template_size, channels, config.encoder_channels, tuple(config.encoder_strides),
-                       config.normalize_part_mixture, config.presence_mask, config.attention_pooling)
+  return capsules.SCAE(
+    config.n_part_caps,
+    config.n_obj_caps,
+    config.n_part_features,
+    config.n_obj_params,
+    config.template_size,
+    channels,
+    config.encoder_channels,
+    tuple(config.encoder_strides),
+    config.normalize_part_mixture,
+    config.presence_mask,
+    config.attention_pooling,
+  )
 
 
 def canvas(config: SCAEConfig, keys: jax.Array, images: jax.Array) -> jax.Array:
@@ -171,10 +222,11 @@ def canvas(config: SCAEConfig, keys: jax.Array, images: jax.Array) -> jax.Array:
   if images.shape[1] > config.canvas_size or images.shape[2] > config.canvas_size:
     raise ValueError(f'images of {images.shape[1]}x{images.shape[2]} do not fit canvas_size {config.canvas_size}.')
   return jax.vmap(lambda k, x: pad_and_shift(k, x, config.canvas_size, config.max_shift))(
-      keys, augment.to_float(images))
+    keys, augment.to_float(images)
+  )
 
 
-def _split(keys: jax.Array):
+def split_keys(keys: jax.Array):
   """Per-example keys ``[B]`` -> ``(shift keys [B], noise keys [B])``."""
   pairs = jax.vmap(jax.random.split)(keys)
   return pairs[:, 0], pairs[:, 1]
@@ -182,16 +234,18 @@ def _split(keys: jax.Array):
 
 def _noise(config: SCAEConfig, keys: jax.Array):
   # One noise key per example: an image's noise does not depend on its batch.
-  return jax.vmap(lambda k: capsules.presence_noise(k, config.n_part_caps, config.n_obj_caps,
-                                                    config.presence_noise))(keys)
+  return jax.vmap(lambda k: capsules.presence_noise(k, config.n_part_caps, config.n_obj_caps, config.presence_noise))(
+    keys
+  )
 
 
 def forward(config: SCAEConfig, params, images: jax.Array, keys: jax.Array):
   """The model's outputs (:class:`~unsupervised_jax.models.capsules.SCAE`) on uint8 ``images [B, H, W, C]``
   with one key ``[B]`` per image (its shift and its presence noise)."""
-  shift_keys, noise_keys = _split(keys)
-  return model_of(config, images.shape[-1]).apply({'params': params}, canvas(config, shift_keys, images),
-                                                  _noise(config, noise_keys))
+  shift_keys, noise_keys = split_keys(keys)
+  return model_of(config, images.shape[-1]).apply(
+    {'params': params}, canvas(config, shift_keys, images), _noise(config, noise_keys)
+  )
 
 
 def reconstruct(config: SCAEConfig, params, images: jax.Array):
@@ -201,7 +255,7 @@ def reconstruct(config: SCAEConfig, params, images: jax.Array):
   keys = image_keys(images)
   out = forward(config, params, images, keys)
   weights = jax.nn.softmax(out['log_weights'], axis=1)[..., None]  # [B, M + 1, S, S, 1]
-  return canvas(config, _split(keys)[0], images), jnp.sum(weights * out['means'], axis=1)
+  return canvas(config, split_keys(keys)[0], images), jnp.sum(weights * out['means'], axis=1)
 
 
 def distinct_templates(templates: jax.Array, tolerance: float = 0.05) -> jax.Array:
@@ -235,9 +289,10 @@ def scae(config: SCAEConfig, train, data: contract.DataInfo) -> contract.Method:
 
   def init(key, sample):
     params_key, data_key = jax.random.split(key)
-    shift_keys, noise_keys = _split(data_key[None])
-    init_fn = jax.jit(lambda k, x: model_of(config, sample.shape[-1]).init(k, canvas(config, shift_keys, x),
-                                                                            _noise(config, noise_keys)))
+    shift_keys, noise_keys = split_keys(data_key[None])
+    init_fn = jax.jit(
+      lambda k, x: model_of(config, sample.shape[-1]).init(k, canvas(config, shift_keys, x), _noise(config, noise_keys))
+    )
     params = init_fn(params_key, sample)['params']
     return SCAEState(base.zeros_step(), params, optimizer.init(params))
 
@@ -258,44 +313,10 @@ def scae(config: SCAEConfig, train, data: contract.DataInfo) -> contract.Method:
   def monitor(state, images):
     target, reconstruction = reconstruct(config, state.params, images)
     templates = model_of(config, images.shape[-1]).apply({'params': state.params}, method='templates')
-    return {'reconstruction_mse': jnp.mean(jnp.square(target - reconstruction)),
-            'blank_canvas_mse': jnp.mean(jnp.square(target)), 'distinct_templates': distinct_templates(templates)}
+    return {
+      'reconstruction_mse': jnp.mean(jnp.square(target - reconstruction)),
+      'blank_canvas_mse': jnp.mean(jnp.square(target)),
+      'distinct_templates': distinct_templates(templates),
+    }
 
   return contract.Method('scae', init, train_step, embed, config=config, monitor=monitor)
-
-
-def figures(config: SCAEConfig, state, images, workdir, matching=None):
-  """``scae_templates.png`` (the learned templates) and ``scae_reconstructions.png`` (20 of ``images`` on their
-  canvas above their reconstructions, each pixel coloured by its most likely part)."""
-  del matching  # the capsules' clusters come from the evaluation's clustering of their codes
-  import pathlib
-  from unsupervised_jax import plots
-  workdir = pathlib.Path(workdir)
-  images = jnp.asarray(np.asarray(images[:20]))
-  templates = model_of(config, images.shape[-1]).apply({'params': state.params}, method='templates')
-  plots.image_grid(np.asarray(templates), workdir / 'scae_templates.png', ncols=10,
-                   suptitle=f'SCAE: the {config.n_part_caps} learned templates')
-  keys = image_keys(images)
-  out = jax.jit(forward, static_argnums=0)(config, state.params, images, keys)
-  inputs = np.asarray(canvas(config, _split(keys)[0], images))
-  plots.image_grid(np.concatenate([_gray_rgb(inputs), coloured_reconstruction(out)]),
-                   workdir / 'scae_reconstructions.png', ncols=len(images),
-                   suptitle='SCAE: inputs (top) and reconstructions, each pixel coloured by its most likely part')
-
-
-def _gray_rgb(images):
-  gray = images.mean(-1, keepdims=True)
-  return np.repeat(gray, 3, axis=-1)
-
-
-def coloured_reconstruction(out) -> np.ndarray:
-  """``[B, S, S, 3]``: each pixel the mean of its most likely mixture component (the mixture's mode of the
-  official code), hued by that part (the background grey)."""
-  log_weights, means = np.asarray(out['log_weights']), np.asarray(out['means'])
-  winner = log_weights.argmax(1)  # [B, S, S]
-  value = np.take_along_axis(means.mean(-1), winner[:, None], axis=1)[:, 0]  # [B, S, S]
-  n_parts = log_weights.shape[1] - 1
-  import matplotlib
-  hues = matplotlib.colormaps['hsv'](np.arange(n_parts) / max(n_parts, 1))[:, :3]
-  palette = np.concatenate([hues, np.ones((1, 3))])  # the background in its own grey
-  return np.clip(palette[winner] * value[..., None], 0.0, 1.0)

@@ -16,10 +16,12 @@ an image outside the confident set is trained towards the classifier's
 prediction on its unaugmented self when that prediction's probability
 exceeds the threshold, and ignored otherwise. No label is read anywhere.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict
+from typing import Any
+from typing import Dict
 
 import flax
 import flax.linen as nn
@@ -32,21 +34,30 @@ from unsupervised_jax import augment
 from unsupervised_jax import settings
 from unsupervised_jax.evaluation import neighbours
 from unsupervised_jax.methods import base
-from unsupervised_jax.training import contract
 from unsupervised_jax.settings import setting
+from unsupervised_jax.training import contract
 
 
 @dataclasses.dataclass(frozen=True)
 class SelfLabelConfig:
   """The self-labelling stage's settings (flags ``--self_label_<name>``)."""
-  steps: int = setting(0, 'Refine the clustering by self-labelling (fine-tune the encoder with a cluster head on '
-                       'the confident pseudo-labels, cosine-decayed learning rate) for this many steps; 0 = off.',
-                       minimum=0)
-  fraction: float = setting(0.5, 'Share of each cluster kept as pseudo-labels, most confident first, in (0, 1].',
-                            above=0)
+
+  steps: int = setting(
+    0,
+    'Refine the clustering by self-labelling (fine-tune the encoder with a cluster head on '
+    'the confident pseudo-labels, cosine-decayed learning rate) for this many steps; 0 = off.',
+    minimum=0,
+  )
+  fraction: float = setting(
+    0.5, 'Share of each cluster kept as pseudo-labels, most confident first, in (0, 1].', above=0
+  )
   neighbors: int = setting(20, 'Nearest neighbours (in code space) whose clusters vote for confidence.', minimum=1)
-  threshold: float = setting(0.0, "The other images join, trained towards the classifier's own prediction, once "
-                             'its probability exceeds this (SCAN uses 0.99), in [0, 1); 0 = off.', minimum=0)
+  threshold: float = setting(
+    0.0,
+    "The other images join, trained towards the classifier's own prediction, once "
+    'its probability exceeds this (SCAN uses 0.99), in [0, 1); 0 = off.',
+    minimum=0,
+  )
   learning_rate: float = setting(1e-3, 'Adam learning rate of the fine-tuning.', above=0)
 
   PREFIX = 'self_label_'
@@ -83,13 +94,14 @@ def select_confident(assignments, confidence, fraction: float) -> np.ndarray:
   for cluster in np.unique(assignments):
     members = np.flatnonzero(assignments == cluster)
     order = members[np.argsort(-confidence[members], kind='stable')]
-    keep.append(order[:max(1, int(round(fraction * len(members))))])
+    keep.append(order[: max(1, int(round(fraction * len(members))))])
   return np.sort(np.concatenate(keep))
 
 
 @flax.struct.dataclass
 class SelfLabelState:
   """``step``; the classifier's ``params`` (``encoder`` and ``head``) and ``opt_state``."""
+
   step: jax.Array
   params: Any
   opt_state: Any
@@ -97,6 +109,7 @@ class SelfLabelState:
 
 class Classifier(nn.Module):
   """A method's encoder, then ReLU and a linear head: ``[B, H, W, C]`` in [0, 1] -> logits ``[B, n_clusters]``."""
+
   encoder: nn.Module
   n_clusters: int
   feature_method: str = 'features'
@@ -119,9 +132,11 @@ def targets(model: Classifier, threshold: float, params, images, labels, confide
   return predicted, (confident | sure).astype(jnp.float32)
 
 
-def self_label(config: SelfLabelConfig, backbone: contract.Backbone, encoder_params,
-               n_clusters: int) -> contract.Method:
-  """The fine-tuning as a :class:`~unsupervised_jax.training.contract.Method` whose ``assign`` is the refined clustering.
+def self_label(
+  config: SelfLabelConfig, backbone: contract.Backbone, encoder_params, n_clusters: int
+) -> contract.Method:
+  """The fine-tuning as a :class:`~unsupervised_jax.training.contract.Method` whose ``assign`` is the refined
+  clustering.
 
   Its data set is :func:`pseudo_labelled` (a pytree ``{'images', 'labels', 'confident'}``):
   with ``threshold`` 0 the confident examples only; otherwise every image, the
@@ -157,18 +172,24 @@ def self_label(config: SelfLabelConfig, backbone: contract.Backbone, encoder_par
       losses = optax.softmax_cross_entropy_with_integer_labels(logits, target)
       agree = jnp.argmax(logits, axis=1) == batch['labels']
       confident = batch['confident'].astype(jnp.float32)
-      return (jnp.sum(weights * losses) / jnp.maximum(jnp.sum(weights), 1.0),
-              jnp.sum(confident * agree) / jnp.maximum(jnp.sum(confident), 1.0))
+      return (
+        jnp.sum(weights * losses) / jnp.maximum(jnp.sum(weights), 1.0),
+        jnp.sum(confident * agree) / jnp.maximum(jnp.sum(confident), 1.0),
+      )
 
     (loss, agreement), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     params, opt_state = base.apply_gradients(optimizer, grads, state.params, state.opt_state)
     return state.replace(params=params, opt_state=opt_state), {
-        'loss': loss, 'pseudo_label_agreement': agreement, 'trained_share': jnp.mean(weights)}
+      'loss': loss,
+      'pseudo_label_agreement': agreement,
+      'trained_share': jnp.mean(weights),
+    }
 
   def embed(state, images):
     """The fine-tuned encoder's features ``[B, D]``."""
-    return backbone.module.apply({'params': state.params['encoder']}, augment.to_float(images),
-                                 method=backbone.feature_method)
+    return backbone.module.apply(
+      {'params': state.params['encoder']}, augment.to_float(images), method=backbone.feature_method
+    )
 
   def assign(state, images):
     """Cluster ``[B]`` int32 of uint8 ``images [B, H, W, C]``: the classifier's arg-max."""

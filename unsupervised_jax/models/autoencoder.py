@@ -1,7 +1,9 @@
 """Autoencoders (Flax Linen, used functionally through ``init`` / ``apply``)."""
+
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Sequence
+from typing import Tuple
 
 import flax.linen as nn
 
@@ -12,6 +14,7 @@ class MLPAutoencoder(nn.Module):
   ``hidden=(128,), latent_dim=12`` is the poster's 784-128-12; ``(500, 500, 2000)``
   with ``latent_dim=10`` is DEC's.
   """
+
   image_shape: Tuple[int, int, int]
   hidden: Sequence[int] = (128,)
   latent_dim: int = 12
@@ -39,6 +42,7 @@ class MLPAutoencoder(nn.Module):
 
 class ConvAutoencoder(nn.Module):
   """Small convolutional autoencoder for 28x28 (or any H, W divisible by 4) images."""
+
   image_shape: Tuple[int, int, int]
   features: Sequence[int] = (32, 64)
   latent_dim: int = 10
@@ -59,7 +63,8 @@ class ConvAutoencoder(nn.Module):
 
   def decode(self, z):
     h = nn.relu(self.from_code(z)).reshape(
-        (z.shape[0], self.image_shape[0] // 4, self.image_shape[1] // 4, self.features[-1]))
+      (z.shape[0], self.image_shape[0] // 4, self.image_shape[1] // 4, self.features[-1])
+    )
     for deconv in self.deconvs:
       h = nn.relu(deconv(h))
     return nn.sigmoid(self.to_pixels(h))

@@ -20,10 +20,13 @@ Presence noise ``U(-s/2, s/2)`` on the part and object logits is an input
 evaluation alike).
 Shapes follow the official TF1 code's MNIST model (``configs/model_config.py``).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Sequence
+from typing import Any
+from typing import Dict
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -33,6 +36,7 @@ import numpy as np
 from unsupervised_jax import losses
 from unsupervised_jax import rendering
 from unsupervised_jax.models import conv
+from unsupervised_jax.models import set_transformer
 
 Array = jax.Array
 
@@ -42,19 +46,11 @@ def presence_noise(key: Array, n_parts: int, n_objects: int, scale: float) -> Di
   (``jax.vmap`` it over per-example keys)."""
   parts, objects, votes = jax.random.split(key, 3)
   draw = lambda k, shape: (jax.random.uniform(k, shape) - 0.5) * scale
-  return {'parts': draw(parts, (n_parts,)), 'objects': draw(objects, (n_objects,)),
-          'votes': draw(votes, (n_objects, n_parts))}
-
-
-def _glorot_uniform_tf(shape) -> float:
-  """TF1's default ``get_variable`` initializer limit for ``shape`` (fans of the last two dims times the rest)."""
-  receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
-  return math.sqrt(6.0 / (shape[-2] * receptive + shape[-1] * receptive))
-
-
-def _tf_glorot(key, shape, dtype=jnp.float32):
-  limit = _glorot_uniform_tf(shape)
-  return jax.random.uniform(key, shape, dtype, -limit, limit)
+  return {
+    'parts': draw(parts, (n_parts,)),
+    'objects': draw(objects, (n_objects,)),
+    'votes': draw(votes, (n_objects, n_parts)),
+  }
 
 
 def orthogonal_templates(key, n_templates: int, size: int, channels: int) -> Array:
@@ -80,8 +76,8 @@ def attention_pool(out: Array, n_parts: int, pooling: str = 'official') -> Array
   n_dims -= 1
   if rest or n_dims < 1:
     raise ValueError(f'{out.shape[-1]} channels cannot be {n_parts} parts of values and an attention map.')
-  values = out[..., :n_parts * n_dims]  # [B, P, M D]
-  attention = jax.nn.softmax(out[..., n_parts * n_dims:], axis=1)  # [B, P, M], over positions
+  values = out[..., : n_parts * n_dims]  # [B, P, M D]
+  attention = jax.nn.softmax(out[..., n_parts * n_dims :], axis=1)  # [B, P, M], over positions
   if pooling == 'official':  # channel d M + m with map m; the [D, M] result read as [M, D]
     pooled = jnp.einsum('bpdm,bpm->bdm', values.reshape(values.shape[:2] + (n_dims, n_parts)), attention)
     return pooled.reshape(out.shape[0], n_parts, n_dims)
@@ -104,6 +100,7 @@ class PartEncoder(nn.Module):
 
   ``__call__(x [B, S, S, C])`` -> ``(raw_pose [B, M, 6], features [B, M, F], presence_logit [B, M])``.
   """
+
   n_parts: int
   n_features: int
   channels: int = 128
@@ -120,84 +117,12 @@ class PartEncoder(nn.Module):
     out = nn.Dense(self.n_parts * (n_dims + 1))(h)  # a 1x1 convolution
     out = out.reshape(x.shape[0], -1, out.shape[-1])  # [B, P, M (D + 1)]
     pooled = attention_pool(out, self.n_parts, self.pooling)
-    return pooled[..., :6], pooled[..., 6:6 + self.n_features], pooled[..., -1]
-
-
-PRESENCE_MASKS = ('official', 'log')
-
-
-class MultiHeadAttention(nn.Module):
-  """Multi-head QKV attention over parts of presence ``d`` in [0, 1].
-
-  ``presence_mask='official'``: ``(1 - d) mask_scale`` is subtracted from the logits (the official
-  ``attention.py`` with ``1e32``). With fractional presences every gap of ``1e32 (d_i - d_j)`` swamps the
-  logits, so each query attends only to the most present part (and to every part whose presence is exactly
-  1.0 in float32): until presences saturate the object capsules see one part an image. ``'log'``: ``log d`` is
-  added to the scaled logits, so the weights are ``d_m exp(q.k_m / sqrt(D))`` normalised: the same as the
-  official mask for presences in {0, 1}, and every part counts in proportion to its presence (a deliberate
-  deviation, docs/scae.md)."""
-  n_heads: int = 1
-  mask_scale: float = 1e32
-  presence_mask: str = 'official'
-
-  @nn.compact
-  def __call__(self, queries, keys, values, presence=None):
-    outputs = []
-    for _ in range(self.n_heads):
-      head_dim = lambda t: int(math.ceil(t.shape[-1] / self.n_heads))
-      q, k, v = nn.Dense(head_dim(queries))(queries), nn.Dense(head_dim(keys))(keys), nn.Dense(head_dim(values))(values)
-      routing = jnp.einsum('bnd,bmd->bnm', q, k)
-      if presence is not None and self.presence_mask == 'official':
-        routing = routing - (1.0 - presence[:, None, :]) * self.mask_scale
-      routing = routing / math.sqrt(q.shape[-1])
-      if presence is not None and self.presence_mask == 'log':
-        routing = routing + jnp.log(jnp.maximum(presence[:, None, :], 1e-30))
-      routing = jax.nn.softmax(routing, axis=-1)
-      outputs.append(jnp.einsum('bnm,bmd->bnd', routing, v))
-    return nn.Dense(values.shape[-1])(jnp.concatenate(outputs, -1))
-
-
-class SelfAttentionBlock(nn.Module):
-  """``y = LN(d * (MHA(x) + x))``, ``h = LN(MLP(y) + y)`` with an MLP of ``[2 D, D]``."""
-  n_heads: int = 1
-  layer_norm: bool = True
-  presence_mask: str = 'official'
-
-  @nn.compact
-  def __call__(self, x, presence=None):
-    y = MultiHeadAttention(self.n_heads, presence_mask=self.presence_mask)(x, x, x, presence) + x
-    if presence is not None:
-      y = y * presence[..., None]
-    if self.layer_norm:
-      y = nn.LayerNorm()(y)
-    h = nn.Dense(x.shape[-1])(nn.relu(nn.Dense(2 * x.shape[-1])(y))) + y
-    return nn.LayerNorm()(h) if self.layer_norm else h
-
-
-class SetTransformer(nn.Module):
-  """Linear -> ``n_layers`` self-attention blocks -> linear -> attention from ``n_outputs`` learned
-  inducing points: ``[B, N, D_in]`` (and presences ``[B, N]``) -> ``[B, n_outputs, n_output_dims]``."""
-  n_outputs: int
-  n_layers: int = 3
-  n_heads: int = 1
-  n_dims: int = 16
-  n_output_dims: int = 256
-  layer_norm: bool = True
-  presence_mask: str = 'official'
-
-  @nn.compact
-  def __call__(self, x, presence=None):
-    h = nn.Dense(self.n_dims)(x)
-    for _ in range(self.n_layers):
-      h = SelfAttentionBlock(self.n_heads, self.layer_norm, self.presence_mask)(h, presence)
-    z = nn.Dense(self.n_output_dims)(h)
-    inducing = self.param('inducing_points', _tf_glorot, (1, self.n_outputs, self.n_output_dims))
-    inducing = jnp.broadcast_to(inducing, (x.shape[0],) + inducing.shape[1:])
-    return MultiHeadAttention(self.n_heads, presence_mask=self.presence_mask)(inducing, z, z, presence)
+    return pooled[..., :6], pooled[..., 6 : 6 + self.n_features], pooled[..., -1]
 
 
 class BatchDense(nn.Module):
   """``K`` independent dense layers on ``[B, K, D]`` (weights ``[K, D, U]``, truncated normal 1/sqrt(D))."""
+
   features: int
   use_bias: bool = True
 
@@ -218,8 +143,10 @@ class ObjectCapsules(nn.Module):
   final bias) split into the dynamic OP ``[M, 6]``, OV ``[6]``, presence logit ``[1]``, per-vote
   presence logits ``[M]`` and scales ``[M]``, the last four with a per-capsule bias. ``OP_km =
   geometric_transform(dynamic + static)``, ``V_km = OV_k OP_km``, ``a_k = sigmoid(logit + noise)``,
-  ``a_km = sigmoid(vote logit + noise)`` (``noise``: ``objects [B, K]``, ``votes [B, K, M]``), ``lambda_km = softplus(s + 0.5) + 0.01``.
+  ``a_km = sigmoid(vote logit + noise)`` (``noise``: ``objects [B, K]``, ``votes [B, K, M]``),
+  ``lambda_km = softplus(s + 0.5) + 0.01``.
   """
+
   n_parts: int
   n_params: int = 32
   n_hiddens: int = 128
@@ -234,26 +161,37 @@ class ObjectCapsules(nn.Module):
     cpr_dynamic, ccr, caps_logit, vote_logit, vote_scale = jnp.split(out, np.cumsum(splits)[:-1], axis=-1)
     cpr_dynamic = cpr_dynamic.reshape(batch, n_caps, m, 6)
     bias = lambda name, x: x + self.param(name, nn.initializers.zeros_init(), x.shape[1:])
-    ccr, caps_logit, vote_logit, vote_scale = (bias(name, x) for name, x in zip(
-        ('ov_bias', 'presence_bias', 'vote_presence_bias', 'scale_bias'), (ccr, caps_logit, vote_logit, vote_scale)))
+    ccr, caps_logit, vote_logit, vote_scale = (
+      bias(name, x)
+      for name, x in zip(
+        ('ov_bias', 'presence_bias', 'vote_presence_bias', 'scale_bias'), (ccr, caps_logit, vote_logit, vote_scale)
+      )
+    )
     caps_logit = caps_logit[..., 0] + noise['objects']
     vote_logit = vote_logit + noise['votes']
-    cpr_static = self.param('cpr_static', _tf_glorot, (n_caps, m, 6))
+    cpr_static = self.param('cpr_static', set_transformer.tf_glorot, (n_caps, m, 6))
     ov = rendering.to_matrix(rendering.geometric_transform(ccr))  # [B, K, 3, 3]
     op = rendering.to_matrix(rendering.geometric_transform(cpr_dynamic + cpr_static))  # [B, K, M, 3, 3]
     votes = rendering.from_matrix(ov[:, :, None] @ op)  # [B, K, M, 6]
     presence = jax.nn.sigmoid(caps_logit)
     vote_presence = presence[..., None] * jax.nn.sigmoid(vote_logit)
-    return {'votes': votes, 'scales': jax.nn.softplus(vote_scale + 0.5) + 1e-2, 'vote_presence': vote_presence,
-            'object_presence': presence, 'dynamic_l2': 0.5 * jnp.sum(jnp.square(cpr_dynamic)) / batch}
+    return {
+      'votes': votes,
+      'scales': jax.nn.softplus(vote_scale + 0.5) + 1e-2,
+      'vote_presence': vote_presence,
+      'object_presence': presence,
+      'dynamic_l2': 0.5 * jnp.sum(jnp.square(cpr_dynamic)) / batch,
+    }
 
 
 class SCAE(nn.Module):
-  """Both autoencoders; ``__call__(images [B, S, S, C] in [0, 1], noise)`` (:func:`presence_noise`, batched) returns a dict of ``[B]`` log-likelihoods
+  """Both autoencoders; ``__call__(images [B, S, S, C] in [0, 1], noise)`` (:func:`presence_noise`, batched) returns
+  a dict of ``[B]`` log-likelihoods
   (``image_ll``, ``part_ll``), ``dynamic_l2``, part ``poses [B, M, 6]``, ``part_presence [B, M]``,
   ``prior [B, K]`` (``max_m a_k a_km``, the object presences), ``posterior [B, K, M]``, the placed
   templates ``rendered [B, M, S, S, C]`` and the mixture's ``log_weights [B, M + 1, S, S]`` and
   ``means [B, M + 1, S, S, C]``."""
+
   n_parts: int = 40
   n_objects: int = 32
   n_part_features: int = 16
@@ -267,16 +205,19 @@ class SCAE(nn.Module):
   attention_pooling: str = 'official'
 
   def setup(self):
-    self.part_encoder = PartEncoder(self.n_parts, self.n_part_features, self.encoder_channels,
-                                    tuple(self.encoder_strides), self.attention_pooling)
+    self.part_encoder = PartEncoder(
+      self.n_parts, self.n_part_features, self.encoder_channels, tuple(self.encoder_strides), self.attention_pooling
+    )
     self.template_logits = self.param(
-        'template_logits', lambda k: orthogonal_templates(k, self.n_parts, self.template_size, self.channels))
-    self.template_alpha = self.param('template_alpha', nn.initializers.zeros_init(),
-                                     (self.n_parts, self.template_size, self.template_size, 1))
+      'template_logits', lambda k: orthogonal_templates(k, self.n_parts, self.template_size, self.channels)
+    )
+    self.template_alpha = self.param(
+      'template_alpha', nn.initializers.zeros_init(), (self.n_parts, self.template_size, self.template_size, 1)
+    )
     self.colour_hidden, self.colour_out = nn.Dense(32), nn.Dense(self.channels)
     self.background_value = self.param('background_value', nn.initializers.zeros_init(), (self.channels,))
     self.background_logit = self.param('background_mixing_logit', nn.initializers.zeros_init(), ())
-    self.set_transformer = SetTransformer(self.n_objects, presence_mask=self.presence_mask)
+    self.set_transformer = set_transformer.SetTransformer(self.n_objects, presence_mask=self.presence_mask)
     self.object_capsules = ObjectCapsules(self.n_parts, self.n_object_params)
 
   def templates(self) -> Array:
@@ -294,21 +235,37 @@ class SCAE(nn.Module):
 
     # OCAE: the parts, with their templates, gradient stopped into the PCAE (the features are not).
     stop = jax.lax.stop_gradient
-    set_input = jnp.concatenate([stop(poses), stop(1.0 - presence[..., None]), features,
-                                 stop(coloured.reshape(batch, self.n_parts, -1))], -1)
+    set_input = jnp.concatenate(
+      [stop(poses), stop(1.0 - presence[..., None]), features, stop(coloured.reshape(batch, self.n_parts, -1))], -1
+    )
     objects = self.object_capsules(self.set_transformer(set_input, stop(presence)), noise)
     part_ll, posterior = losses.scae_part_log_likelihood(
-        stop(poses), stop(presence), objects['votes'], objects['scales'], objects['vote_presence'],
-        normalize=self.normalize_part_mixture)
+      stop(poses),
+      stop(presence),
+      objects['votes'],
+      objects['scales'],
+      objects['vote_presence'],
+      normalize=self.normalize_part_mixture,
+    )
 
     # PCAE: colour and alpha channels placed together, one vmapped render.
     alpha = jnp.broadcast_to(self.template_alpha[None], coloured.shape[:-1] + (1,))
     rendered = rendering.render_batch(jnp.concatenate([coloured, alpha], -1), poses, canvas)
     background = jnp.broadcast_to(jax.nn.sigmoid(self.background_value), rendered[:, :1, ..., :-1].shape)
     means = jnp.concatenate([rendered[..., :-1], background], axis=1)
-    log_weights = losses.scae_image_mixing_log_weights(rendered[..., -1], presence,
-                                                       jax.nn.softplus(self.background_logit))
+    log_weights = losses.scae_image_mixing_log_weights(
+      rendered[..., -1], presence, jax.nn.softplus(self.background_logit)
+    )
     image_ll = losses.scae_image_log_likelihood(images, means, log_weights)
-    return {'image_ll': image_ll, 'part_ll': part_ll, 'dynamic_l2': objects['dynamic_l2'], 'poses': poses,
-            'part_presence': presence, 'prior': objects['vote_presence'].max(-1), 'posterior': posterior,
-            'rendered': rendered[..., :-1], 'log_weights': log_weights, 'means': means}
+    return {
+      'image_ll': image_ll,
+      'part_ll': part_ll,
+      'dynamic_l2': objects['dynamic_l2'],
+      'poses': poses,
+      'part_presence': presence,
+      'prior': objects['vote_presence'].max(-1),
+      'posterior': posterior,
+      'rendered': rendered[..., :-1],
+      'log_weights': log_weights,
+      'means': means,
+    }

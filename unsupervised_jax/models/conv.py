@@ -11,6 +11,7 @@ ReLU and a 2x2 max-pool to the layer with a gradient of its own, because XLA's
 max-pool gradient is slow there too. On GPU and TPU the native convolution is
 the fast one, so :class:`Conv` uses it there.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,11 @@ def _valid_patches(x: Array, kernel_size: Tuple[int, int], stride: int = 1) -> A
   kh, kw = kernel_size
   b, h, w, c = x.shape
   out_h, out_w = (h - kh) // stride + 1, (w - kw) // stride + 1
-  taps = [x[:, dy:dy + stride * (out_h - 1) + 1:stride, dx:dx + stride * (out_w - 1) + 1:stride]
-          for dy in range(kh) for dx in range(kw)]
+  taps = [
+    x[:, dy : dy + stride * (out_h - 1) + 1 : stride, dx : dx + stride * (out_w - 1) + 1 : stride]
+    for dy in range(kh)
+    for dx in range(kw)
+  ]
   return jnp.concatenate(taps, axis=-1).reshape(b * out_h * out_w, kh * kw * c)
 
 
@@ -128,8 +132,11 @@ def _col2im(grad_y: Array, kernel: Array) -> Array:
   taps = (grad_y.reshape(-1, c_out) @ kernel.reshape(kh * kw * c_in, c_out).T).reshape(n, h, w, kh * kw, c_in)
   top, left = kh // 2, kw // 2
   padded = jnp.pad(taps, ((0, 0), (kh - 1 - top, top), (kw - 1 - left, left), (0, 0), (0, 0)))
-  return sum(padded[:, kh - 1 - dy:kh - 1 - dy + h, kw - 1 - dx:kw - 1 - dx + w, dy * kw + dx]
-             for dy in range(kh) for dx in range(kw))
+  return sum(
+    padded[:, kh - 1 - dy : kh - 1 - dy + h, kw - 1 - dx : kw - 1 - dx + w, dy * kw + dx]
+    for dy in range(kh)
+    for dx in range(kw)
+  )
 
 
 conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
@@ -156,6 +163,7 @@ def conv_valid(x: Array, kernel: Array, stride: int = 1) -> Array:
   out_h, out_w = (h - kh) // stride + 1, (w - kw) // stride + 1
   return (_valid_patches(x, (kh, kw), stride) @ kernel.reshape(-1, c_out)).reshape(b, out_h, out_w, c_out)
 
+
 _NO_GRADIENT = 4  # pooling-window index of a window whose maximum is <= 0: ReLU passes no gradient
 
 
@@ -164,7 +172,7 @@ def _conv_relu_pool_chunk(x: Array, kernel: Array, bias: Array) -> Tuple[Array, 
   (0-3, row-major in the 2x2 window) of the pixel its gradient goes to, or ``_NO_GRADIENT``."""
   h, w = x.shape[1:3]
   y = _correlate(x, kernel) + bias
-  corners = [y[:, a:2 * (h // 2):2, b:2 * (w // 2):2] for a in (0, 1) for b in (0, 1)]
+  corners = [y[:, a : 2 * (h // 2) : 2, b : 2 * (w // 2) : 2] for a in (0, 1) for b in (0, 1)]
   maximum = jnp.maximum(jnp.maximum(corners[0], corners[1]), jnp.maximum(corners[2], corners[3]))
   argmax = jnp.full(maximum.shape, _NO_GRADIENT, jnp.int8)
   for k in (3, 2, 1, 0):  # ties go to the first maximum, as in XLA's max-pool gradient
@@ -249,6 +257,7 @@ class Conv(nn.Module):
     ValueError: an unknown implementation or padding, an even 'SAME' kernel, a stride < 1 or a
       strided 'SAME' convolution.
   """
+
   features: int
   kernel_size: Tuple[int, int] = (3, 3)
   implementation: str = 'auto'
@@ -265,15 +274,18 @@ class Conv(nn.Module):
       raise ValueError(f"strides must be >= 1 (1 with 'SAME' padding), got {self.strides}.")
     if self.padding == 'SAME' and any(k % 2 == 0 for k in self.kernel_size):
       raise ValueError(f'kernel_size must be odd, got {self.kernel_size}.')
-    kernel = self.param('kernel', nn.initializers.lecun_normal(), tuple(self.kernel_size) + (x.shape[-1], self.features))
+    kernel = self.param(
+      'kernel', nn.initializers.lecun_normal(), tuple(self.kernel_size) + (x.shape[-1], self.features)
+    )
     bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
     if matmul and self.relu_max_pool and self.padding == 'SAME':
       return conv_relu_max_pool(x, kernel, bias)
     if matmul:
       y = conv_same(x, kernel) if self.padding == 'SAME' else conv_valid(x, kernel, self.strides)
     else:
-      y = jax.lax.conv_general_dilated(x, kernel, (self.strides, self.strides), self.padding,
-                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      y = jax.lax.conv_general_dilated(
+        x, kernel, (self.strides, self.strides), self.padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+      )
     y = y + bias
     if self.relu_max_pool:
       y = nn.max_pool(nn.relu(y), (2, 2), strides=(2, 2))

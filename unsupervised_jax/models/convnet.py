@@ -1,4 +1,5 @@
 """Small ConvNets (Flax Linen)."""
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -9,6 +10,7 @@ from unsupervised_jax.models import conv
 class SmallConvNet(nn.Module):
   """The poster's MNIST encoder: 2 conv, 1 max-pool, FC; no BatchNorm (so no batch-statistics leak
   between MoCo's queries and keys). ``[B, H, W, C]`` in [0, 1] -> ``[B, features]``."""
+
   channels: tuple = (32, 64)
   hidden: int = 128
   features: int = 128

@@ -21,9 +21,11 @@ BatchNorm: with ``axis_name`` set (the data-parallel ``'batch'`` axis) training-
 are averaged over the devices (``lax.pmean`` inside flax's ``BatchNorm``), so every device normalises
 with the global batch's statistics and keeps identical running averages.
 """
+
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
+from typing import Tuple
 
 import flax.linen as nn
 import jax
@@ -76,8 +78,9 @@ def transposed_conv(x: Array, kernel: Array) -> Array:
   for a in (0, 1):
     columns = []
     for col in (0, 1):
-      columns.append(sum(taps[:, ry:ry + h, rx:rx + w, ky, kx]
-                         for ky, ry in _PHASE_TAPS[a] for kx, rx in _PHASE_TAPS[col]))
+      columns.append(
+        sum(taps[:, ry : ry + h, rx : rx + w, ky, kx] for ky, ry in _PHASE_TAPS[a] for kx, rx in _PHASE_TAPS[col])
+      )
     rows.append(jnp.stack(columns, axis=3))  # [B, H, W, 2 (column phase), C_out]
   return jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * w, c_out)  # [B, H, 2, W, 2, C] -> [B, 2H, 2W, C]
 
@@ -88,12 +91,14 @@ def _xla_strided_conv(x: Array, kernel: Array) -> Array:
 
 def _xla_transposed_conv(x: Array, kernel: Array) -> Array:
   """XLA's form: the input dilated by 2, padded by 2, correlated with the flipped kernel."""
-  return jax.lax.conv_general_dilated(x, kernel[::-1, ::-1], (1, 1), ((2, 2), (2, 2)), lhs_dilation=(2, 2),
-                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  return jax.lax.conv_general_dilated(
+    x, kernel[::-1, ::-1], (1, 1), ((2, 2), (2, 2)), lhs_dilation=(2, 2), dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )
 
 
 class StridedConv(nn.Module):
   """4x4 convolution, stride 2, padding 1, with bias: ``[B, H, W, C] -> [B, H/2, W/2, features]``."""
+
   features: int
   implementation: str = 'auto'
   transpose: bool = False  # True: the transposed convolution, ``[B, H, W, C] -> [B, 2H, 2W, features]``
@@ -116,6 +121,7 @@ def _batch_norm(axis_name: Optional[str], name: Optional[str] = None) -> nn.Batc
 
 class Generator(nn.Module):
   """``latent [B, latent_dim] -> images [B, H, W, C]`` in [0, 1] (see the module docstring)."""
+
   image_shape: Tuple[int, int, int]
   implementation: str = 'auto'
   axis_name: Optional[str] = None
@@ -136,6 +142,7 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
   """``images [B, H, W, C]`` in [0, 1] -> ``(d_logits [B], categorical_logits [B, K], continuous_means [B, L])``;
   ``features`` gives the shared trunk's ``[B, 1024]``."""
+
   num_categories: int = 10
   num_continuous: int = 2
   leaky_slope: float = 0.01
@@ -166,4 +173,4 @@ class Discriminator(nn.Module):
     trunk = self.features(x, train)
     q = nn.leaky_relu(self.bn_q(self.q_fc(trunk), use_running_average=not train), self.leaky_slope)
     q = self.q_out(q)
-    return self.d_head(trunk)[:, 0], q[:, :self.num_categories], q[:, self.num_categories:]
+    return self.d_head(trunk)[:, 0], q[:, : self.num_categories], q[:, self.num_categories :]

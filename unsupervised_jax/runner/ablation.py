@@ -1,9 +1,14 @@
 """A grid of learned-method runs (an ablation) in one command, tabulated."""
+
 from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any
+from typing import Dict
+from typing import Optional
+from typing import Sequence
+from typing import Tuple
 
 from unsupervised_jax import results
 from unsupervised_jax.runner import config as run_config
@@ -15,8 +20,9 @@ from unsupervised_jax.training import contract
 def cell(base: run_config.Experiment, method_config, out_dir, name: str) -> run_config.Experiment:
   """One cell's experiment: ``base`` with ``method_config``, run in ``<out_dir>/<name>`` and writing no record of
   its own (the grid's table is the record)."""
-  return dataclasses.replace(base, method_config=method_config,
-                             run=dataclasses.replace(base.run, workdir=f'{out_dir}/{name}', results_dir=None))
+  return dataclasses.replace(
+    base, method_config=method_config, run=dataclasses.replace(base.run, workdir=f'{out_dir}/{name}', results_dir=None)
+  )
 
 
 def results_path(base: run_config.Experiment, default_name: str) -> Optional[str]:
@@ -26,8 +32,13 @@ def results_path(base: run_config.Experiment, default_name: str) -> Optional[str
   return f'{base.run.results_dir}/{base.run.results_name or default_name}.json'
 
 
-def grid(base: run_config.Experiment, cells: Sequence[Tuple[str, Dict[str, Any], Dict[str, Any]]], title: str,
-         name: str, reference: Optional[Dict[str, Any]] = None) -> pathlib.Path:
+def grid(
+  base: run_config.Experiment,
+  cells: Sequence[Tuple[str, Dict[str, Any], Dict[str, Any]]],
+  title: str,
+  name: str,
+  reference: Optional[Dict[str, Any]] = None,
+) -> pathlib.Path:
   """An ablation command's grid: every cell ``(cell name, its settings in the table, overrides of the method's
   config)`` built on ``base`` and validated (its method built for the data, loaded once) before any runs, then
   :func:`run` into ``<base workdir or runs/<name>>/<cell name>`` with the table in
@@ -42,9 +53,14 @@ def grid(base: run_config.Experiment, cells: Sequence[Tuple[str, Dict[str, Any],
   return run(built, out_dir, title, reference, results_path(base, name), loaded)
 
 
-def run(cells: Sequence[Tuple[Dict[str, Any], run_config.Experiment, contract.Method]], out_dir,
-        title: str, reference: Optional[Dict[str, Any]] = None, results_path: Optional[str] = None,
-        loaded: Optional[learned.Data] = None) -> pathlib.Path:
+def run(
+  cells: Sequence[Tuple[Dict[str, Any], run_config.Experiment, contract.Method]],
+  out_dir,
+  title: str,
+  reference: Optional[Dict[str, Any]] = None,
+  results_path: Optional[str] = None,
+  loaded: Optional[learned.Data] = None,
+) -> pathlib.Path:
   """Runs :func:`unsupervised_jax.runner.learned.run` for each ``(settings, experiment, method)`` (on the data
   ``loaded`` once, :func:`unsupervised_jax.runner.learned.load`) and tabulates them.
 
@@ -61,26 +77,46 @@ def run(cells: Sequence[Tuple[Dict[str, Any], run_config.Experiment, contract.Me
   for _, experiment, _ in cells:
     experiment.validate()
   if results_path:
-    records.check_replaceable_table(results_path, title, [(settings, experiment.settings())
-                                                          for settings, experiment, _ in cells])
-  rows = [{'settings': settings, 'record': learned.run(experiment, method, loaded)}
-          for settings, experiment, method in cells]
-  table = {'title': title, 'command': results.command(), 'git_commit': results.git_commit(),
-           'reference': reference, 'cells': rows}
+    records.check_replaceable_table(
+      results_path, title, [(settings, experiment.settings()) for settings, experiment, _ in cells]
+    )
+  rows = [
+    {'settings': settings, 'record': learned.run(experiment, method, loaded)} for settings, experiment, method in cells
+  ]
+  table = {
+    'title': title,
+    'command': results.command(),
+    'git_commit': results.git_commit(),
+    'reference': reference,
+    'cells': rows,
+  }
   results.write_json(out_dir / 'ablation.json', table)
   if results_path:
     print(f'wrote {results.write_json(results_path, table)}')
   names = list(rows[0]['settings'])
   metric_names = list(rows[0]['record']['metrics'])
-  lines = [f'# {title}', '', '| ' + ' | '.join(names + metric_names) + ' |',
-           '|' + ' --- |' * (len(names) + len(metric_names))]
+  lines = [
+    f'# {title}',
+    '',
+    '| ' + ' | '.join(names + metric_names) + ' |',
+    '|' + ' --- |' * (len(names) + len(metric_names)),
+  ]
   for row in rows:
     m = row['record']['metrics']
-    lines.append('| ' + ' | '.join([str(row['settings'][n]) for n in names] +
-                                   [f'{m[k]["mean"]:.4f} ± {m[k]["std"]:.4f}' for k in metric_names]) + ' |')
+    lines.append(
+      '| '
+      + ' | '.join(
+        [str(row['settings'][n]) for n in names] + [f'{m[k]["mean"]:.4f} ± {m[k]["std"]:.4f}' for k in metric_names]
+      )
+      + ' |'
+    )
   if reference:
-    lines += ['', f'Reference ({reference["source"]}): ' + ', '.join(
-        f'{k} {v}' for k, v in reference.items() if k != 'source') + '.']
+    lines += [
+      '',
+      f'Reference ({reference["source"]}): '
+      + ', '.join(f'{k} {v}' for k, v in reference.items() if k != 'source')
+      + '.',
+    ]
   path = out_dir / 'ablation.md'
   path.write_text('\n'.join(lines) + '\n')
   print('\n'.join(lines))

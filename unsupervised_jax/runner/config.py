@@ -10,12 +10,17 @@ method's own config. :meth:`Experiment.validate` checks all of them before any
 data is read or file written. Records and workdirs store the settings as one
 flat dict keyed by flag name (:func:`flat_settings`).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import pathlib
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any
+from typing import Dict
+from typing import NamedTuple
+from typing import Optional
+from typing import Tuple
 
 import jax
 import numpy as np
@@ -31,18 +36,26 @@ from unsupervised_jax.training import loop
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
   """Data, seeds and where the outputs go (the flags every entry point shares)."""
-  dataset: str = setting('digits', f'One of {", ".join(sorted(data.DATASETS))}, or the path of an .npz with '
-                         'x_<split>/y_<split>.')
+
+  dataset: str = setting(
+    'digits', f'One of {", ".join(sorted(data.DATASETS))}, or the path of an .npz with x_<split>/y_<split>.'
+  )
   data_dir: Optional[str] = setting(None, f'Local data directory (also tfds data_dir); default ${data.DATA_DIR_ENV}.')
-  protocol: str = setting('all', "'all': fit and score on train+test (as MiCE); 'train->test': fit on train, score "
-                          'test.', choices=evaluation_protocol.PROTOCOLS)
+  protocol: str = setting(
+    'all',
+    "'all': fit and score on train+test (as MiCE); 'train->test': fit on train, score test.",
+    choices=evaluation_protocol.PROTOCOLS,
+  )
   seeds: Tuple[int, ...] = setting((0, 1, 2), 'Seeds; metrics are reported as mean ± std over them.', minimum=0)
   workdir: Optional[str] = setting(None, 'Output directory; default runs/<method>_<dataset>.')
   results_dir: Optional[str] = setting(None, 'If set, also write <results_dir>/<results_name>.json.')
   results_name: Optional[str] = setting(None, 'Name of the results record; default <method>_<dataset>.')
   figures: bool = setting(True, 'Write the t-SNE of the codes and the method figures (--nofigures: skip).')
-  reuse_record: bool = setting(False, 'With --results_dir: when the record there holds a run of these settings and '
-                               'seeds, print "reusing" and stop instead of running again (experiments.reproduce).')
+  reuse_record: bool = setting(
+    False,
+    'With --results_dir: when the record there holds a run of these settings and '
+    'seeds, print "reusing" and stop instead of running again (experiments.reproduce).',
+  )
 
   def validate(self):
     settings.check(self)
@@ -66,6 +79,7 @@ def dataset_label(dataset: str) -> str:
 class SeedKeys(NamedTuple):
   """Independent keys of one seed's run: ``init`` (parameters), ``data`` (batches, augmentations),
   ``evaluation`` (K-means/GMM, UMAP) and ``fine_tune`` (the self-labelling stage)."""
+
   init: jax.Array
   data: jax.Array
   evaluation: jax.Array
@@ -81,6 +95,7 @@ def seed_keys(seed: int) -> SeedKeys:
 @dataclasses.dataclass(frozen=True)
 class Experiment:
   """Everything one learned-method run needs; see the module docstring."""
+
   method: str
   run: RunConfig
   train: loop.TrainConfig
@@ -107,8 +122,7 @@ class Experiment:
     flat.update(settings.as_dict(self.train))
     flat.update(settings.as_dict(self.eval))
     flat.update({self_label.SelfLabelConfig.PREFIX + k: v for k, v in settings.as_dict(self.self_label).items()})
-    flat['method_config'] = (settings.as_dict(self.method_config) if dataclasses.is_dataclass(self.method_config)
-                             else {})
+    flat['method_config'] = settings.as_dict(self.method_config) if dataclasses.is_dataclass(self.method_config) else {}
     return flat
 
 
@@ -116,9 +130,22 @@ class Experiment:
 # run and the data live (a workdir copied from another machine resumes), and the evaluation of the codes
 # (a finished run can be re-evaluated from its last checkpoint without training).
 EVALUATION_SETTINGS = tuple(f.name for f in dataclasses.fields(evaluation_protocol.EvalConfig)) + tuple(
-    self_label.SelfLabelConfig.PREFIX + f.name for f in dataclasses.fields(self_label.SelfLabelConfig))
-REPORTING_SETTINGS = ('workdir', 'data_dir', 'results_dir', 'results_name', 'reuse_record', 'progress', 'figures',
-                      'log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints', 'num_devices')
+  self_label.SelfLabelConfig.PREFIX + f.name for f in dataclasses.fields(self_label.SelfLabelConfig)
+)
+REPORTING_SETTINGS = (
+  'workdir',
+  'data_dir',
+  'results_dir',
+  'results_name',
+  'reuse_record',
+  'progress',
+  'figures',
+  'log_every',
+  'eval_every',
+  'checkpoint_every',
+  'keep_checkpoints',
+  'num_devices',
+)
 NOT_RUN_DEFINING = ('seeds',) + REPORTING_SETTINGS + EVALUATION_SETTINGS
 
 
@@ -179,8 +206,7 @@ def check_resumable(workdir, current: Dict[str, Any]):
     return
   names = differing(json.loads(path.read_text()), current, NOT_RUN_DEFINING)
   if names:
-    raise ValueError(f'{path.parent} holds a run with other settings ({", ".join(names)}); '
-                     'choose another --workdir.')
+    raise ValueError(f'{path.parent} holds a run with other settings ({", ".join(names)}); choose another --workdir.')
 
 
 def write_config(workdir, flat: Dict[str, Any]) -> pathlib.Path:

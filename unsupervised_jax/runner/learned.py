@@ -9,11 +9,15 @@ or record of other settings), then per seed trains
 self-labelling (:mod:`unsupervised_jax.runner.self_label_stage`), and writes
 the record (:mod:`unsupervised_jax.results`).
 """
+
 from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any
+from typing import Dict
+from typing import NamedTuple
+from typing import Optional
 
 import numpy as np
 
@@ -33,6 +37,7 @@ from unsupervised_jax.training import parallel
 
 class Data(NamedTuple):
   """A run's data, loaded once: the data set's ``train`` and ``test`` splits and the protocol's ``splits``."""
+
   train: data.Dataset
   test: data.Dataset
   splits: protocol.EvalData
@@ -72,8 +77,9 @@ def progress(method, state, splits, n_clusters, key, knn_k, mesh, seed_dir, figu
   return values
 
 
-def run(experiment: run_config.Experiment, method: Optional[contract.Method] = None,
-        loaded: Optional[Data] = None) -> Dict[str, Any]:
+def run(
+  experiment: run_config.Experiment, method: Optional[contract.Method] = None, loaded: Optional[Data] = None
+) -> Dict[str, Any]:
   """Trains and evaluates the experiment's method over its seeds; returns the record.
 
   Writes per seed ``<workdir>/seed_<s>/`` (checkpoints, ``metrics.jsonl``,
@@ -104,8 +110,10 @@ def run(experiment: run_config.Experiment, method: Optional[contract.Method] = N
   train_split, test_split, splits = loaded
   experiment.eval.validate(num_examples=len(splits.cluster.images))
   if not (np.any(splits.score.labels >= 0) and np.any(splits.train.labels >= 0)):
-    raise ValueError(f'{run_settings.dataset} has no labels to score a learned method with; cluster unlabelled '
-                     'images with experiments.kmeans / experiments.gmm, or call the method from Python.')
+    raise ValueError(
+      f'{run_settings.dataset} has no labels to score a learned method with; cluster unlabelled '
+      'images with experiments.kmeans / experiments.gmm, or call the method from Python.'
+    )
   n_clusters = experiment.eval.n_clusters or run_config.default_clusters(run_settings.dataset, train_split.labels)
   if experiment.self_label.steps and not method.fine_tunable:
     raise ValueError(f'self-labelling needs a method with an encoder and augmentations; {method.name} has none.')
@@ -114,8 +122,9 @@ def run(experiment: run_config.Experiment, method: Optional[contract.Method] = N
   run_config.check_resumable(workdir, flat)
   record_path = None
   if run_settings.results_dir:
-    record_path = records.record_path(run_settings.results_dir, run_settings.results_name, method.name,
-                                      run_settings.dataset)
+    record_path = records.record_path(
+      run_settings.results_dir, run_settings.results_name, method.name, run_settings.dataset
+    )
     records.check_replaceable(record_path, flat)
     if run_settings.reuse_record and records.holds_all_seeds(record_path, flat):
       return records.reuse(record_path)
@@ -125,8 +134,9 @@ def run(experiment: run_config.Experiment, method: Optional[contract.Method] = N
   description = records.protocol_description(flat, n_clusters, assigns=method.assigns)
 
   def record_of(runs):
-    return records.seed_record(method.name, run_settings.label(), description,
-                               [runs[s] for s in run_settings.seeds if s in runs], flat)
+    return records.seed_record(
+      method.name, run_settings.label(), description, [runs[s] for s in run_settings.seeds if s in runs], flat
+    )
 
   def seed_run(seed, scores, wall_time_s, commit, machine, seed_dir):
     run = {'seed': seed, 'scores': scores, 'wall_time_s': wall_time_s, 'git_commit': commit, 'machine': machine}
@@ -151,8 +161,14 @@ def run(experiment: run_config.Experiment, method: Optional[contract.Method] = N
     done = json.loads(finished.read_text()) if finished.is_file() else {}
     if done.get('evaluation') == evaluation_settings:  # evaluated alike before (another process, a crash)
       # An eval.json of older code names no commit or machine: taken as this process's, as records always did.
-      seed_runs[seed] = seed_run(seed, done['scores'], done['wall_s'], done.get('git_commit', results.git_commit()),
-                                 done.get('machine', results.machine()), seed_dir)
+      seed_runs[seed] = seed_run(
+        seed,
+        done['scores'],
+        done['wall_s'],
+        done.get('git_commit', results.git_commit()),
+        done.get('machine', results.machine()),
+        seed_dir,
+      )
       print(f'seed {seed}: reusing {finished}', flush=True)
       continue
     keys = run_config.seed_keys(seed)
@@ -160,9 +176,23 @@ def run(experiment: run_config.Experiment, method: Optional[contract.Method] = N
     resumed_s = 0.0 if done else loop.trained_seconds(seed_dir)
     start = time.perf_counter()
     state = method.init(keys.init, splits.cluster.images[:1])
-    evaluate = (lambda state, seed_dir=seed_dir: progress(method, state, splits, n_clusters, keys.evaluation,
-                                                          experiment.eval.knn_k, mesh, seed_dir, run_settings.figures)
-                ) if train.eval_every else None
+    evaluate = (
+      (
+        lambda state, seed_dir=seed_dir: progress(
+          method,
+          state,
+          splits,
+          n_clusters,
+          keys.evaluation,
+          experiment.eval.knn_k,
+          mesh,
+          seed_dir,
+          run_settings.figures,
+        )
+      )
+      if train.eval_every
+      else None
+    )
     state = loop.train(method, state, splits.cluster.images, train, seed_dir, key=keys.data, evaluate=evaluate)
     # Re-evaluating a trained seed restores its last checkpoint: count the training time it took then.
     train_s = time.perf_counter() - start + done.get('train_s', done.get('wall_s', 0.0)) + resumed_s
@@ -173,23 +203,41 @@ def run(experiment: run_config.Experiment, method: Optional[contract.Method] = N
     refinement = None
     if experiment.self_label.steps:
       refinement = self_label_stage.refine(
-          method, state, evaluation, splits, experiment.self_label, train, n_clusters, keys.fine_tune,
-          seed_dir / 'self_label', mesh)
+        method,
+        state,
+        evaluation,
+        splits,
+        experiment.self_label,
+        train,
+        n_clusters,
+        keys.fine_tune,
+        seed_dir / 'self_label',
+        mesh,
+      )
       scored['refined'] = refinement.predictions
       scores = dict(scores, **refinement.scores, **{f'codes_{k}': scores[k] for k in ('acc', 'nmi', 'ari')})
     print(f'seed {seed}: ' + '  '.join(f'{k} {v:.4f}' for k, v in scores.items()), flush=True)
     confusions = {name: metrics.matched_confusion(splits.score.labels, clusters) for name, clusters in scored.items()}
     for name, confusion in confusions.items():
-      print(f'seed {seed}: largest confusions of the {name} clusters: {metrics.largest_confusions(confusion)}',
-            flush=True)
+      print(
+        f'seed {seed}: largest confusions of the {name} clusters: {metrics.largest_confusions(confusion)}', flush=True
+      )
     # A fine-tuning resumed or reused from earlier processes counts their training too.
     wall_s = train_s + time.perf_counter() - start + (refinement.earlier_s if refinement else 0.0)
     seed_runs[seed] = seed_run(seed, scores, wall_s, results.git_commit(), results.machine(), seed_dir)
-    confusion_lists = {name: {field: value.tolist() for field, value in confusion._asdict().items()}
-                       for name, confusion in confusions.items()}
-    evaluated = {'scores': scores, 'wall_s': seed_runs[seed]['wall_time_s'], 'train_s': train_s,
-                 'git_commit': seed_runs[seed]['git_commit'], 'machine': seed_runs[seed]['machine'],
-                 'evaluation': evaluation_settings, 'confusion': confusion_lists}
+    confusion_lists = {
+      name: {field: value.tolist() for field, value in confusion._asdict().items()}
+      for name, confusion in confusions.items()
+    }
+    evaluated = {
+      'scores': scores,
+      'wall_s': seed_runs[seed]['wall_time_s'],
+      'train_s': train_s,
+      'git_commit': seed_runs[seed]['git_commit'],
+      'machine': seed_runs[seed]['machine'],
+      'evaluation': evaluation_settings,
+      'confusion': confusion_lists,
+    }
     if refinement:
       evaluated['self_label_train_s'] = refinement.train_s
     results.write_json(finished, evaluated)  # before the slow figures
@@ -197,12 +245,20 @@ def run(experiment: run_config.Experiment, method: Optional[contract.Method] = N
       records.write(record_path, record_of(seed_runs))
     if run_settings.figures and not figures_made and not (workdir / 'tsne.png').is_file():
       figures_made = True  # the first seed trained here (the record's seeds have no state on this machine)
-      plots.tsne(evaluation.cluster_codes, splits.cluster.labels, workdir / 'tsne.png',
-                 title=f'{method.name} codes, {run_settings.label()} (t-SNE)')
+      plots.tsne(
+        evaluation.cluster_codes,
+        splits.cluster.labels,
+        workdir / 'tsne.png',
+        title=f'{method.name} codes, {run_settings.label()} (t-SNE)',
+      )
       steps, sizes = loop.read_metrics(seed_dir, 'epoch_end/cluster_sizes')  # MiCE's epoch-end pass logs them
       if steps:
-        plots.cluster_sizes(steps, sizes, workdir / 'cluster_sizes.png',
-                            title=f'{method.name} cluster sizes over training, {run_settings.label()}, seed {seed}')
+        plots.cluster_sizes(
+          steps,
+          sizes,
+          workdir / 'cluster_sizes.png',
+          title=f'{method.name} cluster sizes over training, {run_settings.label()}, seed {seed}',
+        )
       matching = metrics.match_clusters(splits.score.labels, scored['assigned']) if 'assigned' in scored else None
       _figures(method, state, test_split.images, workdir, matching)
   # Seeds may have run in separate processes or machines: the wall time is the sum of their own.
@@ -210,7 +266,9 @@ def run(experiment: run_config.Experiment, method: Optional[contract.Method] = N
   results.write_json(workdir / 'metrics.json', record)
   if record_path is not None and changed:
     records.write(record_path, record)
-  print(f'{method.name} on {run_settings.label()} over seeds {list(run_settings.seeds)}: ' + '  '.join(
-      f'{k} {v["mean"]:.4f} ± {v["std"]:.4f}' for k, v in record['metrics'].items()) +
-        f'  ({record["wall_time_s"]:.0f} s)')
+  print(
+    f'{method.name} on {run_settings.label()} over seeds {list(run_settings.seeds)}: '
+    + '  '.join(f'{k} {v["mean"]:.4f} ± {v["std"]:.4f}' for k, v in record['metrics'].items())
+    + f'  ({record["wall_time_s"]:.0f} s)'
+  )
   return record

@@ -1,9 +1,11 @@
 """A run's record: its protocol in words, and where it is written without overwriting another run's."""
+
 from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any, Dict
+from typing import Any
+from typing import Dict
 
 from unsupervised_jax import results
 from unsupervised_jax.runner import config as run_config
@@ -22,18 +24,25 @@ def protocol_description(flat: Dict[str, Any], n_clusters: int, assigns: bool = 
   """
   flat = run_config.from_legacy(flat)
   all_data = flat['protocol'] == 'all'
-  parts = [f'{flat["method"]} trained {flat["num_steps"]} steps x batch {flat["batch_size"]} on '
-           f'{"train+test" if all_data else "train"}{" in shuffled epochs" if flat["sampling"] == "epochs" else ""}']
+  parts = [
+    f'{flat["method"]} trained {flat["num_steps"]} steps x batch {flat["batch_size"]} on '
+    f'{"train+test" if all_data else "train"}{" in shuffled epochs" if flat["sampling"] == "epochs" else ""}'
+  ]
   if assigns:
     parts.append(f'its own clusters (K={n_clusters}) of {"train+test" if all_data else "test"}')
   else:
     options = {'n_init': flat['cluster_n_init']}
     if flat['cluster_method'] == 'gmm':
       options['covariance_type'] = flat['covariance_type']
-    manifold = (f'UMAP({flat["manifold_neighbors"]} neighbours, min_dist 0, {n_clusters} dims) of the '
-                if flat['manifold'] == 'umap' else '')
-    parts.append(f'{flat["cluster_method"]} (K={n_clusters}, {json.dumps(options, sort_keys=True)}) on the '
-                 f'{manifold}codes of {"train+test" if all_data else "train, scored on test"}')
+    manifold = (
+      f'UMAP({flat["manifold_neighbors"]} neighbours, min_dist 0, {n_clusters} dims) of the '
+      if flat['manifold'] == 'umap'
+      else ''
+    )
+    parts.append(
+      f'{flat["cluster_method"]} (K={n_clusters}, {json.dumps(options, sort_keys=True)}) on the '
+      f'{manifold}codes of {"train+test" if all_data else "train, scored on test"}'
+    )
   if flat.get('self_label_steps'):
     parts.append(self_label_description(flat))
   parts.append(f'kNN (cosine, k={flat["knn_k"]}) and linear probe train -> test')
@@ -44,8 +53,10 @@ def self_label_description(flat: Dict[str, Any]) -> str:
   """The self-labelling stage of :func:`protocol_description`."""
   threshold = flat.get('self_label_threshold', 0.0)
   online = f', the others once predicted with probability > {threshold:g}' if threshold else ''
-  return (f'refined by self-labelling ({flat["self_label_steps"]} steps on the {flat["self_label_fraction"]:g} most '
-          f'confident of each cluster by {flat["self_label_neighbors"]}-NN agreement{online})')
+  return (
+    f'refined by self-labelling ({flat["self_label_steps"]} steps on the {flat["self_label_fraction"]:g} most '
+    f'confident of each cluster by {flat["self_label_neighbors"]}-NN agreement{online})'
+  )
 
 
 def record_path(results_dir, results_name, method: str, dataset: str) -> pathlib.Path:
@@ -67,8 +78,9 @@ def check_replaceable(path, flat: Dict[str, Any]):
   if not (_same_seeds(previous, flat) or _continued_by(previous, flat)):
     names = sorted(names + ['seeds'])
   if names:
-    raise ValueError(f'{path} holds a record of other settings ({", ".join(names)}); pass --results_name=<name> '
-                     'to keep both.')
+    raise ValueError(
+      f'{path} holds a record of other settings ({", ".join(names)}); pass --results_name=<name> to keep both.'
+    )
 
 
 def _seeds(flat: Dict[str, Any]) -> list:
@@ -114,9 +126,15 @@ def seed_record(method: str, dataset: str, protocol: str, seed_runs, config: Dic
   wall time their sum, ``machine`` each distinct host they ran on (joined by ``' + '``), and ``seed_runs``
   for continuing and for each seed's own commit. ``git_commit`` and ``command`` are the process's that
   writes the record."""
-  record = results.method_record(method, dataset, protocol, [run['seed'] for run in seed_runs],
-                                 [run['scores'] for run in seed_runs], sum(run['wall_time_s'] for run in seed_runs),
-                                 config=dict(config, seeds=[run['seed'] for run in seed_runs]))
+  record = results.method_record(
+    method,
+    dataset,
+    protocol,
+    [run['seed'] for run in seed_runs],
+    [run['scores'] for run in seed_runs],
+    sum(run['wall_time_s'] for run in seed_runs),
+    config=dict(config, seeds=[run['seed'] for run in seed_runs]),
+  )
   machines = list(dict.fromkeys(run['machine'] for run in seed_runs))
   record['machine'] = ' + '.join(machines)
   record['seed_runs'] = list(seed_runs)
@@ -144,7 +162,12 @@ def check_replaceable_table(path, title: str, cells) -> None:
     return
   previous = json.loads(path.read_text())
   same_cells = [c['settings'] for c in previous.get('cells', [])] == [settings for settings, _ in cells]
-  if previous.get('title') != title or not same_cells or any(
+  if (
+    previous.get('title') != title
+    or not same_cells
+    or any(
       run_config.differing(old['record'].get('config', {}), flat, _NOT_RECORD_DEFINING)
-      for old, (_, flat) in zip(previous['cells'], cells)):
+      for old, (_, flat) in zip(previous['cells'], cells)
+    )
+  ):
     raise ValueError(f'{path} holds another grid or other settings; pass --results_name=<name> to keep both.')

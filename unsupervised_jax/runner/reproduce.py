@@ -23,6 +23,7 @@ checkpoint: its self-labelling trains MoCo again). Then :func:`write_table` writ
 from the records (:func:`unsupervised_jax.runner.tables.summary_table`) and copies each run's figures to
 ``<results_dir>/figures/<record>/``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,7 +34,12 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import List
+from typing import Mapping
+from typing import NamedTuple
+from typing import Optional
+from typing import Sequence
+from typing import Tuple
 
 from unsupervised_jax import registry
 from unsupervised_jax import results
@@ -45,46 +51,58 @@ from unsupervised_jax.runner.configurations import NAMES
 from unsupervised_jax.runner.configurations import Configuration
 from unsupervised_jax.settings import setting
 
-
-
 CAPTIONS = {
-    'full': 'Budget `full`: every flagfile as it is, the headline numbers (the README\'s table shows the same '
-            'records).',
-    'quick': 'Budget `quick`: a check that every method runs end to end in about 20 minutes on a 2-core CPU, '
-             'not the headline numbers: K-means and GMM as their flagfiles on MNIST, the poster\'s autoencoder '
-             'for 1,000 MNIST steps instead of 8,200, the other methods short runs on the 8x8 digits (the `data` '
-             'column). The references beside them are MNIST numbers after full training, not what these runs '
-             'aim at.',
-    'tiny': 'Budget `tiny`: the end-to-end test\'s setting (digits, a few steps); its numbers mean nothing.',
+  'full': 'Budget `full`: every flagfile as it is, the headline numbers (the README\'s table shows the same records).',
+  'quick': 'Budget `quick`: a check that every method runs end to end in about 20 minutes on a 2-core CPU, '
+  'not the headline numbers: K-means and GMM as their flagfiles on MNIST, the poster\'s autoencoder '
+  'for 1,000 MNIST steps instead of 8,200, the other methods short runs on the 8x8 digits (the `data` '
+  'column). The references beside them are MNIST numbers after full training, not what these runs '
+  'aim at.',
+  'tiny': 'Budget `tiny`: the end-to-end test\'s setting (digits, a few steps); its numbers mean nothing.',
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class ReproduceConfig:
   """What ``experiments.reproduce`` runs and where it writes."""
-  budget: Optional[str] = setting(None, "'full': the flagfiles as they are (the headline numbers, into results/); "
-                                  "'quick': short runs, ~20 min on a 2-core CPU (into results/quick/); 'tiny': the "
-                                  "end-to-end test's setting.", choices=BUDGETS)
-  methods: Tuple[str, ...] = setting(registry.names(), 'Methods (every configuration of each) or configurations (ae_poster, '
-                                     'ae_n2d, moco_selflabel) to run; the table lists them all.')
+
+  budget: Optional[str] = setting(
+    None,
+    "'full': the flagfiles as they are (the headline numbers, into results/); "
+    "'quick': short runs, ~20 min on a 2-core CPU (into results/quick/); 'tiny': the "
+    "end-to-end test's setting.",
+    choices=BUDGETS,
+  )
+  methods: Tuple[str, ...] = setting(
+    registry.names(),
+    'Methods (every configuration of each) or configurations (ae_poster, '
+    'ae_n2d, moco_selflabel) to run; the table lists them all.',
+  )
   seeds: Tuple[int, ...] = setting((0, 1, 2), 'Seeds of every configuration.', minimum=0)
-  workdir: Optional[str] = setting(None, 'Where the runs go, one folder per configuration; default '
-                                   'runs/reproduce_<budget>.')
-  results_dir: Optional[str] = setting(None, 'Where the records, table.md and figures go; default results/ for '
-                                       'full, results/<budget>/ otherwise.')
-  data_dir: Optional[str] = setting(None, 'Passed on to every command (default: $UNSUPERVISED_JAX_DATA_DIR, else '
-                                    'tensorflow-datasets).')
+  workdir: Optional[str] = setting(
+    None, 'Where the runs go, one folder per configuration; default runs/reproduce_<budget>.'
+  )
+  results_dir: Optional[str] = setting(
+    None, 'Where the records, table.md and figures go; default results/ for full, results/<budget>/ otherwise.'
+  )
+  data_dir: Optional[str] = setting(
+    None, 'Passed on to every command (default: $UNSUPERVISED_JAX_DATA_DIR, else tensorflow-datasets).'
+  )
   dry_run: bool = setting(False, 'Print the commands and write nothing.')
 
   def validate(self):
     settings.check(self)
     if self.budget is None:
-      raise ValueError('give --budget=quick (~20 min on a 2-core CPU, results/quick/) or --budget=full (the '
-                       'flagfiles as they are, results/).')
+      raise ValueError(
+        'give --budget=quick (~20 min on a 2-core CPU, results/quick/) or --budget=full (the '
+        'flagfiles as they are, results/).'
+      )
     unknown = [m for m in self.methods if m not in registry.names() and m not in NAMES]
     if unknown or not self.methods:
-      raise ValueError(f'--methods must name some of {", ".join(registry.names())} or of {", ".join(NAMES)}; got '
-                       f'{",".join(self.methods) or "nothing"}.')
+      raise ValueError(
+        f'--methods must name some of {", ".join(registry.names())} or of {", ".join(NAMES)}; got '
+        f'{",".join(self.methods) or "nothing"}.'
+      )
     if not self.seeds or len(set(self.seeds)) != len(self.seeds):
       raise ValueError(f'--seeds must be distinct, at least one; got {list(self.seeds)}.')
     for name in ('workdir', 'results_dir', 'data_dir'):
@@ -97,6 +115,7 @@ class ReproduceConfig:
 
 class Step(NamedTuple):
   """One configuration's command."""
+
   configuration: Configuration
   record: str  # the record's name in the results folder
   argv: List[str]  # after the Python executable
@@ -127,8 +146,10 @@ def plan(config: ReproduceConfig, root) -> Tuple[List[Step], pathlib.Path]:
   default_results = 'results' if config.budget == 'full' else f'results/{config.budget}'
   results_dir = pathlib.Path(config.results_dir or default_results).resolve()
   if config.budget != 'full' and results_dir == root / 'results':
-    raise ValueError(f'--budget={config.budget} keeps its records apart from the headline records in results/: '
-                     'give another --results_dir.')
+    raise ValueError(
+      f'--budget={config.budget} keeps its records apart from the headline records in results/: '
+      'give another --results_dir.'
+    )
   steps = []
   for configuration in config.selected():
     flagfile = root / 'experiments' / 'configs' / configuration.flagfile
@@ -136,9 +157,17 @@ def plan(config: ReproduceConfig, root) -> Tuple[List[Step], pathlib.Path]:
       raise ValueError(f'{flagfile} is missing.')
     record, extra = configuration.budgets[config.budget]
     run_dir = workdir / configuration.workdir
-    argv = ['-m', f'experiments.{configuration.method}', f'--flagfile={_shown(flagfile, root)}', *extra,
-            f'--seeds={",".join(map(str, config.seeds))}', f'--workdir={_shown(run_dir, root)}',
-            f'--results_dir={_shown(results_dir, root)}', f'--results_name={record}', '--reuse_record']
+    argv = [
+      '-m',
+      f'experiments.{configuration.method}',
+      f'--flagfile={_shown(flagfile, root)}',
+      *extra,
+      f'--seeds={",".join(map(str, config.seeds))}',
+      f'--workdir={_shown(run_dir, root)}',
+      f'--results_dir={_shown(results_dir, root)}',
+      f'--results_name={record}',
+      '--reuse_record',
+    ]
     if config.data_dir:
       argv.append(f'--data_dir={pathlib.Path(config.data_dir).resolve()}')
     steps.append(Step(configuration, record, argv, run_dir))
@@ -160,19 +189,31 @@ def write_table(results_dir, budget: str, command: str) -> pathlib.Path:
   that made them and links to their figures."""
   results_dir = pathlib.Path(results_dir)
   names = record_names(budget)
-  lines = [f'# Reproduction, budget `{budget}`', '', CAPTIONS[budget], '',
-           f'Written by `{command}` from the records in this folder (`tables.summary_table`): ACC, NMI and ARI '
-           'of the clustering, kNN and linear-probe accuracy of the codes (learned methods), mean ± std over seeds '
-           'as fractions; wall (s) is the record\'s own (training, clustering and scoring, summed over seeds).', '',
-           '<!-- table:begin -->', tables.summary_table(results_dir, names, detail=True, missing='not run'),
-           '<!-- table:end -->', '', 'Records (command, machine, commit):', '',
-           tables.provenance(results_dir, list(names.values()))]
+  lines = [
+    f'# Reproduction, budget `{budget}`',
+    '',
+    CAPTIONS[budget],
+    '',
+    f'Written by `{command}` from the records in this folder (`tables.summary_table`): ACC, NMI and ARI '
+    'of the clustering, kNN and linear-probe accuracy of the codes (learned methods), mean ± std over seeds '
+    'as fractions; wall (s) is the record\'s own (training, clustering and scoring, summed over seeds).',
+    '',
+    '<!-- table:begin -->',
+    tables.summary_table(results_dir, names, detail=True, missing='not run'),
+    '<!-- table:end -->',
+    '',
+    'Records (command, machine, commit):',
+    '',
+    tables.provenance(results_dir, list(names.values())),
+  ]
   figures = sorted((results_dir / 'figures').glob('*/*.png'))
   if figures:
     lines += ['', 'Figures:', '']
     for folder in sorted({f.parent for f in figures}):
-      lines.append(f'- `{folder.name}`: ' + ', '.join(
-          f'[{f.name}](figures/{folder.name}/{f.name})' for f in sorted(folder.glob('*.png'))))
+      lines.append(
+        f'- `{folder.name}`: '
+        + ', '.join(f'[{f.name}](figures/{folder.name}/{f.name})' for f in sorted(folder.glob('*.png')))
+      )
   path = results_dir / 'table.md'
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text('\n'.join(lines) + '\n')
@@ -225,8 +266,11 @@ def run(config: ReproduceConfig, root, command: Optional[str] = None) -> Optiona
   # One XLA compilation cache for the reproduction's processes (JAX's persistent cache): every seed and every
   # configuration of a method compiles the same train step and evaluation programs, minutes on a 2-core CPU.
   # An environment that already names a cache keeps it.
-  env = {} if 'JAX_COMPILATION_CACHE_DIR' in os.environ or not steps else {
-      'JAX_COMPILATION_CACHE_DIR': str(steps[0].workdir.parent / 'xla_cache')}  # in the reproduction's workdir
+  env = (
+    {}
+    if 'JAX_COMPILATION_CACHE_DIR' in os.environ or not steps
+    else {'JAX_COMPILATION_CACHE_DIR': str(steps[0].workdir.parent / 'xla_cache')}
+  )  # in the reproduction's workdir
   for i, step in enumerate(steps, 1):
     record_path = results_dir / f'{step.record}.json'
     before = record_path.stat().st_mtime_ns if record_path.is_file() else None
@@ -245,6 +289,7 @@ def run(config: ReproduceConfig, root, command: Optional[str] = None) -> Optiona
   print('\n'.join(outcome), flush=True)
   print(f'wrote {table} ({time.perf_counter() - start:.0f} s)', flush=True)
   if failed:
-    raise ValueError(f'{", ".join(failed)} failed (output above); the table lists the others; run the same '
-                     'command again to resume.')
+    raise ValueError(
+      f'{", ".join(failed)} failed (output above); the table lists the others; run the same command again to resume.'
+    )
   return table

@@ -1,12 +1,14 @@
 """The self-labelling stage: a trained method's clustering refined by fine-tuning its encoder
 (:mod:`unsupervised_jax.methods.self_label`) on the confident part, then scored."""
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
 import pathlib
-from typing import Dict, NamedTuple
+from typing import Dict
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -20,14 +22,25 @@ from unsupervised_jax.training import loop
 
 class Refinement(NamedTuple):
   """What :func:`refine` gives back."""
+
   scores: Dict[str, float]  # acc, nmi, ari of the refined clusters; pseudo_label_acc
   predictions: np.ndarray  # [M] int: the refined clusters of splits.score
   train_s: float  # seconds the fine-tuning trained, over every process that trained it (to its last log)
   earlier_s: float  # of which earlier processes' (a resumed fine-tuning's, or all of a reused one's)
 
 
-def refine(method, state, evaluation: protocol.Evaluation, splits: protocol.EvalData, config: self_label.SelfLabelConfig,
-           train: loop.TrainConfig, n_clusters: int, key: jax.Array, workdir, mesh) -> Refinement:
+def refine(
+  method,
+  state,
+  evaluation: protocol.Evaluation,
+  splits: protocol.EvalData,
+  config: self_label.SelfLabelConfig,
+  train: loop.TrainConfig,
+  n_clusters: int,
+  key: jax.Array,
+  workdir,
+  mesh,
+) -> Refinement:
   """Refines ``evaluation``'s clustering of ``splits.cluster`` by self-labelling and scores it on ``splits.score``.
 
   The fine-tuning runs in ``<workdir>/<fingerprint>/``, one folder per
@@ -61,12 +74,18 @@ def refine(method, state, evaluation: protocol.Evaluation, splits: protocol.Eval
 
   refiner = self_label.self_label(config, method.backbone, method.backbone.params(state), n_clusters)
   init_key, data_key = jax.random.split(key)
-  stage_train = dataclasses.replace(train, num_steps=config.steps, checkpoint_every=min(train.checkpoint_every,
-                                                                                        config.steps), eval_every=0)
+  stage_train = dataclasses.replace(
+    train, num_steps=config.steps, checkpoint_every=min(train.checkpoint_every, config.steps), eval_every=0
+  )
   earlier_s = loop.trained_seconds(workdir)
-  fine_tuned = loop.train(refiner, refiner.init(init_key, splits.cluster.images[:1]),
-                          self_label.pseudo_labelled(config, splits.cluster.images, assignments, chosen),
-                          stage_train, workdir, key=data_key)
+  fine_tuned = loop.train(
+    refiner,
+    refiner.init(init_key, splits.cluster.images[:1]),
+    self_label.pseudo_labelled(config, splits.cluster.images, assignments, chosen),
+    stage_train,
+    workdir,
+    key=data_key,
+  )
   predictions = np.asarray(protocol.mapper(refiner.assign, mesh)(fine_tuned, splits.score.images))
   scores = metrics.clustering_scores(np.asarray(splits.score.labels), predictions)
   # Purity of the pseudo-labels, a diagnostic: clusters matched to classes on all the clustered images.

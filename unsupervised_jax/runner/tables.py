@@ -2,12 +2,16 @@
 docs/records.md's (every record) and the reproduction's, all from the records in ``results/`` (the schema of
 :mod:`unsupervised_jax.results`). ``python -m unsupervised_jax.runner.tables [results]`` prints records.md's.
 """
+
 from __future__ import annotations
 
 import json
 import pathlib
 import sys
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
+from typing import Mapping
+from typing import Optional
+from typing import Sequence
 
 from unsupervised_jax.runner.configurations import CONFIGURATIONS
 
@@ -24,14 +28,18 @@ def _score(metric: Optional[Mapping[str, Any]]) -> str:
 def markdown_table(directory) -> str:
   """The method runs and benchmarks in ``directory`` as two markdown tables, then one per ablation."""
   records = [dict(json.loads(p.read_text()), record=p.stem) for p in sorted(pathlib.Path(directory).glob('*.json'))]
-  lines = ['| record | method | dataset | ACC | NMI | ARI | kNN | linear | seeds | wall (s) | command |',
-           '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+  lines = [
+    '| record | method | dataset | ACC | NMI | ARI | kNN | linear | seeds | wall (s) | command |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+  ]
   for r in records:
     if 'method' in r:
       m = r['metrics']
       scores = ' | '.join(_score(m.get(k)) for k in ('acc', 'nmi', 'ari', 'knn_acc', 'linear_acc'))
-      lines.append(f'| `{r["record"]}` | {r["method"]} | {r["dataset"]} | {scores} | '
-                   f'{len(r["seeds"])} | {r["wall_time_s"]:.0f} | `{r["command"]}` |')
+      lines.append(
+        f'| `{r["record"]}` | {r["method"]} | {r["dataset"]} | {scores} | '
+        f'{len(r["seeds"])} | {r["wall_time_s"]:.0f} | `{r["command"]}` |'
+      )
   lines += ['', '| benchmark | ours | reference | speedup | command |', '| --- | --- | --- | --- | --- |']
 
   def speed(side):
@@ -41,22 +49,35 @@ def markdown_table(directory) -> str:
 
   for r in records:
     if 'benchmark' in r:
-      lines.append(f'| {r["benchmark"]} | {speed(r["ours"])} | {speed(r["reference"])} | {r["speedup"]:.2f}x | '
-                   f'`{r["command"]}` |')
+      lines.append(
+        f'| {r["benchmark"]} | {speed(r["ours"])} | {speed(r["reference"])} | {r["speedup"]:.2f}x | `{r["command"]}` |'
+      )
   for r in records:
     if 'cells' in r:
       settings = list(r['cells'][0]['settings'])
-      lines += ['', f'`{r["record"]}`: {r["title"]} (`{r["command"]}`)', '',
-                '| ' + ' | '.join(settings) + ' | ACC | NMI | ARI | kNN | linear | seeds |',
-                '|' + ' --- |' * (len(settings) + 6)]
+      lines += [
+        '',
+        f'`{r["record"]}`: {r["title"]} (`{r["command"]}`)',
+        '',
+        '| ' + ' | '.join(settings) + ' | ACC | NMI | ARI | kNN | linear | seeds |',
+        '|' + ' --- |' * (len(settings) + 6),
+      ]
       for cell in r['cells']:
         m = cell['record']['metrics']
-        lines.append('| ' + ' | '.join(str(cell['settings'][k]) for k in settings) + ' | ' + ' | '.join(
-            _score(m.get(k)) for k in ('acc', 'nmi', 'ari', 'knn_acc', 'linear_acc')) +
-                     f' | {len(cell["record"]["seeds"])} |')
+        lines.append(
+          '| '
+          + ' | '.join(str(cell['settings'][k]) for k in settings)
+          + ' | '
+          + ' | '.join(_score(m.get(k)) for k in ('acc', 'nmi', 'ari', 'knn_acc', 'linear_acc'))
+          + f' | {len(cell["record"]["seeds"])} |'
+        )
       if r.get('reference'):
-        lines += ['', f'Reference ({r["reference"]["source"]}): ' + ', '.join(
-            f'{k} {v}' for k, v in r['reference'].items() if k != 'source') + '.']
+        lines += [
+          '',
+          f'Reference ({r["reference"]["source"]}): '
+          + ', '.join(f'{k} {v}' for k, v in r['reference'].items() if k != 'source')
+          + '.',
+        ]
   return '\n'.join(lines)
 
 
@@ -91,8 +112,9 @@ def headline_records() -> Mapping[str, Optional[str]]:
   return {c.label: None if c.interim else c.budgets['full'][0] for c in CONFIGURATIONS}
 
 
-def summary_table(directory, records: Optional[Mapping[str, Optional[str]]] = None, detail: bool = False,
-                  missing: Optional[str] = None) -> str:
+def summary_table(
+  directory, records: Optional[Mapping[str, Optional[str]]] = None, detail: bool = False, missing: Optional[str] = None
+) -> str:
   """The README's short results table from ``directory``: one markdown row per configuration.
 
   ACC / NMI / ARI as mean ± std over seeds (fractions), the number of seeds, where it ran, the published
@@ -114,11 +136,15 @@ def summary_table(directory, records: Optional[Mapping[str, Optional[str]]] = No
   records = headline_records() if records is None else records
   rows = {c.label: c for c in CONFIGURATIONS}
   if detail:
-    lines = ['| method | ACC | NMI | ARI | kNN | linear | seeds | wall (s) | ran on | reference ACC | data | record |',
-             '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+    lines = [
+      '| method | ACC | NMI | ARI | kNN | linear | seeds | wall (s) | ran on | reference ACC | data | record |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ]
   else:
-    lines = ['| method | ACC | NMI | ARI | seeds | ran on | reference ACC | protocol (ours) | record |',
-             '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+    lines = [
+      '| method | ACC | NMI | ARI | seeds | ran on | reference ACC | protocol (ours) | record |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ]
   for label, name in records.items():
     row = rows.get(label)
     value, source = row.reference if row is not None and row.reference else (None, '')
@@ -131,8 +157,10 @@ def summary_table(directory, records: Optional[Mapping[str, Optional[str]]] = No
     path = None if name is None else directory / f'{name}.json'
     if path is None or not path.is_file():
       if path is not None and missing is None:
-        raise ValueError(f'headline record {path} is missing; run its command or change the configuration of '
-                         f'{label!r} (unsupervised_jax/runner/configurations.py).')
+        raise ValueError(
+          f'headline record {path} is missing; run its command or change the configuration of '
+          f'{label!r} (unsupervised_jax/runner/configurations.py).'
+        )
       text, record_cell = ('not yet', '') if path is None else (missing, f'`{name}`')
       blanks = '  |' * (7 if detail else 4)  # the cells between the first and the reference
       lines.append(f'| {label} | {text} |{blanks} {reference} |  | {record_cell} |')
@@ -141,12 +169,16 @@ def summary_table(directory, records: Optional[Mapping[str, Optional[str]]] = No
     m = record['metrics']
     if detail:
       scores = ' | '.join(_score(m.get(k)) for k in ('acc', 'nmi', 'ari', 'knn_acc', 'linear_acc'))
-      lines.append(f'| {label} | {scores} | {len(record["seeds"])} | {record["wall_time_s"]:,.0f} | '
-                   f'{_where(record["machine"])} | {reference} | {_data(record)} | `{name}` |')
+      lines.append(
+        f'| {label} | {scores} | {len(record["seeds"])} | {record["wall_time_s"]:,.0f} | '
+        f'{_where(record["machine"])} | {reference} | {_data(record)} | `{name}` |'
+      )
     else:
       scores = ' | '.join(_score(m[k]) for k in ('acc', 'nmi', 'ari'))
-      lines.append(f'| {label} | {scores} | {len(record["seeds"])} | '
-                   f'{_where(record["machine"])} | {reference} | {protocol} | `{name}` |')
+      lines.append(
+        f'| {label} | {scores} | {len(record["seeds"])} | '
+        f'{_where(record["machine"])} | {reference} | {protocol} | `{name}` |'
+      )
   return '\n'.join(lines)
 
 

@@ -1,8 +1,10 @@
 """Orbax checkpoints of the whole train state, with auto-resume from the workdir."""
+
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Optional
+from typing import Any
+from typing import Optional
 
 import jax
 import orbax.checkpoint as ocp

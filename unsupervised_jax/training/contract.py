@@ -22,9 +22,16 @@ The optional parts (``assign``, ``epoch_end``, ``backbone``, ``monitor``) are ``
 runner and the evaluation. This module is the bottom of the package's layers: the training core imports it,
 and it imports nothing of the package.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, NamedTuple, Optional, Protocol, Tuple
+from typing import Any
+from typing import Callable
+from typing import Dict
+from typing import NamedTuple
+from typing import Optional
+from typing import Protocol
+from typing import Tuple
 
 import jax
 import numpy as np
@@ -86,6 +93,7 @@ class EpochEnd(NamedTuple):
     accumulate: ``None`` or an :class:`AccumulateFn`.
     finalize: a :class:`FinalizeFn`; its metrics are logged with the prefix ``epoch_end/``.
   """
+
   period: int
   accumulate: Optional[AccumulateFn]
   finalize: FinalizeFn
@@ -101,6 +109,7 @@ class Backbone(NamedTuple):
     params: ``state -> params`` of ``module``.
     view: ``(key, image [H, W, C] float) -> image``, one augmented view.
   """
+
   module: Any
   feature_method: str
   params: Callable[[State], Any]
@@ -114,6 +123,7 @@ class DataInfo(NamedTuple):
     num_examples: ``N``, the images the method trains on.
     image_shape: ``(H, W, C)``.
   """
+
   num_examples: int
   image_shape: Tuple[int, int, int]
 
@@ -137,6 +147,7 @@ class Method(NamedTuple):
     monitor: optional :class:`MonitorFn`.
     config: the method's config (a dataclass), recorded with every run.
   """
+
   name: str
   init: InitFn
   train_step: StepFn
@@ -171,8 +182,11 @@ def check_images(images, name: str = 'images') -> None:
   """
   dtype, shape = getattr(images, 'dtype', None), tuple(getattr(images, 'shape', ()))
   if dtype is None or np.dtype(dtype) != np.uint8:
-    hint = (' (floats in [0, 1]: multiply by 255 and round, or use data.from_arrays)'
-            if dtype is not None and np.issubdtype(np.dtype(dtype), np.floating) else '')
+    hint = (
+      ' (floats in [0, 1]: multiply by 255 and round, or use data.from_arrays)'
+      if dtype is not None and np.issubdtype(np.dtype(dtype), np.floating)
+      else ''
+    )
     raise ValueError(f'{name} must be uint8 [N, H, W, C] with values 0-255, got dtype {dtype}{hint}.')
   if len(shape) != 4 or 0 in shape[1:]:
     raise ValueError(f'{name} must be uint8 [N, H, W, C], got shape {shape}.')

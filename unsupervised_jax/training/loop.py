@@ -7,6 +7,7 @@ evaluation, an optional once-per-epoch whole-data-set update (MiCE's analytic
 prototypes), orbax checkpoints every N steps (keep last k) and automatic
 resume from the latest one, TensorBoard event files beside ``metrics.jsonl``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,17 +16,22 @@ import os
 import pathlib
 import signal
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any
+from typing import Callable
+from typing import Dict
+from typing import List
+from typing import Optional
+from typing import Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from unsupervised_jax import settings
+from unsupervised_jax.settings import setting
 from unsupervised_jax.training import checkpoints
 from unsupervised_jax.training import contract
 from unsupervised_jax.training import parallel
-from unsupervised_jax.settings import setting
 
 # Test hook: kill -9 this process right after this step (checks crash + resume).
 CRASH_ENV = 'UNSUPERVISED_JAX_CRASH_AFTER_STEP'
@@ -39,15 +45,19 @@ class NonFiniteLossError(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """How long and how the trainer runs (the flags of every learned method)."""
+
   num_steps: int = setting(1000, 'Training steps.', minimum=1)
   batch_size: int = setting(256, 'Global batch size (a multiple of the device count).', minimum=1)
   log_every: int = setting(100, 'Steps between metric lines (metrics.jsonl and TensorBoard).', minimum=1)
   eval_every: int = setting(0, 'Steps between evaluations during training; 0 = at the end only.', minimum=0)
   checkpoint_every: int = setting(1000, 'Steps between checkpoints (the run resumes from the latest).', minimum=1)
   keep_checkpoints: int = setting(3, 'Checkpoints kept.', minimum=1)
-  sampling: str = setting('replacement', "How batches are drawn: 'replacement' (independent draws) or 'epochs' "
-                          '(shuffled passes without replacement, the last partial batch dropped).',
-                          choices=parallel.SAMPLINGS)
+  sampling: str = setting(
+    'replacement',
+    "How batches are drawn: 'replacement' (independent draws) or 'epochs' "
+    '(shuffled passes without replacement, the last partial batch dropped).',
+    choices=parallel.SAMPLINGS,
+  )
   num_devices: int = setting(0, 'Devices to use; 0 = all.', minimum=0)
   progress: bool = setting(True, 'Show a progress bar.')
 
@@ -74,12 +84,15 @@ class MetricsWriter:
     self._workdir = pathlib.Path(workdir)
 
   def write(self, step: int, metrics: Dict[str, Any]):
-    line = {'step': int(step), **{k: (float(v) if np.ndim(v) == 0 else np.asarray(v).tolist())
-                                  for k, v in metrics.items()}}
+    line = {
+      'step': int(step),
+      **{k: (float(v) if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in metrics.items()},
+    }
     with self.path.open('a') as f:
       f.write(json.dumps(line) + '\n')
     if self._tensorboard is None:
       import tensorboardX  # a small, well-kept event writer (no TensorFlow)
+
       self._tensorboard = tensorboardX.SummaryWriter(str(self._workdir), flush_secs=30)
     for name, value in line.items():
       if name != 'step' and np.ndim(value) == 0:
@@ -117,8 +130,9 @@ def read_evaluations(workdir) -> Dict[str, List[float]]:
   """The evaluations run during training (``eval_every``) from ``<workdir>/metrics.jsonl``: ``{'step': [E],
   <name>: [E]}`` for each ``eval/<name>``, by step (a step evaluated again after a resume keeps its last
   values); ``{}`` when there is none."""
-  by_step = _logged_by_step(workdir, lambda entry: {k[len('eval/'):]: v for k, v in entry.items()
-                                                    if k.startswith('eval/')})
+  by_step = _logged_by_step(
+    workdir, lambda entry: {k[len('eval/') :]: v for k, v in entry.items() if k.startswith('eval/')}
+  )
   steps = sorted(by_step)
   names = sorted({name for values in by_step.values() for name in values})
   return {'step': steps, **{name: [by_step[s].get(name) for s in steps] for name in names}} if steps else {}
@@ -131,8 +145,16 @@ def trained_seconds(workdir) -> float:
   return float(max(read_metrics(workdir, 'train_s')[1], default=0.0))
 
 
-def train(method: contract.Method, state: Any, dataset, config: TrainConfig, workdir, *, key: jax.Array,
-          evaluate: Optional[Callable[[Any], Dict[str, float]]] = None):
+def train(
+  method: contract.Method,
+  state: Any,
+  dataset,
+  config: TrainConfig,
+  workdir,
+  *,
+  key: jax.Array,
+  evaluate: Optional[Callable[[Any], Dict[str, float]]] = None,
+):
   """Trains ``state`` for ``config.num_steps`` steps (resuming from ``workdir`` if it holds checkpoints).
 
   Args:
@@ -159,8 +181,10 @@ def train(method: contract.Method, state: Any, dataset, config: TrainConfig, wor
     ValueError: a bad setting, or images that are not uint8 ``[N, H, W, C]`` (before anything is written).
   """
   config.validate()
-  contract.check_images(dataset['images'] if isinstance(dataset, dict) else dataset,
-                        'the data set' + ("'s images" if isinstance(dataset, dict) else ''))
+  contract.check_images(
+    dataset['images'] if isinstance(dataset, dict) else dataset,
+    'the data set' + ("'s images" if isinstance(dataset, dict) else ''),
+  )
   if config.sampling == 'epochs':
     parallel.steps_per_epoch(parallel.num_examples(dataset), config.batch_size)
   process_start = time.perf_counter()
@@ -180,21 +204,34 @@ def train(method: contract.Method, state: Any, dataset, config: TrainConfig, wor
   parallel.num_examples(dataset)  # one N for every array, checked before compiling
   dataset = parallel.replicate(jax.tree.map(np.asarray, dataset), mesh)
   step_fn = parallel.data_parallel_step(method.train_step, mesh, config.batch_size, config.sampling)
-  epoch_end = (parallel.data_parallel_epoch_end(method.epoch_end, mesh, max(1, config.batch_size // mesh.size))
-               if method.epoch_end is not None else None)
+  epoch_end = (
+    parallel.data_parallel_epoch_end(method.epoch_end, mesh, max(1, config.batch_size // mesh.size))
+    if method.epoch_end is not None
+    else None
+  )
   sync_every_step = _needs_step_sync(mesh)
   crash_after = int(os.environ.get(CRASH_ENV, '-1'))
 
   from tqdm import auto as tqdm
-  bar = tqdm.tqdm(total=config.num_steps, initial=start, disable=not config.progress, unit='step',
-                  dynamic_ncols=True, desc=workdir.name)
+
+  bar = tqdm.tqdm(
+    total=config.num_steps,
+    initial=start,
+    disable=not config.progress,
+    unit='step',
+    dynamic_ncols=True,
+    desc=workdir.name,
+  )
   all_finite, parts_finite = True, None
   window_start, window_steps = time.perf_counter(), 0
   for step in range(start + 1, config.num_steps + 1):
     state, metrics = step_fn(state, dataset, key)
     all_finite = metrics['finite'] & all_finite  # stays on device: no sync
-    parts_finite = (metrics['finite_parts'] if parts_finite is None else
-                    jax.tree.map(jnp.logical_and, parts_finite, metrics['finite_parts']))
+    parts_finite = (
+      metrics['finite_parts']
+      if parts_finite is None
+      else jax.tree.map(jnp.logical_and, parts_finite, metrics['finite_parts'])
+    )
     if sync_every_step:
       jax.block_until_ready(state)
     window_steps += 1
@@ -210,9 +247,10 @@ def train(method: contract.Method, state: Any, dataset, config: TrainConfig, wor
         bad = [name for name, ok in jax.device_get(parts_finite).items() if not ok]
         failed = int(jax.device_get(state.step)) + 1  # the state stopped before the step that failed
         raise NonFiniteLossError(
-            f'step {failed} made {", ".join(bad)} non-finite; that update was not kept and training stopped. '
-            f'The checkpoints in {workdir / "checkpoints"} (latest: step {mngr.latest_step()}) hold only finite '
-            'states; lower the learning rate or check the data.')
+          f'step {failed} made {", ".join(bad)} non-finite; that update was not kept and training stopped. '
+          f'The checkpoints in {workdir / "checkpoints"} (latest: step {mngr.latest_step()}) hold only finite '
+          'states; lower the learning rate or check the data.'
+        )
     if step % config.log_every == 0 or last:
       values = {k: v for k, v in jax.device_get(metrics).items() if k not in ('finite', 'finite_parts')}
       elapsed = time.perf_counter() - window_start

@@ -20,17 +20,22 @@ alike. Nothing depends on how the batch is split or on where a run was
 stopped and resumed, so a run gives the same result on 1 or 8 devices up to
 the order of floating-point reductions.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any
+from typing import Callable
+from typing import Dict
+from typing import Optional
+from typing import Tuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import numpy as np
 
 from unsupervised_jax.training import contract
 
@@ -38,7 +43,6 @@ AXIS = 'batch'
 SAMPLINGS = ('replacement', 'epochs')
 # fold_in data of the epochs' permutation keys (a step index never reaches it).
 _EPOCH_ORDER = 0xFFFFFFFF
-
 
 
 def make_mesh(num_devices: Optional[int] = None) -> jax.sharding.Mesh:
@@ -51,8 +55,7 @@ def make_mesh(num_devices: Optional[int] = None) -> jax.sharding.Mesh:
   num_devices = num_devices or len(devices)
   if not 1 <= num_devices <= len(devices):
     raise ValueError(f'num_devices={num_devices} but {len(devices)} devices are available.')
-  return jax.make_mesh((num_devices,), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
-                       devices=devices[:num_devices])
+  return jax.make_mesh((num_devices,), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices[:num_devices])
 
 
 def replicate(tree, mesh: jax.sharding.Mesh):
@@ -62,8 +65,10 @@ def replicate(tree, mesh: jax.sharding.Mesh):
 
 def check_batch_size(global_batch: int, mesh: jax.sharding.Mesh):
   if global_batch < 1 or global_batch % mesh.size:
-    raise ValueError(f'batch size {global_batch} must be a positive multiple of the {mesh.size} devices; '
-                     f'use e.g. {max(1, global_batch // mesh.size) * mesh.size}.')
+    raise ValueError(
+      f'batch size {global_batch} must be a positive multiple of the {mesh.size} devices; '
+      f'use e.g. {max(1, global_batch // mesh.size) * mesh.size}.'
+    )
 
 
 def tree_all_finite(tree) -> jax.Array:
@@ -102,8 +107,9 @@ def steps_per_epoch(n: int, global_batch: int) -> int:
   return n // global_batch
 
 
-def sample_batch(images, key: jax.Array, step: jax.Array, global_batch: int,
-                 sampling: str = 'replacement') -> Tuple[Any, jax.Array]:
+def sample_batch(
+  images, key: jax.Array, step: jax.Array, global_batch: int, sampling: str = 'replacement'
+) -> Tuple[Any, jax.Array]:
   """This device's examples of the global batch at ``step`` and their augmentation keys.
 
   Must run inside ``shard_map`` over :data:`AXIS`. ``images`` is ``[N, ...]``
@@ -135,7 +141,9 @@ def sample_batch(images, key: jax.Array, step: jax.Array, global_batch: int,
   return jax.tree.map(lambda leaf: leaf[indices], images), augment_keys
 
 
-def data_parallel_step(step_fn: contract.StepFn, mesh: jax.sharding.Mesh, global_batch: int, sampling: str = 'replacement'):
+def data_parallel_step(
+  step_fn: contract.StepFn, mesh: jax.sharding.Mesh, global_batch: int, sampling: str = 'replacement'
+):
   """Compiles one training step over ``mesh``.
 
   Returns ``train_step(state, images, key) -> (state, metrics)`` where
@@ -160,8 +168,7 @@ def data_parallel_step(step_fn: contract.StepFn, mesh: jax.sharding.Mesh, global
     new_state = new_state.replace(step=state.step + finite.astype(state.step.dtype))
     return new_state, dict(metrics, finite=finite, finite_parts=parts)
 
-  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P()), out_specs=(P(), P()),
-                          check_vma=False)
+  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P()), out_specs=(P(), P()), check_vma=False)
   return jax.jit(sharded, donate_argnums=0)
 
 
@@ -188,8 +195,7 @@ def data_parallel_map(fn: Callable[[Any, jax.Array], jax.Array], mesh: jax.shard
     out = jax.lax.map(lambda b: fn(params, b), blocks[0])  # [blocks, block, ...] on this device
     return out.reshape((-1,) + out.shape[2:])
 
-  sharded = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS),
-                                  check_vma=False))
+  sharded = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS), check_vma=False))
 
   def apply(params, inputs):
     inputs = np.asarray(inputs)
