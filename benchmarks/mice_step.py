@@ -11,7 +11,9 @@ the step's cost does not depend on the pixels). Expert likelihood: ``losses.mice
 contraction of ``f + mu`` with the queue, batched over experts, ``logaddexp``) against the direct form of
 the official ``MiCE_ELBO.forward`` (separate ``v.f`` and ``v.mu`` products, concatenated into
 ``[B, K, nu + 1]`` logits and a log-softmax), forward and gradient w.r.t. ``f`` and ``mu``. Rounds
-alternate; medians are kept. Writes ``results/mice_step.json`` (``results/mice_step_<backbone>.json`` for
+alternate; medians are kept. Epoch end: one update of the default (from the sums the steps kept) and of
+``--prototype_pass`` (a pass over the training images), each timed once after a warm-up, and the images/s of a
+whole epoch with each. Writes ``results/mice_step.json`` (``results/mice_step_<backbone>.json`` for
 a backbone other than the ConvNet).
 """
 
@@ -37,6 +39,28 @@ def step_timer(images, batch, queue_size, backbone, view):
   config = mice.MiceConfig(backbone=backbone, view=view, queue_size=queue_size)
   learner = mice.mice(config, loop.TrainConfig(batch_size=batch), contract.DataInfo.of(images))
   return _timing.step_timer(learner, images, batch)
+
+
+def epoch_end_seconds(images, batch, queue_size, backbone, view, prototype_pass):
+  """Seconds of one epoch-end update over ``images`` (compiled and warmed up first): the official one from the sums
+  the steps kept (``prototype_pass=False``, the default), or the pass over every image (``--prototype_pass``)."""
+  import time
+
+  import jax
+
+  from unsupervised_jax.training import parallel
+
+  config = mice.MiceConfig(backbone=backbone, view=view, queue_size=queue_size, prototype_pass=prototype_pass)
+  learner = mice.mice(config, loop.TrainConfig(batch_size=batch), contract.DataInfo.of(images))
+  mesh = parallel.make_mesh(1)
+  update = parallel.data_parallel_epoch_end(learner.epoch_end, mesh, batch)
+  dataset = parallel.replicate(images, mesh)
+  fresh = lambda: parallel.replicate(learner.init(jax.random.key(0), images[:1]), mesh)
+  jax.block_until_ready(update(fresh(), dataset))
+  state = fresh()
+  start = time.perf_counter()
+  jax.block_until_ready(update(state, dataset))
+  return time.perf_counter() - start
 
 
 def direct_log_expert(student, teacher, prototypes, queue, tau):
@@ -86,6 +110,14 @@ def main():
     for name, timer in experts.items():
       rounds[name].append(timer(args.steps))
   median = {name: float(np.median(values)) for name, values in rounds.items()}
+  epoch_end_s = {
+    'from_training_batches': epoch_end_seconds(
+      images, args.batch_size, args.queue_size, args.backbone, view, prototype_pass=False
+    ),
+    'pass_over_images': epoch_end_seconds(
+      images, args.batch_size, args.queue_size, args.backbone, view, prototype_pass=True
+    ),
+  }
   record = results.benchmark_record(
     'mice_step',
     ours={
@@ -97,6 +129,9 @@ def main():
       'step_images_per_s_rounds': rounds['step'],
       'step_compile_s': compile_s,
       'expert_share_of_step': median['step'] / median['ours'],
+      'epoch_end_s': epoch_end_s,
+      'epoch_images_per_s': len(images) / (len(images) / median['step'] + epoch_end_s['from_training_batches']),
+      'epoch_images_per_s_with_pass': len(images) / (len(images) / median['step'] + epoch_end_s['pass_over_images']),
     },
     reference={
       'images_per_s': median['direct'],
@@ -115,7 +150,9 @@ def main():
   print(
     f'mice_step ({what}): step {median["step"]:.1f} img/s (compile {compile_s:.0f} s); expert likelihood '
     f'forward+gradient: ours {median["ours"]:.0f} img/s, direct {median["direct"]:.0f} '
-    f'({record["speedup"]:.2f}x), {record["ours"]["expert_share_of_step"]:.0%} of a step -> {path}'
+    f'({record["speedup"]:.2f}x), {record["ours"]["expert_share_of_step"]:.0%} of a step; epoch end '
+    f'{epoch_end_s["from_training_batches"]:.3f} s (the pass over the images: {epoch_end_s["pass_over_images"]:.0f} s) '
+    f'-> {path}'
   )
 
 

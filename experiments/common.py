@@ -66,7 +66,8 @@ def define(cls, prefix: str = ''):
 
 
 def build(cls, prefix: str = '', **values):
-  """The dataclass ``cls`` from the parsed flags (``values`` override or fill non-flag fields).
+  """The dataclass ``cls`` from the parsed flags (``values`` override or fill non-flag fields); a flag not given
+  takes the field's own default, whichever config defined the flag first in this process.
 
   Raises:
     ValueError: a flag's value is not of its type (one line naming the flag).
@@ -75,6 +76,9 @@ def build(cls, prefix: str = '', **values):
     if field.name in values or not field.metadata or not field.metadata.get('flag', True):
       continue
     name = prefix + field.name
+    if not FLAGS[name].present:  # not given: the config's own default (a flag two configs share has one default)
+      values[field.name] = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+      continue
     raw = FLAGS[name].value
     kind, item = _kind(cls, field)
     try:

@@ -40,6 +40,8 @@ def experiment(method: str, method_config=None) -> run_config.Experiment:
     for field in dataclasses.fields(loop.TrainConfig)
     if not common.FLAGS[field.name].present
   }
+  if common.FLAGS['num_steps'].present:  # a step count given (a flagfile's child, the command line) wins
+    defaults['num_epochs'] = 0.0
   built = run_config.Experiment(
     method,
     common.build(run_config.RunConfig),

@@ -520,16 +520,17 @@ def test_non_mnist_flagfiles_run_end_to_end_on_mock_data(tmp_path, name, backbon
 def test_imagenet_dog_flagfile_validates_and_its_resnet_step_runs_on_random_images():
   """No ImageNet copy and tfds' mock of imagenet2012 draws 1,000 classes at random sizes: the flagfile is
   parsed and validated, and (with MICE_RESNET_SMOKE=1) its step runs on random 96x96 images."""
-  flags = dict(
-    l[2:].split('=', 1)
-    for l in (ROOT / 'experiments/configs/mice_imagenet_dog.flags').read_text().splitlines()
-    if l.startswith('--')
-  )
-  config = mice.MiceConfig(
-    experts=int(flags['experts']), backbone=flags['backbone'], view=flags['view'], queue_size=int(flags['queue_size'])
-  )
-  assert (config.experts, config.backbone) == (15, 'resnet34')
-  config.validate(loop.TrainConfig(batch_size=int(flags['batch_size'])))
+  from experiments import common
+  from experiments import train_flags
+
+  train_flags.define('mice')
+  common.FLAGS.unparse_flags()
+  common.FLAGS(['mice', f'--flagfile={ROOT / "experiments/configs/mice_imagenet_dog.flags"}'])
+  experiment = train_flags.experiment('mice')  # parsed and validated as the entry point does
+  config = experiment.method_config
+  assert (config.experts, config.backbone, config.view) == (15, 'resnet34', 'natural')
+  assert (experiment.train.batch_size, experiment.train.num_epochs, experiment.train.sampling) == (256, 3000, 'epochs')
+  common.FLAGS.unparse_flags()
   if not SMOKE:
     return
   images = np.random.default_rng(0).integers(0, 256, (16, 96, 96, 3), dtype=np.uint8)

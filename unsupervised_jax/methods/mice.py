@@ -24,9 +24,8 @@ EM, all inside jitted pure functions:
   learning rate is set per epoch (:func:`learning_rate_schedule`); epochs are shuffled passes
   (``TrainConfig.sampling='epochs'``, MiCE's default). Deviations and their reasons: docs/mice.md.
 
-``assign`` is the argmax of the posterior on un-augmented images (networks in evaluation mode, the state's
-queue, as the official ``eval_MiCE.py``); the epoch's end logs the sizes of the clusters, the empty experts
-and the gating-only argmax's agreement. ``embed`` gives the student's backbone features.
+``assign``: the posterior's argmax on un-augmented images, networks in evaluation mode (the official
+``eval_MiCE.py``); the epoch's end logs cluster sizes and empty experts. ``embed``: the backbone's features.
 """
 
 from __future__ import annotations

@@ -47,7 +47,9 @@ def grid(
   out_dir = base.run.workdir or f'runs/{name}'
   built = []
   for cell_name, settings, overrides in cells:
-    experiment = cell(base, dataclasses.replace(base.method_config, **overrides), out_dir, cell_name)
+    experiment = learned.for_data(
+      cell(base, dataclasses.replace(base.method_config, **overrides), out_dir, cell_name), loaded
+    )
     experiment.validate()
     built.append((settings, experiment, learned.build(experiment, loaded)))
   return run(built, out_dir, title, reference, results_path(base, name), loaded)

@@ -12,6 +12,7 @@ the record (:mod:`unsupervised_jax.results`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Any
@@ -54,6 +55,11 @@ def load(run_settings: run_config.RunConfig) -> Data:
   train_split = data.load(run_settings.dataset, 'train', run_settings.data_dir)
   test_split = data.load(run_settings.dataset, 'test', run_settings.data_dir)
   return Data(train_split, test_split, protocol.eval_data(train_split, test_split, run_settings.protocol))
+
+
+def for_data(experiment: run_config.Experiment, loaded: Data) -> run_config.Experiment:
+  """The experiment with its training length in steps for the loaded data (``--num_epochs``)."""
+  return dataclasses.replace(experiment, train=experiment.train.for_data(loaded.info.num_examples))
 
 
 def build(experiment: run_config.Experiment, loaded: Data) -> contract.Method:
@@ -106,6 +112,8 @@ def run(
   experiment.validate()
   run_settings, train = experiment.run, experiment.train
   loaded = load(run_settings) if loaded is None else loaded
+  experiment = for_data(experiment, loaded)
+  train = experiment.train
   method = build(experiment, loaded) if method is None else method
   train_split, test_split, splits = loaded
   experiment.eval.validate(num_examples=len(splits.cluster.images))

@@ -46,7 +46,13 @@ class NonFiniteLossError(RuntimeError):
 class TrainConfig:
   """How long and how the trainer runs (the flags of every learned method)."""
 
-  num_steps: int = setting(1000, 'Training steps.', minimum=1)
+  num_steps: int = setting(1000, 'Training steps (num_epochs, when given, sets them).', minimum=1)
+  num_epochs: float = setting(
+    0.0,
+    'Training length in epochs of the training images (N // batch_size steps each); > 0 sets num_steps, unless '
+    '--num_steps is given.',
+    minimum=0,
+  )
   batch_size: int = setting(256, 'Global batch size (a multiple of the device count).', minimum=1)
   log_every: int = setting(100, 'Steps between metric lines (metrics.jsonl and TensorBoard).', minimum=1)
   eval_every: int = setting(0, 'Steps between evaluations during training; 0 = at the end only.', minimum=0)
@@ -60,6 +66,18 @@ class TrainConfig:
   )
   num_devices: int = setting(0, 'Devices to use; 0 = all.', minimum=0)
   progress: bool = setting(True, 'Show a progress bar.')
+
+  def for_data(self, num_examples: int) -> 'TrainConfig':
+    """This config with ``num_steps`` from ``num_epochs`` for ``num_examples`` training images (itself when
+    ``num_epochs`` is 0): ``round(num_epochs * (num_examples // batch_size))``.
+
+    Raises:
+      ValueError: fewer images than one batch.
+    """
+    if not self.num_epochs:
+      return self
+    steps = round(self.num_epochs * parallel.steps_per_epoch(num_examples, self.batch_size))
+    return dataclasses.replace(self, num_steps=max(1, steps))
 
   def validate(self):
     """Raises ValueError (one line) on a bad setting, or a batch the devices cannot split."""
