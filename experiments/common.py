@@ -102,7 +102,8 @@ def build(cls, prefix: str = '', **values):
 
 
 def _guarded(main, argv):
-  """``main(argv)`` with the library's ``ValueError`` (bad config or data) as one line on stderr (exit 2)."""
+  """``main(argv)`` with the library's ``ValueError`` (bad config or data) as one line on stderr (exit 2), and a
+  diverged training (``NonFiniteLossError``) too (exit 1)."""
   from absl import logging
 
   logging.set_verbosity(logging.WARNING)  # orbax and XLA chatter would bury the progress bar
@@ -118,6 +119,13 @@ def _guarded(main, argv):
   except ValueError as error:
     print(f'error: {error}', file=sys.stderr)
     sys.exit(2)
+  except RuntimeError as error:
+    from unsupervised_jax.training import loop
+
+    if not isinstance(error, loop.NonFiniteLossError):
+      raise
+    print(f'error: {error}', file=sys.stderr)  # training diverged: what, where, and what to change
+    sys.exit(1)
 
 
 def _parse(argv):

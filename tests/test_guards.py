@@ -150,3 +150,54 @@ def test_normalisation_does_not_overflow_and_the_knn_probe_ignores_the_scale():
   features = digits.images.reshape(len(digits.images), -1).astype(np.float32)
   accuracy = lambda f: probes.knn_accuracy(f[:1400], digits.labels[:1400], f[1400:], digits.labels[1400:], k=10)
   assert accuracy(features * 1e20) == accuracy(features) > 0.9
+
+
+def test_a_workdir_or_results_dir_that_is_a_file_is_refused_in_one_line(tmp_path, run_entry):
+  (tmp_path / 'afile').write_text('mine')
+  for flag in ('--workdir', '--results_dir'):
+    proc = run_entry('experiments.autoencoder', f'{flag}={tmp_path / "afile"}', '--num_steps=5', '--seeds=0')
+    assert (
+      proc.returncode == 2
+      and proc.stderr.strip() == f'error: {flag}={tmp_path / "afile"} is a file, not a folder; choose another.'
+    ), proc.stderr
+  assert (tmp_path / 'afile').read_text() == 'mine'
+
+
+def test_a_diverged_run_and_too_many_neighbours_end_in_one_line(tmp_path, run_entry):
+  common = (
+    'experiments.moco',
+    '--dataset=digits',
+    '--num_steps=10',
+    '--queue_size=256',
+    '--batch_size=64',
+    '--seeds=0',
+  )
+  proc = run_entry(*common, '--temperature=1e-30', f'--workdir={tmp_path / "hot"}', '--noprogress')
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert proc.returncode == 1 and len(lines) == 1 and 'step 1 made loss' in lines[0] and 'non-finite' in lines[0]
+  proc = run_entry(*common, '--knn_k=5000', f'--workdir={tmp_path / "k"}')
+  assert proc.returncode == 2 and 'knn_k=5000 exceeds the 1437 training images' in proc.stderr
+  assert not (tmp_path / 'k').exists()
+
+
+def test_a_damaged_checkpoint_is_named_in_one_line_and_kept(tmp_path, run_entry):
+  common = (
+    'experiments.autoencoder',
+    '--dataset=digits',
+    '--num_steps=10',
+    '--checkpoint_every=5',
+    '--seeds=0',
+    '--nofigures',
+    '--noprogress',
+    f'--workdir={tmp_path / "run"}',
+  )
+  assert run_entry(*common, '--knn_k=10').returncode == 0
+  latest = tmp_path / 'run' / 'seed_0' / 'checkpoints' / '10'
+  damaged = sorted(f for f in latest.rglob('*') if f.is_file())
+  for f in damaged:
+    f.write_bytes(b'garbage')
+  proc = run_entry(*common, '--knn_k=20')  # other evaluation settings: re-evaluated from the last checkpoint
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith(f'error: the checkpoint {latest} cannot be read (')
+  assert 'move that folder aside to resume from the one before it' in proc.stderr
+  assert all(f.read_bytes() == b'garbage' for f in damaged)  # nothing deleted

@@ -59,11 +59,14 @@ class EvalConfig:
       options['covariance_type'] = self.covariance_type
     return options
 
-  def validate(self, num_examples: Optional[int] = None):
-    """Raises ValueError (one line) on a bad setting, or more clusters than the ``num_examples`` clustered."""
+  def validate(self, num_examples: Optional[int] = None, num_train: Optional[int] = None):
+    """Raises ValueError (one line) on a bad setting, more clusters than the ``num_examples`` clustered, or more
+    neighbours than the ``num_train`` training images the kNN probe votes with."""
     settings.check(self)
     if num_examples is not None and self.n_clusters > num_examples:
       raise ValueError(f'n_clusters={self.n_clusters} exceeds the {num_examples} images clustered.')
+    if num_train is not None and self.knn_k > num_train:
+      raise ValueError(f'knn_k={self.knn_k} exceeds the {num_train} training images the kNN probe votes with.')
 
 
 class EvalData(NamedTuple):

@@ -65,6 +65,10 @@ class RunConfig:
       raise ValueError(f'seeds must differ, got {list(self.seeds)}.')
     if not self.dataset.endswith('.npz'):
       data.info(self.dataset)
+    for name in ('workdir', 'results_dir'):
+      path = getattr(self, name)
+      if path and pathlib.Path(path).exists() and not pathlib.Path(path).is_dir():
+        raise ValueError(f'--{name}={path} is a file, not a folder; choose another.')
 
   def label(self) -> str:
     """Short data set name for records: the name, or the file stem of a custom ``.npz``."""

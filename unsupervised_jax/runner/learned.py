@@ -116,7 +116,7 @@ def run(
   train = experiment.train
   method = build(experiment, loaded) if method is None else method
   train_split, test_split, splits = loaded
-  experiment.eval.validate(num_examples=len(splits.cluster.images))
+  experiment.eval.validate(num_examples=len(splits.cluster.images), num_train=len(splits.train.images))
   if not (np.any(splits.score.labels >= 0) and np.any(splits.train.labels >= 0)):
     raise ValueError(
       f'{run_settings.dataset} has no labels to score a learned method with; cluster unlabelled '

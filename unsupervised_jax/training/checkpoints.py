@@ -27,9 +27,22 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any):
 
 
 def restore_latest(mngr: ocp.CheckpointManager, like: Any) -> Optional[Any]:
-  """The latest saved state, laid out (shapes, dtypes, shardings) like ``like``; None when there is none."""
+  """The latest saved state, laid out (shapes, dtypes, shardings) like ``like``; None when there is none.
+
+  Raises:
+    ValueError: the latest checkpoint cannot be read (damaged on disk, or of another model): one line naming
+      it and what to do; nothing is deleted.
+  """
   step = mngr.latest_step()
   if step is None:
     return None
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+  try:
+    return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+  except Exception as error:  # orbax raises many kinds (JSON, tensorstore, tree structure)
+    where = pathlib.Path(mngr.directory) / str(step)
+    reason = ' '.join(str(error).split())[:200]
+    raise ValueError(
+      f'the checkpoint {where} cannot be read ({type(error).__name__}: {reason}); move that folder aside to resume '
+      'from the one before it, or choose another --workdir.'
+    ) from None
