@@ -181,8 +181,8 @@ CONFIGURATIONS = (
       'tiny': ('mice_digits_tiny', _DIGITS + _TINY_TRAIN + ('--queue_size=256',)),
     },
     interim=(
-      'mice_mnist_cpu_2500steps',
-      'interim: CPU flagfile, 2,500 steps (~9 of 100 epochs); argmax of the posterior',
+      'mice_mnist_cpu_30epochs',
+      'interim: CPU flagfile, 30 of 100 epochs, the official epoch; argmax of the posterior',
     ),
   ),
 )
