@@ -37,6 +37,7 @@ LAYERS = [
       'unsupervised_jax.augment',
       'unsupervised_jax.rendering',
       'unsupervised_jax.plots',
+      'unsupervised_jax.evaluation.neighbours',  # a leaf: the blocked top-k that kNN and self-labelling share
     ),
   ),
 ]
