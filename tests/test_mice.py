@@ -335,55 +335,48 @@ def test_ablation_command_on_digits_tabulates_its_cells_and_refuses_unknown_ones
   assert (tmp_path / 'grid' / 'learned_omega' / 'seed_0' / 'eval.json').is_file()
 
 
-TWO_DEVICES = r'''
-import sys
-import jax, numpy as np
-jax.config.update('jax_num_cpu_devices', 2)
-sys.path.insert(0, '.')
-from unsupervised_jax import data
-from unsupervised_jax.methods import mice
-from unsupervised_jax.training import contract, loop, parallel
-images = data.load('digits', 'all').images[:301]  # odd: the second device's share is padded
-train = loop.TrainConfig(batch_size=16)
-out = {}
-for prototype_pass in (True, False):  # the pass after the epoch; the epoch's training batches (18 steps of 16)
-    method = mice.mice(mice.MiceConfig(experts=3, embedding_dim=8, queue_size=32, view='digits',
-                                       warmup_epochs=0, lr_decay_epochs=(), learning_rate=0.05,
-                                       prototype_pass=prototype_pass), train,
-                       contract.DataInfo.of(images))
-    state = method.init(jax.random.key(0), images[:1])
-    results = []
-    for devices in (1, 2):
-        mesh = parallel.make_mesh(devices)
-        new = parallel.replicate(jax.tree.map(np.array, state), mesh)
-        if not prototype_pass:
-            step = parallel.data_parallel_step(method.train_step, mesh, 16, sampling='epochs')
-            for _ in range(method.epoch_end.period):
-                new, _ = step(new, images, jax.random.key(1))
-                jax.block_until_ready(new)
-            assert int(new.epoch_sums['count']) == 18 * 16
-        fn = parallel.data_parallel_epoch_end(method.epoch_end, mesh, chunk_size=8)
-        new, metrics = fn(new, images)
-        assert all(float(np.abs(x).sum()) == 0 for x in jax.tree.leaves(new.epoch_sums))  # restart at zero
-        results.append((np.asarray(new.params['mu']), {k: np.asarray(v) for k, v in metrics.items()}))
-    (mu1, m1), (mu2, m2) = results
-    np.testing.assert_allclose(mu2, mu1, rtol=1e-4, atol=1e-5)
-    for k in m1:
-        np.testing.assert_allclose(m2[k], m1[k], rtol=1e-5)
-    seen = 301 if prototype_pass else 18 * 16
-    assert m1['cluster_sizes'].sum() == m1['gating_cluster_sizes'].sum() == seen
-    empty = m1['cluster_sizes'] == 0
-    assert int(m1['empty_clusters']) == empty.sum() < 3
-    np.testing.assert_allclose(np.linalg.norm(mu1, axis=1)[~empty], 1.0, rtol=1e-5)
-    assert 0 <= m1['gating_agreement'] <= 1 and m1['largest_cluster_fraction'] >= 1 / 3
-print('OK')
-'''
+@pytest.mark.parametrize('prototype_pass', [False, True])
+def test_epoch_end_update_on_two_devices_equals_one_device(prototype_pass):
+  """The update from the epoch's training batches (sampled by epochs: 18 steps of 16) and from the pass after the
+  epoch, on 1 and 2 devices (in this process: the suite runs on two CPU devices)."""
+  from unsupervised_jax import data
 
-
-def test_epoch_end_update_on_two_devices_equals_one_device():
-  """The update from the epoch's training batches (sampled by epochs) and from the pass, on 1 and 2 devices."""
-  proc = subprocess.run([sys.executable, '-c', TWO_DEVICES], cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0 and 'OK' in proc.stdout, proc.stderr[-3000:]
+  images = data.load('digits', 'all').images[:301]  # odd: the second device's share is padded
+  config = mice.MiceConfig(
+    experts=3,
+    embedding_dim=8,
+    queue_size=32,
+    view='digits',
+    warmup_epochs=0,
+    lr_decay_epochs=(),
+    learning_rate=0.05,
+    prototype_pass=prototype_pass,
+  )
+  method = mice.mice(config, loop.TrainConfig(batch_size=16), contract.DataInfo.of(images))
+  state = method.init(jax.random.key(0), images[:1])
+  results = []
+  for devices in (1, 2):
+    mesh = parallel.make_mesh(devices)
+    new = parallel.replicate(jax.tree.map(np.array, state), mesh)
+    if not prototype_pass:
+      step = parallel.data_parallel_step(method.train_step, mesh, 16, sampling='epochs')
+      for _ in range(method.epoch_end.period):
+        new, _ = step(new, images, jax.random.key(1))
+        jax.block_until_ready(new)
+      assert int(new.epoch_sums['count']) == 18 * 16
+    new, epoch_metrics = parallel.data_parallel_epoch_end(method.epoch_end, mesh, chunk_size=8)(new, images)
+    assert all(float(np.abs(x).sum()) == 0 for x in jax.tree.leaves(new.epoch_sums))  # restart at zero
+    results.append((np.asarray(new.params['mu']), {k: np.asarray(v) for k, v in epoch_metrics.items()}))
+  (mu1, m1), (mu2, m2) = results
+  np.testing.assert_allclose(mu2, mu1, rtol=1e-4, atol=1e-5)
+  for k in m1:
+    np.testing.assert_allclose(m2[k], m1[k], rtol=1e-5)
+  seen = 301 if prototype_pass else 18 * 16
+  assert m1['cluster_sizes'].sum() == m1['gating_cluster_sizes'].sum() == seen
+  empty = m1['cluster_sizes'] == 0
+  assert int(m1['empty_clusters']) == empty.sum() < 3
+  np.testing.assert_allclose(np.linalg.norm(mu1, axis=1)[~empty], 1.0, rtol=1e-5)
+  assert 0 <= m1['gating_agreement'] <= 1 and m1['largest_cluster_fraction'] >= 1 / 3
 
 
 BAD_FLAGS = [

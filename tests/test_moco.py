@@ -1,6 +1,4 @@
 import pathlib
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -83,30 +81,30 @@ def test_momentum_schedules():
   np.testing.assert_allclose(got, [0.9, 0.95, 1.0, 1.0], rtol=1e-6)  # 1 - 0.1 * (cos(pi t/T) + 1) / 2
 
 
-ENQUEUE_SCRIPT = r'''
-import jax, jax.numpy as jnp, numpy as np
-jax.config.update('jax_num_cpu_devices', 2)
-from jax.sharding import PartitionSpec as P
-from unsupervised_jax.methods import base
-from unsupervised_jax.training import parallel
-mesh = parallel.make_mesh(2)
-keys = jnp.arange(8 * 3, dtype=jnp.float32).reshape(8, 3)
-queue, ptr = jnp.zeros((16, 3)), jnp.int32(12)
-def per_device(queue, ptr, local_keys):
-    gathered = jax.lax.all_gather(local_keys, parallel.AXIS, tiled=True)
-    return base.enqueue(queue, ptr, gathered)
-f = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(parallel.AXIS)), out_specs=(P(), P()),
-                          check_vma=False))
-q2, p2 = f(queue, ptr, keys)
-q1, p1 = base.enqueue(queue, ptr, keys)
-np.testing.assert_array_equal(np.asarray(q2), np.asarray(q1)); assert int(p2) == int(p1) == 4
-print('OK')
-'''
-
-
 def test_enqueue_on_two_devices_equals_single_device_enqueue_of_gathered_keys():
-  proc = subprocess.run([sys.executable, '-c', ENQUEUE_SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=120)
-  assert proc.returncode == 0 and 'OK' in proc.stdout, proc.stderr[-3000:]
+  from jax.sharding import PartitionSpec as P
+
+  from unsupervised_jax.training import parallel
+
+  keys = jnp.arange(8 * 3, dtype=jnp.float32).reshape(8, 3)
+  queue, ptr = jnp.zeros((16, 3)), jnp.int32(12)
+
+  def per_device(queue, ptr, local_keys):
+    return base.enqueue(queue, ptr, jax.lax.all_gather(local_keys, parallel.AXIS, tiled=True))
+
+  enqueue = jax.jit(
+    jax.shard_map(
+      per_device,
+      mesh=parallel.make_mesh(2),
+      in_specs=(P(), P(), P(parallel.AXIS)),
+      out_specs=(P(), P()),
+      check_vma=False,
+    )
+  )
+  q2, p2 = enqueue(queue, ptr, keys)
+  q1, p1 = base.enqueue(queue, ptr, keys)
+  np.testing.assert_array_equal(np.asarray(q2), np.asarray(q1))
+  assert int(p2) == int(p1) == 4
 
 
 @pytest.mark.parametrize(

@@ -34,44 +34,28 @@ def _final_params(workdir, images):
   return checkpoints.restore_latest(checkpoints.manager(workdir), like)
 
 
-MULTI_DEVICE_SCRIPT = r'''
-import jax, numpy as np
-jax.config.update('jax_num_cpu_devices', 4)
-from unsupervised_jax import data
-from unsupervised_jax.methods import autoencoder
-from unsupervised_jax.methods import base
-from unsupervised_jax.training import parallel
-images = data.load('digits', 'all').images
-learner = autoencoder.autoencoder(autoencoder.AEConfig(hidden=(32,), latent_dim=4, noise_std=0.1), None, None)
-key = jax.random.key(0)
-finals = []
-for n in (1, 4):
-    mesh = parallel.make_mesh(n)
-    state = parallel.replicate(learner.init(jax.random.key(1), images[:1]), mesh)
-    step = parallel.data_parallel_step(learner.train_step, mesh, 64, sampling=SAMPLING)
+@pytest.mark.parametrize('sampling', parallel.SAMPLINGS)
+def test_two_devices_equal_one_device_on_the_same_global_batch(sampling):
+  """In this process: the suite runs on two CPU devices (tests/conftest.py)."""
+  images = data.load('digits', 'all').images
+  learner = _learner()
+  start = learner.init(jax.random.key(1), images[:1])
+  finals = []
+  for devices in (1, 2):
+    mesh = parallel.make_mesh(devices)
+    state = parallel.replicate(jax.tree.map(jnp.copy, start), mesh)
+    step = parallel.data_parallel_step(learner.train_step, mesh, 64, sampling=sampling)
     dataset = parallel.replicate(images, mesh)
     for _ in range(3):
-        state, metrics = step(state, dataset, key)
-        jax.block_until_ready(state)  # XLA:CPU collectives: see training.loop._needs_step_sync
+      state, _ = step(state, dataset, jax.random.key(0))
+      jax.block_until_ready(state)  # XLA:CPU collectives: see training.loop._needs_step_sync
     finals.append(jax.device_get(state))
-leaves = lambda tree: jax.tree.leaves(tree)
-diff = max(float(np.max(np.abs(a - b))) for a, b in zip(leaves(finals[0].params), leaves(finals[1].params)))
-start = jax.device_get(learner.init(jax.random.key(1), images[:1]).params)
-moved = max(float(np.max(np.abs(a - b))) for a, b in zip(leaves(finals[0].params), leaves(start)))
-print('MAXDIFF', diff, 'MOVED', moved, 'STEP', int(finals[1].step))
-'''
-
-
-@pytest.mark.parametrize('sampling', parallel.SAMPLINGS)
-def test_four_devices_equal_one_device_on_the_same_global_batch(sampling):
-  script = MULTI_DEVICE_SCRIPT.replace('SAMPLING', repr(sampling))
-  proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  line = next(l for l in proc.stdout.splitlines() if l.startswith('MAXDIFF'))
-  _, diff, _, moved, _, step = line.split()
-  assert float(moved) > 1e-3  # the steps really changed the parameters
-  assert float(diff) < 1e-5
-  assert int(step) == 3
+  leaves = lambda tree: jax.tree.leaves(tree)
+  diff = max(float(np.max(np.abs(a - b))) for a, b in zip(leaves(finals[0].params), leaves(finals[1].params)))
+  moved = max(
+    float(np.max(np.abs(a - b))) for a, b in zip(leaves(finals[0].params), leaves(jax.device_get(start.params)))
+  )
+  assert moved > 1e-3 and diff < 1e-5 and int(finals[1].step) == 3  # the steps changed the parameters, alike
 
 
 def test_kill_9_and_resume_is_bitwise_equal_to_one_run(tmp_path):
@@ -225,13 +209,8 @@ def test_batch_not_divisible_by_devices_is_a_clear_error():
   mesh = parallel.make_mesh(1)
   with pytest.raises(ValueError, match='multiple'):
     parallel.check_batch_size(0, mesh)
-  script = (
-    'import jax; jax.config.update("jax_num_cpu_devices", 2)\n'
-    'from unsupervised_jax.training import parallel\n'
-    'parallel.check_batch_size(7, parallel.make_mesh())'
-  )
-  proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True, timeout=120)
-  assert proc.returncode != 0 and 'batch size 7 must be a positive multiple of the 2 devices' in proc.stderr
+  with pytest.raises(ValueError, match='batch size 7 must be a positive multiple of the 2 devices'):
+    parallel.check_batch_size(7, parallel.make_mesh(2))
 
 
 def test_sample_batch_is_independent_of_device_split():
@@ -312,38 +291,29 @@ def test_sample_batch_indexes_every_array_of_a_pytree_data_set_alike():
     parallel.num_examples({'images': images, 'labels': jnp.zeros(99)})
 
 
-MAP_SCRIPT = r'''
-import jax, numpy as np
-jax.config.update('jax_num_cpu_devices', 2)
-from unsupervised_jax.training import parallel
-blocks = []  # the block shapes fn is traced with
-def fn(scale, batch):
+def test_data_parallel_map_equals_fn_and_pads_small_inputs_only_to_what_the_devices_need():
+  blocks, seen = [], {}  # the block shapes fn is traced with
+
+  def fn(scale, batch):
     blocks.append(batch.shape)
     return batch.reshape(batch.shape[0], -1).sum(axis=1) * scale
-for devices in (1, 2):
+
+  for devices in (1, 2):
     for n in (1, 7, 8, 9, 23):
-        parallel.data_parallel_map.cache_clear()  # traced afresh for each N
-        apply = parallel.data_parallel_map(fn, parallel.make_mesh(devices), batch_size=4)
-        x = np.arange(n * 6, dtype=np.float32).reshape(n, 2, 3)
-        blocks.clear()
-        out = np.asarray(apply(np.float32(2.0), x))
-        np.testing.assert_allclose(out, x.reshape(n, -1).sum(axis=1) * 2.0)
-        [shape] = set(blocks)
-        per_device_blocks = -(-n // (4 * devices))
-        # the fewest blocks of at most 4, all of one size: under one padded input per block and device
-        assert shape[0] <= 4 and shape[0] * per_device_blocks * devices - n < per_device_blocks * devices, (n, shape)
-        print(devices, n, shape[0])
-print('OK')
-'''
-
-
-def test_data_parallel_map_equals_fn_and_pads_small_inputs_only_to_what_the_devices_need():
-  proc = subprocess.run([sys.executable, '-c', MAP_SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0 and proc.stdout.strip().endswith('OK'), proc.stderr[-3000:]
-  blocks = {tuple(map(int, line.split()[:2])): int(line.split()[2]) for line in proc.stdout.splitlines()[:-1]}
-  assert blocks[(1, 1)] == 1 and blocks[(2, 1)] == 1  # one image is not padded to the batch size
-  assert blocks[(1, 9)] == 3 and blocks[(2, 9)] == 3  # 9 = 3 blocks of 3; 2 devices x 2 blocks x 3 (3 padded)
-  assert blocks[(1, 8)] == 4 and blocks[(2, 23)] == 4
+      parallel.data_parallel_map.cache_clear()  # traced afresh for each N
+      apply = parallel.data_parallel_map(fn, parallel.make_mesh(devices), batch_size=4)
+      x = np.arange(n * 6, dtype=np.float32).reshape(n, 2, 3)
+      blocks.clear()
+      np.testing.assert_allclose(np.asarray(apply(np.float32(2.0), x)), x.reshape(n, -1).sum(axis=1) * 2.0)
+      [shape] = set(blocks)
+      per_device_blocks = -(-n // (4 * devices))
+      # the fewest blocks of at most 4, all of one size: under one padded input per block and device
+      assert shape[0] <= 4 and shape[0] * per_device_blocks * devices - n < per_device_blocks * devices, (n, shape)
+      seen[devices, n] = shape[0]
+  parallel.data_parallel_map.cache_clear()
+  assert seen[1, 1] == 1 and seen[2, 1] == 1  # one image is not padded to the batch size
+  assert seen[1, 9] == 3 and seen[2, 9] == 3  # 9 = 3 blocks of 3; 2 devices x 2 blocks x 3 (3 padded)
+  assert seen[1, 8] == 4 and seen[2, 23] == 4
 
 
 def test_data_parallel_map_is_compiled_once_for_repeated_evaluations():
