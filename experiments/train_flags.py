@@ -2,6 +2,7 @@
 configs, and the entry point of a registered method."""
 
 import dataclasses
+import sys
 
 from experiments import common
 from unsupervised_jax import registry
@@ -41,6 +42,11 @@ def experiment(method: str, method_config=None) -> run_config.Experiment:
     if not common.FLAGS[field.name].present
   }
   if common.FLAGS['num_steps'].present:  # a step count given (a flagfile's child, the command line) wins
+    if common.FLAGS['num_epochs'].present and common.FLAGS.num_epochs:
+      print(
+        f'note: --num_steps={common.FLAGS.num_steps} is given, so --num_epochs={common.FLAGS.num_epochs} is not used.',
+        file=sys.stderr,
+      )
     defaults['num_epochs'] = 0.0
   built = run_config.Experiment(
     method,

@@ -74,8 +74,13 @@ def refine(
 
   refiner = self_label.self_label(config, method.backbone, method.backbone.params(state), n_clusters)
   init_key, data_key = jax.random.split(key)
-  stage_train = dataclasses.replace(
-    train, num_steps=config.steps, checkpoint_every=min(train.checkpoint_every, config.steps), eval_every=0
+  stage_train = dataclasses.replace(  # its own length; drawn with replacement, whatever the method trained with
+    train,
+    num_steps=config.steps,
+    num_epochs=0.0,
+    sampling='replacement',
+    checkpoint_every=min(train.checkpoint_every, config.steps),
+    eval_every=0,
   )
   earlier_s = loop.trained_seconds(workdir)
   fine_tuned = loop.train(

@@ -199,6 +199,7 @@ def train(
     ValueError: a bad setting, or images that are not uint8 ``[N, H, W, C]`` (before anything is written).
   """
   config.validate()
+  config = config.for_data(parallel.num_examples(dataset))  # --num_epochs: the length in steps of this data set
   contract.check_images(
     dataset['images'] if isinstance(dataset, dict) else dataset,
     'the data set' + ("'s images" if isinstance(dataset, dict) else ''),
@@ -240,15 +241,19 @@ def train(
     dynamic_ncols=True,
     desc=workdir.name,
   )
-  all_finite, parts_finite = True, None
+  # The first rejected step and what it made non-finite, kept on device (no sync): a rejected step leaves the
+  # state's step where it was, so the failed step is that step + 1.
+  all_finite, failed_at, failed_parts = True, jnp.zeros((), jnp.int32), None
   window_start, window_steps = time.perf_counter(), 0
   for step in range(start + 1, config.num_steps + 1):
     state, metrics = step_fn(state, dataset, key)
-    all_finite = metrics['finite'] & all_finite  # stays on device: no sync
-    parts_finite = (
-      metrics['finite_parts']
-      if parts_finite is None
-      else jax.tree.map(jnp.logical_and, parts_finite, metrics['finite_parts'])
+    all_finite = metrics['finite'] & all_finite
+    first = ~metrics['finite'] & (failed_at == 0)
+    failed_at = jnp.where(first, state.step + 1, failed_at)
+    failed_parts = jax.tree.map(
+      lambda ok, before: jnp.where(first, ok, before),
+      metrics['finite_parts'],
+      metrics['finite_parts'] if failed_parts is None else failed_parts,
     )
     if sync_every_step:
       jax.block_until_ready(state)
@@ -262,8 +267,8 @@ def train(
         bar.close()
         writer.close()
         mngr.wait_until_finished()  # the last good checkpoint must be complete on disk
-        bad = [name for name, ok in jax.device_get(parts_finite).items() if not ok]
-        failed = int(jax.device_get(state.step)) + 1  # the state stopped before the step that failed
+        bad = [name for name, ok in jax.device_get(failed_parts).items() if not ok]
+        failed = int(jax.device_get(failed_at))
         raise NonFiniteLossError(
           f'step {failed} made {", ".join(bad)} non-finite; that update was not kept and training stopped. '
           f'The checkpoints in {workdir / "checkpoints"} (latest: step {mngr.latest_step()}) hold only finite '
