@@ -164,12 +164,12 @@ def toy_method(config=None, train=None, data_info=None) -> contract.Method:
   )
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture
 def toy_registered():
-  """The toy registered as a method (registry.register: the extension point), for the runner."""
-  if 'toy' not in registry.names():
-    registry.register(registry.Entry('toy', 'toy', type(None), 'none.flags', toy_method))
-  return 'toy'
+  """The toy registered as a method (registry.register: the extension point) for the test, then taken away."""
+  registry.register(registry.Entry('toy', 'toy', type(None), 'none.flags', toy_method))
+  yield 'toy'
+  registry.unregister('toy')
 
 
 def _run_toy(workdir, devices):

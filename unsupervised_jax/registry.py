@@ -8,7 +8,7 @@ here by name, as big_vision and scenic find their models; nothing else lists the
 
 A learned method has a :class:`~unsupervised_jax.training.contract.Factory`; the two pixel baselines
 (K-means, GMM) have none: ``unsupervised_jax.runner.pixels`` runs them with their options. :func:`register`
-adds a method (docs/adding-a-method.md).
+adds a method (docs/adding-a-method.md), :func:`unregister` takes one away.
 """
 
 from __future__ import annotations
@@ -75,6 +75,17 @@ def register(entry: Entry) -> Entry:
   if entry.name in _ENTRIES:
     raise ValueError(f'a method named {entry.name!r} is registered already.')
   _ENTRIES[entry.name] = entry
+  return entry
+
+
+def unregister(name: str) -> Entry:
+  """Removes the method ``name`` from the registry and returns its entry (a test's method, once it is done).
+
+  Raises:
+    ValueError: no method of that name.
+  """
+  entry = get(name)
+  del _ENTRIES[name]
   return entry
 
 
