@@ -163,8 +163,8 @@ CONFIGURATIONS = (
     },
     (0.985, 'poster'),
     interim=(
-      'scae_mnist_cpu_log_mask_3000steps',
-      'interim: CPU flagfile, 3,000 of the official 300k steps; K-means on the object presences, train -> test',
+      'scae_mnist_cpu_20000steps',
+      'interim: CPU flagfile, 20,000 of the official 300k steps; K-means on the prior presences, train -> test',
     ),
   ),
   Configuration(
