@@ -16,8 +16,8 @@ custom gradients that give the same values as differentiating the sampler,
 cheaper: the poses' gradient from six sums per pose (the canvas coordinates
 are affine in the pixel position), not through every pixel's coordinates, and
 the templates' gradient as one scatter of each pixel's 2x2 neighbourhood, not
-four (``benchmarks/scae_step.py``: forward and gradient 2.3x as fast as
-:func:`render_batch_vmap` on a 2-core EPYC). :func:`render_batch_vmap` is the
+four (``benchmarks/scae_step.py``: forward and gradient 2.0x as fast as
+:func:`render_batch_vmap` on a 2-core EPYC, the SCAE train step 1.46x). :func:`render_batch_vmap` is the
 direct form (``vmap`` over images and parts of :func:`render`, the gradient by
 automatic differentiation), kept as the reference it is tested against. The
 sampler gathers the four corners of every channel at once
