@@ -20,6 +20,7 @@ from typing import Any
 from typing import Callable
 from typing import Dict
 from typing import List
+from typing import NamedTuple
 from typing import Optional
 from typing import Tuple
 
@@ -163,6 +164,28 @@ def trained_seconds(workdir) -> float:
   return float(max(read_metrics(workdir, 'train_s')[1], default=0.0))
 
 
+class _Failure(NamedTuple):
+  """Whether every step so far was kept, and the first rejected one: its number and its ``finite_parts``."""
+
+  all_finite: jax.Array  # [] bool
+  step: jax.Array  # [] int32, 0 while none failed
+  parts: Dict[str, jax.Array]  # {name: [] bool}
+
+
+@jax.jit
+def _track_failure(failure: Optional[_Failure], finite, parts, state_step) -> _Failure:
+  """``failure`` after a step with ``finite`` and ``parts`` (:func:`parallel.finite_parts`); a rejected step
+  leaves the state's step where it was, so it is ``state_step + 1``. ``None`` before the first step."""
+  if failure is None:
+    failure = _Failure(jnp.array(True), jnp.zeros((), jnp.int32), parts)
+  first = ~finite & (failure.step == 0)
+  return _Failure(
+    failure.all_finite & finite,
+    jnp.where(first, state_step + 1, failure.step),
+    jax.tree.map(lambda ok, before: jnp.where(first, ok, before), parts, failure.parts),
+  )
+
+
 def train(
   method: contract.Method,
   state: Any,
@@ -241,20 +264,11 @@ def train(
     dynamic_ncols=True,
     desc=workdir.name,
   )
-  # The first rejected step and what it made non-finite, kept on device (no sync): a rejected step leaves the
-  # state's step where it was, so the failed step is that step + 1.
-  all_finite, failed_at, failed_parts = True, jnp.zeros((), jnp.int32), None
+  failure = None  # the first rejected step and what it made non-finite, on device: one dispatch a step, no sync
   window_start, window_steps = time.perf_counter(), 0
   for step in range(start + 1, config.num_steps + 1):
     state, metrics = step_fn(state, dataset, key)
-    all_finite = metrics['finite'] & all_finite
-    first = ~metrics['finite'] & (failed_at == 0)
-    failed_at = jnp.where(first, state.step + 1, failed_at)
-    failed_parts = jax.tree.map(
-      lambda ok, before: jnp.where(first, ok, before),
-      metrics['finite_parts'],
-      metrics['finite_parts'] if failed_parts is None else failed_parts,
-    )
+    failure = _track_failure(failure, metrics['finite'], metrics['finite_parts'], state.step)
     if sync_every_step:
       jax.block_until_ready(state)
     window_steps += 1
@@ -263,12 +277,13 @@ def train(
       writer.write(step, {f'epoch_end/{k}': v for k, v in jax.device_get(epoch_metrics).items()})
     last = step == config.num_steps
     if step % config.log_every == 0 or step % config.checkpoint_every == 0 or last:
-      if not bool(all_finite):
+      if not bool(failure.all_finite):
         bar.close()
         writer.close()
         mngr.wait_until_finished()  # the last good checkpoint must be complete on disk
-        bad = [name for name, ok in jax.device_get(failed_parts).items() if not ok]
-        failed = int(jax.device_get(failed_at))
+        failure = jax.device_get(failure)
+        bad = [name for name, ok in failure.parts.items() if not ok]
+        failed = int(failure.step)
         raise NonFiniteLossError(
           f'step {failed} made {", ".join(bad)} non-finite; that update was not kept and training stopped. '
           f'The checkpoints in {workdir / "checkpoints"} (latest: step {mngr.latest_step()}) hold only finite '
