@@ -372,16 +372,7 @@ def test_seeds_run_apart_combine_into_one_record_and_other_settings_are_refused(
 
 
 def test_a_record_written_seed_by_seed_is_continued_on_another_machine(tmp_path, run_entry):
-  common = (
-    'experiments.autoencoder',
-    '--num_steps=20',
-    '--log_every=10',
-    '--checkpoint_every=20',
-    '--nofigures',
-    '--cluster_method=kmeans',
-    '--knn_k=20',
-    f'--results_dir={tmp_path / "results"}',
-  )
+  common = (*_RECORDED, f'--results_dir={tmp_path / "results"}')  # _RECORDED: the short run below
   path = tmp_path / 'results' / 'autoencoder_digits.json'
   proc = run_entry(*common, '--seeds=1', f'--workdir={tmp_path / "first_machine"}')
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import test_contract  # tests/ is on the path (pytest's rootdir conftest)
 
 from unsupervised_jax import losses
 from unsupervised_jax import rendering
@@ -301,18 +302,7 @@ def test_pad_and_shift_keeps_the_image_whole():
   assert float(centred[2:10, 2:10].sum()) == 64.0
 
 
-TINY = dict(
-  n_part_caps=6,
-  n_obj_caps=4,
-  n_part_features=4,
-  n_obj_params=8,
-  template_size=5,
-  canvas_size=12,
-  max_shift=2,
-  encoder_channels=16,
-  encoder_strides=(1, 2),
-  learning_rate=1e-3,
-)
+TINY = dict(test_contract.TINY['scae'], learning_rate=1e-3)  # the contract test's tiny SCAE, a faster rate
 
 
 def test_short_digits_run_lowers_the_loss(tmp_path):
